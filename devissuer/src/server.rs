@@ -1,0 +1,158 @@
+//! A JWKS endpoint on 127.0.0.1 that counts its hits and can be told to fail, for the dev issuer
+//! and the end-to-end tests. One thread per connection, `Connection: close`: it serves a handful
+//! of requests, not traffic.
+
+use std::{
+    io::{self, BufRead, BufReader, Write},
+    net::{Shutdown, TcpListener, TcpStream},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// How the JWKS endpoint answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Serve,
+    /// Accept, then drop the connection: what an unreachable issuer looks like to a client.
+    Down,
+    /// 200 with a body that is not a JWKS.
+    Garbage,
+    Status(u16),
+    /// Answer after this long (longer than the client's timeout).
+    Hang(Duration),
+}
+
+struct Shared {
+    jwks: Mutex<String>,
+    mode: Mutex<Mode>,
+    hits: AtomicUsize,
+    stopped: AtomicBool,
+}
+
+pub struct MockIssuer {
+    port: u16,
+    shared: Arc<Shared>,
+}
+
+impl MockIssuer {
+    /// Listens on an ephemeral loopback port.
+    pub fn start(jwks: &Value) -> io::Result<MockIssuer> {
+        Self::bind("127.0.0.1:0", jwks)
+    }
+
+    pub fn bind(address: &str, jwks: &Value) -> io::Result<MockIssuer> {
+        let listener = TcpListener::bind(address)?;
+        let port = listener.local_addr()?.port();
+        let shared = Arc::new(Shared {
+            jwks: Mutex::new(jwks.to_string()),
+            mode: Mutex::new(Mode::Serve),
+            hits: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
+        });
+        let accept_shared = shared.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if accept_shared.stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let shared = accept_shared.clone();
+                thread::spawn(move || {
+                    let _ = serve(stream, &shared);
+                });
+            }
+        });
+        Ok(MockIssuer { port, shared })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The issuer identifier (`iss`) tokens from this issuer carry.
+    pub fn issuer(&self) -> String {
+        format!("{}/", self.origin())
+    }
+
+    pub fn jwks_url(&self) -> String {
+        format!("{}{JWKS_PATH}", self.origin())
+    }
+
+    pub fn set_jwks(&self, jwks: &Value) {
+        *self.shared.jwks.lock().unwrap() = jwks.to_string();
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.shared.mode.lock().unwrap() = mode;
+    }
+
+    /// Requests for the JWKS so far, failed ones included.
+    pub fn hits(&self) -> usize {
+        self.shared.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for MockIssuer {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    if method != "GET" || path != JWKS_PATH {
+        return respond(stream, 404, "application/json", r#"{"error":"not_found"}"#);
+    }
+    shared.hits.fetch_add(1, Ordering::SeqCst);
+    let mode = shared.mode.lock().unwrap().clone();
+    match mode {
+        Mode::Serve => {
+            let body = shared.jwks.lock().unwrap().clone();
+            respond(stream, 200, "application/json", &body)
+        }
+        Mode::Down => stream.shutdown(Shutdown::Both),
+        Mode::Garbage => respond(stream, 200, "application/json", "<html>this is not a key set</html>"),
+        Mode::Status(code) => respond(stream, code, "text/plain", "issuer error"),
+        Mode::Hang(duration) => {
+            thread::sleep(duration);
+            let body = shared.jwks.lock().unwrap().clone();
+            respond(stream, 200, "application/json", &body)
+        }
+    }
+}
+
+fn respond(mut stream: TcpStream, status: u16, content_type: &str, body: &str) -> io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    stream.flush()
+}

@@ -1,0 +1,103 @@
+//! Judging signed claims: issuer, audience, validity window (RFC 9068 §4) and granted scopes.
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+
+use crate::{config::ScopeSource, error::TokenProblem, verify::SignedClaims};
+
+/// The claims edge-auth reads besides `exp`/`nbf`/`iat` (which jwt-compact's `Claims` holds).
+/// A member of the wrong JSON type fails deserialization, which is reported as malformed claims.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccessClaims {
+    #[serde(default)]
+    pub iss: Option<String>,
+    #[serde(default)]
+    pub aud: Option<Audience>,
+    #[serde(default)]
+    pub sub: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Auth0 RBAC: granted permissions, when "Add Permissions in the Access Token" is on.
+    #[serde(default)]
+    pub permissions: Option<Vec<String>>,
+}
+
+/// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains_any(&self, accepted: &[String]) -> bool {
+        match self {
+            Audience::One(a) => accepted.contains(a),
+            Audience::Many(list) => list.iter().any(|a| accepted.contains(a)),
+        }
+    }
+}
+
+/// What the claims are judged against.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimsPolicy<'a> {
+    pub issuer: &'a str,
+    pub audiences: &'a [String],
+    pub leeway_secs: u64,
+    pub scope_source: ScopeSource,
+}
+
+/// The authenticated caller. Built only by [`validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub subject: Option<String>,
+    pub scopes: BTreeSet<String>,
+}
+
+impl Principal {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.contains(scope)
+    }
+}
+
+/// Checks the validity window first (the most common failure), then issuer, then audience.
+pub fn validate(signed: SignedClaims, policy: &ClaimsPolicy<'_>, now_secs: i64) -> Result<Principal, TokenProblem> {
+    let claims = signed.0;
+    let leeway = i64::try_from(policy.leeway_secs).unwrap_or(i64::MAX);
+
+    let exp = claims.expiration.ok_or(TokenProblem::MissingExpiry)?.timestamp();
+    if now_secs >= exp.saturating_add(leeway) {
+        return Err(TokenProblem::Expired);
+    }
+    if let Some(nbf) = claims.not_before {
+        if now_secs.saturating_add(leeway) < nbf.timestamp() {
+            return Err(TokenProblem::NotYetValid);
+        }
+    }
+    if let Some(iat) = claims.issued_at {
+        if now_secs.saturating_add(leeway) < iat.timestamp() {
+            return Err(TokenProblem::IssuedInFuture);
+        }
+    }
+
+    let custom = claims.custom;
+    if custom.iss.as_deref() != Some(policy.issuer) {
+        return Err(TokenProblem::WrongIssuer);
+    }
+    if !custom.aud.as_ref().is_some_and(|aud| aud.contains_any(policy.audiences)) {
+        return Err(TokenProblem::WrongAudience);
+    }
+
+    let mut scopes = BTreeSet::new();
+    if policy.scope_source != ScopeSource::PermissionsClaim {
+        if let Some(scope) = &custom.scope {
+            scopes.extend(scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned));
+        }
+    }
+    if policy.scope_source != ScopeSource::ScopeClaim {
+        scopes.extend(custom.permissions.into_iter().flatten());
+    }
+    Ok(Principal { subject: custom.sub, scopes })
+}

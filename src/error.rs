@@ -1,0 +1,107 @@
+//! Every way a request can fail, as typed values.
+//!
+//! Layers raise the variant that names what they saw; `http::error_response` is the one place a
+//! variant becomes a status code, headers and a body. Descriptions are fixed strings so that no
+//! token text, claim value or key material can ever reach a response.
+
+use std::fmt;
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    NotFound,
+    MethodNotAllowed,
+    /// A required variable is missing, empty or invalid; protected routes refuse to guess.
+    Misconfigured(ConfigError),
+    /// No `Authorization` header, or a scheme other than Bearer (RFC 6750 §3.1: no error code).
+    MissingAuthorization,
+    InvalidRequest(RequestProblem),
+    InvalidToken(TokenProblem),
+    InsufficientScope { required: &'static str },
+    /// No usable keys anywhere and the issuer cannot be reached right now.
+    KeysUnavailable { retry_after_secs: u64 },
+}
+
+/// A Bearer credential that is not one well-formed token (RFC 6750 `invalid_request`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestProblem {
+    EmptyCredential,
+    MultipleCredentials,
+    NotB64Token,
+}
+
+impl RequestProblem {
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::EmptyCredential => "The Bearer credential is empty",
+            Self::MultipleCredentials => "More than one credential was sent",
+            Self::NotB64Token => "The Bearer credential is not a valid b64token",
+        }
+    }
+}
+
+/// Which check a token failed (RFC 6750 `invalid_token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenProblem {
+    TooLarge,
+    Malformed,
+    UnsupportedAlgorithm,
+    CriticalHeader,
+    UnknownKey,
+    /// No `kid`, and the key set holds more than one usable key.
+    KeyNotSpecified,
+    BadSignature,
+    MalformedClaims,
+    MissingExpiry,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    WrongIssuer,
+    WrongAudience,
+}
+
+impl TokenProblem {
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::TooLarge => "The token is too large",
+            Self::Malformed => "The token is not a well-formed JWS compact serialization",
+            Self::UnsupportedAlgorithm => "The token algorithm is not supported; RS256 is required",
+            Self::CriticalHeader => "The token has critical header parameters that are not supported",
+            Self::UnknownKey => "The token is signed with an unknown key",
+            Self::KeyNotSpecified => "The token does not name its signing key",
+            Self::BadSignature => "The token signature is invalid",
+            Self::MalformedClaims => "The token claims are malformed",
+            Self::MissingExpiry => "The token has no expiry",
+            Self::Expired => "The token is expired",
+            Self::NotYetValid => "The token is not valid yet",
+            Self::IssuedInFuture => "The token was issued in the future",
+            Self::WrongIssuer => "The token issuer is not accepted",
+            Self::WrongAudience => "The token audience is not accepted",
+        }
+    }
+}
+
+/// A configuration variable that cannot be used as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: ConfigProblem,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigProblem {
+    Missing,
+    /// What a valid value looks like.
+    Invalid(&'static str),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.problem {
+            ConfigProblem::Missing => write!(f, "{} is required but missing or empty", self.variable),
+            ConfigProblem::Invalid(expected) => write!(f, "{} is invalid: {expected}", self.variable),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

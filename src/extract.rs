@@ -1,0 +1,93 @@
+//! Cutting the one Bearer token out of an `Authorization` header (RFC 6750 §2.1).
+
+use crate::error::{ApiError, RequestProblem, TokenProblem};
+
+/// Tokens above this size are refused before any parsing: Auth0 access tokens are a few hundred
+/// bytes to a few KiB, and parsing costs grow with input.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Returns the token of `Authorization: Bearer <token>`.
+///
+/// The runtime joins repeated headers with ", ", so two `Authorization` headers arrive as one
+/// value with a separator inside the credential and are refused as more than one credential.
+pub fn bearer_token(authorization: Option<&str>) -> Result<&str, ApiError> {
+    let header = authorization.ok_or(ApiError::MissingAuthorization)?;
+    let header = header.trim_matches(|c| c == ' ' || c == '\t');
+    let (scheme, rest) = header.split_once([' ', '\t']).unwrap_or((header, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::MissingAuthorization);
+    }
+    let credential = rest.trim_start_matches([' ', '\t']);
+    if credential.is_empty() {
+        return Err(ApiError::InvalidRequest(RequestProblem::EmptyCredential));
+    }
+    if credential.len() > MAX_TOKEN_BYTES {
+        return Err(ApiError::InvalidToken(TokenProblem::TooLarge));
+    }
+    if credential.contains([' ', '\t', ',']) {
+        return Err(ApiError::InvalidRequest(RequestProblem::MultipleCredentials));
+    }
+    if !is_b64token(credential) {
+        return Err(ApiError::InvalidRequest(RequestProblem::NotB64Token));
+    }
+    Ok(credential)
+}
+
+/// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
+fn is_b64token(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_matches_in_any_case() {
+        for header in ["Bearer abc.def.ghi", "bearer abc.def.ghi", "BEARER  abc.def.ghi", "Bearer abc.def.ghi "] {
+            assert_eq!(bearer_token(Some(header)), Ok("abc.def.ghi"), "{header}");
+        }
+    }
+
+    #[test]
+    fn absent_header_or_other_scheme_is_missing_authorization() {
+        for header in [None, Some(""), Some("Basic dXNlcjpwYXNz"), Some("Bearerabc"), Some("Token abc")] {
+            assert_eq!(bearer_token(header), Err(ApiError::MissingAuthorization), "{header:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_credentials_are_invalid_requests() {
+        let cases = [
+            ("Bearer", RequestProblem::EmptyCredential),
+            ("Bearer    ", RequestProblem::EmptyCredential),
+            ("Bearer a.b.c d.e.f", RequestProblem::MultipleCredentials),
+            ("Bearer a.b.c, Bearer d.e.f", RequestProblem::MultipleCredentials),
+            ("Bearer a.b.c,d", RequestProblem::MultipleCredentials),
+            ("Bearer a.b.c\"", RequestProblem::NotB64Token),
+            ("Bearer ===", RequestProblem::NotB64Token),
+            ("Bearer a=b", RequestProblem::NotB64Token),
+            ("Bearer é", RequestProblem::NotB64Token),
+        ];
+        for (header, problem) in cases {
+            assert_eq!(bearer_token(Some(header)), Err(ApiError::InvalidRequest(problem)), "{header}");
+        }
+    }
+
+    #[test]
+    fn b64token_allows_its_whole_alphabet_and_padding() {
+        assert_eq!(bearer_token(Some("Bearer aZ09-._~+/==")), Ok("aZ09-._~+/=="));
+    }
+
+    #[test]
+    fn oversized_token_is_refused_unparsed() {
+        let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+        assert_eq!(bearer_token(Some(&big)), Err(ApiError::InvalidToken(TokenProblem::TooLarge)));
+        let limit = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES));
+        assert!(bearer_token(Some(&limit)).is_ok());
+    }
+}

@@ -1,0 +1,123 @@
+//! The HTTP face of the worker, as plain data: response bodies, headers, CORS, and the one place
+//! where an [`ApiError`] becomes a status code (`error_response`).
+
+use serde_json::json;
+
+use crate::{config::CorsPolicy, error::ApiError};
+
+/// A response before it is handed to the runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<String>,
+}
+
+impl HttpResponse {
+    pub fn json(status: u16, body: &serde_json::Value) -> Self {
+        Self { status, headers: vec![("content-type", "application/json".into())], body: Some(body.to_string()) }
+    }
+
+    pub fn message(text: &str) -> Self {
+        Self::json(200, &json!({ "message": text }))
+    }
+
+    pub fn empty(status: u16) -> Self {
+        Self { status, headers: Vec::new(), body: None }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// Methods every route answers; `HEAD` is `GET` without a body.
+pub const ALLOW: &str = "GET, HEAD, OPTIONS";
+
+/// The one mapping from errors to HTTP (RFC 6750 §3 for the Bearer errors).
+/// `realm` is `None` when the configuration itself is broken.
+pub fn error_response(error: &ApiError, realm: Option<&str>) -> HttpResponse {
+    let realm = format!("Bearer realm=\"{}\"", realm.unwrap_or("edge-auth"));
+    let challenge = |code: &str, description: &str| format!("{realm}, error=\"{code}\", error_description=\"{description}\"");
+    let (status, code, description, extra): (u16, &str, String, Vec<(&'static str, String)>) = match error {
+        ApiError::NotFound => (404, "not_found", "No such route".into(), vec![]),
+        ApiError::MethodNotAllowed => (405, "method_not_allowed", "Method not allowed".into(), vec![("allow", ALLOW.into())]),
+        ApiError::Misconfigured(e) => (500, "server_misconfigured", e.to_string(), vec![]),
+        ApiError::MissingAuthorization => (
+            401,
+            "missing_authorization",
+            "Authorization header with a Bearer token is expected".into(),
+            vec![("www-authenticate", realm.clone())],
+        ),
+        ApiError::InvalidRequest(p) => {
+            (400, "invalid_request", p.description().into(), vec![("www-authenticate", challenge("invalid_request", p.description()))])
+        }
+        ApiError::InvalidToken(p) => {
+            (401, "invalid_token", p.description().into(), vec![("www-authenticate", challenge("invalid_token", p.description()))])
+        }
+        ApiError::InsufficientScope { required } => {
+            let description = "The token does not grant the required scope";
+            let header = format!("{}, scope=\"{required}\"", challenge("insufficient_scope", description));
+            (403, "insufficient_scope", description.into(), vec![("www-authenticate", header)])
+        }
+        ApiError::KeysUnavailable { retry_after_secs } => (
+            503,
+            "temporarily_unavailable",
+            "Signing keys cannot be obtained from the issuer right now".into(),
+            vec![("retry-after", retry_after_secs.to_string())],
+        ),
+    };
+    let mut response = HttpResponse::json(status, &json!({ "error": code, "error_description": description }));
+    response.headers.push(("cache-control", "no-store".into()));
+    response.headers.extend(extra);
+    response
+}
+
+/// Whether `origin` may read responses, and the value to echo in `Access-Control-Allow-Origin`.
+pub fn allowed_origin(cors: &CorsPolicy, origin: Option<&str>) -> Option<String> {
+    let origin = origin?;
+    match cors {
+        CorsPolicy::None => None,
+        CorsPolicy::Any => Some("*".into()),
+        CorsPolicy::Origins(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)).then(|| origin.to_owned()),
+    }
+}
+
+/// CORS headers for an actual (non-preflight) response, errors included, so that a browser
+/// app can read why it was refused.
+pub fn with_cors(mut response: HttpResponse, cors: &CorsPolicy, origin: Option<&str>) -> HttpResponse {
+    if !matches!(cors, CorsPolicy::Origins(_) | CorsPolicy::Any) {
+        return response;
+    }
+    if matches!(cors, CorsPolicy::Origins(_)) {
+        response.headers.push(("vary", "Origin".into()));
+    }
+    if let Some(allow) = allowed_origin(cors, origin) {
+        response.headers.push(("access-control-allow-origin", allow));
+        response.headers.push(("access-control-expose-headers", "WWW-Authenticate, Retry-After".into()));
+    }
+    response
+}
+
+/// The answer to `OPTIONS`: a CORS preflight from an allowed origin gets the allow headers,
+/// anyone else gets a bare 204 (the browser then blocks the real request).
+pub fn preflight(cors: &CorsPolicy, origin: Option<&str>) -> HttpResponse {
+    let mut response = HttpResponse::empty(204).with_header("allow", ALLOW);
+    if matches!(cors, CorsPolicy::Origins(_)) {
+        response.headers.push(("vary", "Origin".into()));
+    }
+    if let Some(allow) = allowed_origin(cors, origin) {
+        response.headers.extend([
+            ("access-control-allow-origin", allow),
+            ("access-control-allow-methods", ALLOW.into()),
+            ("access-control-allow-headers", "Authorization, Content-Type".into()),
+            ("access-control-max-age", "600".into()),
+        ]);
+    }
+    response
+}

@@ -1,0 +1,60 @@
+//! Parsing a compact JWS into an [`UnverifiedToken`] and enforcing the header rules that must hold
+//! before any key is looked up.
+
+use jwt_compact::{Claims, UntrustedToken};
+use serde::Deserialize;
+
+use crate::{claims::AccessClaims, error::TokenProblem};
+
+/// The one algorithm accepted. Auth0 signs access tokens with RS256; accepting anything else
+/// invites algorithm confusion (`none`, or HS256 keyed with the public key).
+pub const ALGORITHM: &str = "RS256";
+
+/// Header members jwt-compact does not model but that change how a token must be read.
+/// `jku`, `x5u`, `jwk` and `x5c` are never read: keys come only from the configured JWKS.
+#[derive(Debug, Default, Deserialize)]
+struct HeaderExtensions {
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
+}
+
+/// A token whose structure and header are acceptable, but whose signature and claims are not
+/// yet checked. The only way forward is [`crate::verify::check_signature`].
+#[derive(Debug)]
+pub struct UnverifiedToken<'a> {
+    raw: &'a str,
+    inner: UntrustedToken<'a, HeaderExtensions>,
+}
+
+impl<'a> UnverifiedToken<'a> {
+    pub fn parse(raw: &'a str) -> Result<Self, TokenProblem> {
+        let inner = UntrustedToken::<HeaderExtensions>::try_from(raw).map_err(|_| TokenProblem::Malformed)?;
+        if inner.algorithm() != ALGORITHM {
+            return Err(TokenProblem::UnsupportedAlgorithm);
+        }
+        // RFC 7515 §4.1.11: a recipient that does not understand a listed extension must reject.
+        if inner.header().other_fields.crit.is_some() {
+            return Err(TokenProblem::CriticalHeader);
+        }
+        Ok(Self { raw, inner })
+    }
+
+    pub fn kid(&self) -> Option<&str> {
+        self.inner.header().key_id.as_deref()
+    }
+
+    /// `BASE64URL(header) || '.' || BASE64URL(payload)`, exactly as received.
+    pub fn signing_input(&self) -> &'a [u8] {
+        let end = self.raw.rfind('.').unwrap_or(0);
+        &self.raw.as_bytes()[..end]
+    }
+
+    pub fn signature(&self) -> &[u8] {
+        self.inner.signature_bytes()
+    }
+
+    /// Claims read without judging them; callable by the signature check alone.
+    pub(crate) fn claims_unchecked(&self) -> Result<Claims<AccessClaims>, TokenProblem> {
+        self.inner.deserialize_claims_unchecked().map_err(|_| TokenProblem::MalformedClaims)
+    }
+}
