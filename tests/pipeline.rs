@@ -1,0 +1,482 @@
+//! The request pipeline as a specification: every route, every rejection rule, every error
+//! format, driven through `app::handle` with real RS256 tokens, fake tiers and a fixed clock.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use edge_auth::{
+    app::{self, Incoming, Keys, Outcome},
+    config::Config,
+    http::HttpResponse,
+    keystore::{FetchError, KeyStore},
+    verify::RustRsa,
+};
+use edge_auth_dev_issuer::{b64, jwks, sign, Mint, SigningKey};
+use serde_json::{json, Value};
+
+struct World {
+    config: Result<Config, edge_auth::error::ConfigError>,
+    store: KeyStore,
+    io: FakeIo,
+}
+
+fn world_with(vars: &[(&str, &str)], published: &[&SigningKey]) -> World {
+    let mut map: HashMap<&str, &str> =
+        [("AUTH0_DOMAIN", "tenant.example.auth0.com"), ("AUTH0_AUDIENCE", AUDIENCE)].into_iter().collect();
+    map.extend(vars.iter().copied());
+    let config = Config::from_vars(|name| map.get(name).map(|v| v.to_string()));
+    let policy = config.as_ref().map(|c| c.jwks).unwrap_or_default();
+    World { config, store: KeyStore::new(ISSUER, JWKS_URL, policy), io: FakeIo::serving(&jwks(published)) }
+}
+
+fn world() -> World {
+    world_with(&[], &[key(1)])
+}
+
+impl World {
+    fn call(&self, method: &str, path: &str, authorization: Option<&str>, origin: Option<&str>) -> Outcome {
+        let request = Incoming { method, path, authorization, origin };
+        let setup = self.config.as_ref().map(|c| (c, Keys { store: &self.store, io: &self.io, verifier: &RustRsa }));
+        block_on(app::handle(&request, setup, NOW as u64 * 1000))
+    }
+
+    fn get(&self, path: &str, token: &str) -> HttpResponse {
+        self.call("GET", path, Some(&format!("Bearer {token}")), None).response
+    }
+}
+
+fn mint() -> Mint {
+    Mint { now: NOW, ..Mint::new(ISSUER, AUDIENCE) }
+}
+
+fn valid_token() -> String {
+    mint().sign(key(1))
+}
+
+fn token_with(edit: impl FnOnce(&mut Value)) -> String {
+    let mut claims = mint().claims();
+    edit(&mut claims);
+    sign(&json!({ "alg": "RS256", "typ": "JWT", "kid": "key-1" }), &claims, key(1))
+}
+
+fn body(response: &HttpResponse) -> Value {
+    serde_json::from_str(response.body.as_deref().unwrap_or("null")).unwrap()
+}
+
+/// Asserts an RFC 6750 error: status, JSON code, `Cache-Control: no-store`, and the challenge.
+fn assert_error(response: &HttpResponse, status: u16, code: &str) {
+    assert_eq!(response.status, status, "{response:?}");
+    assert_eq!(body(response)["error"], json!(code), "{response:?}");
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    assert_eq!(response.header("content-type"), Some("application/json"));
+}
+
+fn assert_invalid_token(response: &HttpResponse, description: &str) {
+    assert_error(response, 401, "invalid_token");
+    assert_eq!(body(response)["error_description"], json!(description));
+    let challenge = response.header("www-authenticate").unwrap();
+    assert_eq!(
+        challenge,
+        format!("Bearer realm=\"{AUDIENCE}\", error=\"invalid_token\", error_description=\"{description}\"")
+    );
+}
+
+// ---- routes ----
+
+#[test]
+fn public_route_needs_no_token() {
+    let r = world().call("GET", "/api/public", None, None).response;
+    assert_eq!(r.status, 200);
+    assert_eq!(body(&r), json!({ "message": app::PUBLIC_MESSAGE }));
+    assert_eq!(app::PUBLIC_MESSAGE, "Hello from a public endpoint! You don't need to be authenticated to see this.");
+}
+
+#[test]
+fn private_route_accepts_any_valid_token() {
+    let r = world().get("/api/private", &valid_token());
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        body(&r),
+        json!({ "message": "Hello from a private endpoint! You need to be authenticated to see this." })
+    );
+}
+
+#[test]
+fn scoped_route_accepts_read_messages_from_scope_or_permissions() {
+    let w = world();
+    let scoped = |m: Mint| w.get("/api/private-scoped", &m.sign(key(1)));
+    let ok = scoped(Mint { scope: Some("openid read:messages profile".into()), ..mint() });
+    assert_eq!(ok.status, 200);
+    assert_eq!(
+        body(&ok),
+        json!({ "message": "Hello from a private endpoint! You need to be authenticated and have a scope of read:messages to see this." })
+    );
+    assert_eq!(scoped(Mint { permissions: Some(vec!["read:messages".into()]), ..mint() }).status, 200);
+}
+
+#[test]
+fn scoped_route_without_the_scope_is_403_insufficient_scope() {
+    let w = world();
+    for m in [
+        mint(),
+        Mint { scope: Some("read:message write:messages".into()), ..mint() },
+        Mint { scope: Some("read:messagesX".into()), ..mint() },
+        Mint { permissions: Some(vec!["write:messages".into()]), ..mint() },
+    ] {
+        let r = w.get("/api/private-scoped", &m.sign(key(1)));
+        assert_error(&r, 403, "insufficient_scope");
+        assert_eq!(
+            r.header("www-authenticate").unwrap(),
+            format!("Bearer realm=\"{AUDIENCE}\", error=\"insufficient_scope\", error_description=\"The token does not grant the required scope\", scope=\"read:messages\"")
+        );
+    }
+}
+
+#[test]
+fn scope_source_can_be_restricted_to_one_claim() {
+    let by_scope = Mint { scope: Some("read:messages".into()), ..mint() }.sign(key(1));
+    let by_permission = Mint { permissions: Some(vec!["read:messages".into()]), ..mint() }.sign(key(1));
+    let only_scope = world_with(&[("SCOPE_SOURCE", "scope")], &[key(1)]);
+    assert_eq!(only_scope.get("/api/private-scoped", &by_scope).status, 200);
+    assert_eq!(only_scope.get("/api/private-scoped", &by_permission).status, 403);
+    let only_permissions = world_with(&[("SCOPE_SOURCE", "permissions")], &[key(1)]);
+    assert_eq!(only_permissions.get("/api/private-scoped", &by_scope).status, 403);
+    assert_eq!(only_permissions.get("/api/private-scoped", &by_permission).status, 200);
+}
+
+#[test]
+fn unknown_path_is_404_json() {
+    let r = world().call("GET", "/api/nope", None, None).response;
+    assert_error(&r, 404, "not_found");
+}
+
+#[test]
+fn other_methods_are_405_with_allow() {
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let r = world().call(method, "/api/private", None, None).response;
+        assert_error(&r, 405, "method_not_allowed");
+        assert_eq!(r.header("allow"), Some("GET, HEAD, OPTIONS"));
+    }
+}
+
+#[test]
+fn head_is_answered_like_get() {
+    assert_eq!(world().call("HEAD", "/api/public", None, None).response.status, 200);
+    assert_eq!(world().call("HEAD", "/api/private", None, None).response.status, 401);
+}
+
+// ---- the Authorization header ----
+
+#[test]
+fn missing_header_or_other_scheme_is_401_without_error_code() {
+    for header in [None, Some("Basic dXNlcjpwYXNz")] {
+        let r = world().call("GET", "/api/private", header, None).response;
+        assert_error(&r, 401, "missing_authorization");
+        assert_eq!(r.header("www-authenticate"), Some(format!("Bearer realm=\"{AUDIENCE}\"").as_str()));
+    }
+}
+
+#[test]
+fn malformed_bearer_credentials_are_400_invalid_request() {
+    let token = valid_token();
+    for header in ["Bearer".to_string(), "Bearer  ".into(), format!("Bearer {token} {token}"), format!("Bearer {token}, Bearer {token}"), "Bearer a\"b".into()] {
+        let r = world().call("GET", "/api/private", Some(&header), None).response;
+        assert_error(&r, 400, "invalid_request");
+        assert!(r.header("www-authenticate").unwrap().contains("error=\"invalid_request\", error_description=\""));
+    }
+}
+
+#[test]
+fn bearer_scheme_is_case_insensitive() {
+    let r = world().call("GET", "/api/private", Some(&format!("bEaReR {}", valid_token())), None).response;
+    assert_eq!(r.status, 200);
+}
+
+// ---- token structure and header ----
+
+#[test]
+fn tokens_over_8_kib_are_refused_unparsed() {
+    let padding = "x".repeat(9000);
+    let w = world();
+    let r = w.get("/api/private", &token_with(|c| c["pad"] = json!(padding)));
+    assert_invalid_token(&r, "The token is too large");
+    assert_eq!(w.io.fetches.get(), 0);
+}
+
+#[test]
+fn malformed_compact_serializations_are_invalid_tokens() {
+    let t = valid_token();
+    let parts: Vec<&str> = t.split('.').collect();
+    let cases = [
+        "abc".to_string(),
+        "a.b".into(),
+        format!("{t}.extra"),
+        format!("{}.{}.", parts[0], parts[1]) + "!!",
+        format!("{}.{}.{}", b64(b"not json"), parts[1], parts[2]),
+        format!("@@@.{}.{}", parts[1], parts[2]),
+    ];
+    for token in cases {
+        let r = world().call("GET", "/api/private", Some(&format!("Bearer {token}")), None).response;
+        // "!!" and "@@@" are not b64token characters: refused one step earlier, as invalid_request.
+        if token.contains('!') || token.contains('@') {
+            assert_error(&r, 400, "invalid_request");
+        } else {
+            assert_invalid_token(&r, "The token is not a well-formed JWS compact serialization");
+        }
+    }
+}
+
+#[test]
+fn every_algorithm_but_rs256_is_rejected_before_any_key_is_touched() {
+    let claims = mint().claims();
+    for alg in ["none", "None", "NONE", "nOnE", "HS256", "HS384", "HS512", "RS384", "RS512", "PS256", "ES256", "EdDSA", "rs256", ""] {
+        let w = world();
+        let header = json!({ "alg": alg, "typ": "JWT", "kid": "key-1" });
+        let forged = sign(&header, &claims, key(1));
+        assert_invalid_token(&w.get("/api/private", &forged), "The token algorithm is not supported; RS256 is required");
+        let unsigned = format!("{}.{}.", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+        assert_invalid_token(&w.get("/api/private", &unsigned), "The token algorithm is not supported; RS256 is required");
+        assert_eq!(w.io.fetches.get(), 0, "alg {alg:?} reached the key store");
+    }
+}
+
+#[test]
+fn crit_header_is_rejected() {
+    let forged = sign(&json!({ "alg": "RS256", "kid": "key-1", "crit": ["exp"], "exp": 1 }), &mint().claims(), key(1));
+    assert_invalid_token(&world().get("/api/private", &forged), "The token has critical header parameters that are not supported");
+}
+
+#[test]
+fn keys_embedded_in_or_pointed_to_by_the_header_are_never_used() {
+    // Signed by an attacker's key that the header offers every way it can: still unknown.
+    let attacker = key(3);
+    let header = json!({
+        "alg": "RS256", "kid": "key-3",
+        "jwk": attacker.public_jwk(),
+        "jku": "https://evil.example/jwks.json",
+        "x5u": "https://evil.example/cert.pem",
+    });
+    let w = world();
+    assert_invalid_token(&w.get("/api/private", &sign(&header, &mint().claims(), attacker)), "The token is signed with an unknown key");
+    // The same header on a token signed by the real key is fine: the extra members are inert.
+    let header = json!({ "alg": "RS256", "kid": "key-1", "jku": "https://evil.example/jwks.json" });
+    assert_eq!(w.get("/api/private", &sign(&header, &mint().claims(), key(1))).status, 200);
+}
+
+// ---- keys and signatures ----
+
+#[test]
+fn kid_must_name_a_published_key() {
+    let header = json!({ "alg": "RS256", "kid": "key-9" });
+    assert_invalid_token(&world().get("/api/private", &sign(&header, &mint().claims(), key(1))), "The token is signed with an unknown key");
+}
+
+#[test]
+fn without_kid_only_a_single_key_set_is_unambiguous() {
+    let token = sign(&json!({ "alg": "RS256" }), &mint().claims(), key(1));
+    assert_eq!(world().get("/api/private", &token).status, 200);
+    let two = world_with(&[], &[key(1), key(2)]);
+    assert_invalid_token(&two.get("/api/private", &token), "The token does not name its signing key");
+}
+
+#[test]
+fn unusable_published_keys_are_ignored() {
+    let mut enc = key(2).public_jwk();
+    enc["use"] = json!("enc");
+    let mut rs512 = key(3).public_jwk();
+    rs512["alg"] = json!("RS512");
+    let published = json!({ "keys": [small_key().public_jwk(), enc, rs512, {"kty": "EC", "crv": "P-256", "kid": "ec"}, key(1).public_jwk()] });
+    let w = world();
+    w.io.issuer_serves(&published);
+    for k in [small_key(), key(2), key(3)] {
+        let token = sign(&json!({ "alg": "RS256", "kid": k.kid }), &mint().claims(), k);
+        assert_invalid_token(&w.get("/api/private", &token), "The token is signed with an unknown key");
+    }
+    assert_eq!(w.get("/api/private", &valid_token()).status, 200);
+}
+
+#[test]
+fn signatures_must_verify_over_the_exact_signing_input() {
+    let token = valid_token();
+    let parts: Vec<&str> = token.split('.').collect();
+    let tampered_claims = b64(mint().claims().to_string().replace("dev-user|1", "admin|1").as_bytes());
+    let other_key = sign(&json!({ "alg": "RS256", "kid": "key-1" }), &mint().claims(), key(2));
+    let mut flipped = parts[2].as_bytes().to_vec();
+    flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
+    let cases = [
+        format!("{}.{}.{}", parts[0], tampered_claims, parts[2]),
+        other_key,
+        format!("{}.{}.{}", parts[0], parts[1], String::from_utf8(flipped).unwrap()),
+        format!("{}.{}.{}", parts[0], parts[1], &parts[2][..40]),
+    ];
+    for token in cases {
+        assert_invalid_token(&world().get("/api/private", &token), "The token signature is invalid");
+    }
+}
+
+// ---- claims ----
+
+#[test]
+fn claim_rules() {
+    let leeway = 30;
+    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, Option<&str>)> = vec![
+        ("valid", Box::new(|_| {}), None),
+        ("expired beyond leeway", Box::new(move |c| c["exp"] = json!(NOW - leeway)), Some("The token is expired")),
+        ("expired within leeway", Box::new(move |c| c["exp"] = json!(NOW - leeway + 1)), None),
+        ("no exp", Box::new(|c| { c.as_object_mut().unwrap().remove("exp"); }), Some("The token has no expiry")),
+        ("nbf in the future", Box::new(move |c| c["nbf"] = json!(NOW + leeway + 1)), Some("The token is not valid yet")),
+        ("nbf within leeway", Box::new(move |c| c["nbf"] = json!(NOW + leeway)), None),
+        ("iat in the future", Box::new(move |c| c["iat"] = json!(NOW + leeway + 1)), Some("The token was issued in the future")),
+        ("iat absent", Box::new(|c| { c.as_object_mut().unwrap().remove("iat"); }), None),
+        ("wrong iss", Box::new(|c| c["iss"] = json!("https://evil.auth0.com/")), Some("The token issuer is not accepted")),
+        ("iss without trailing slash", Box::new(|c| c["iss"] = json!("https://tenant.example.auth0.com")), Some("The token issuer is not accepted")),
+        ("no iss", Box::new(|c| { c.as_object_mut().unwrap().remove("iss"); }), Some("The token issuer is not accepted")),
+        ("wrong aud", Box::new(|c| c["aud"] = json!("https://other.api")), Some("The token audience is not accepted")),
+        ("aud array containing ours", Box::new(|c| c["aud"] = json!(["https://other.api", AUDIENCE])), None),
+        ("aud array without ours", Box::new(|c| c["aud"] = json!(["https://other.api"])), Some("The token audience is not accepted")),
+        ("no aud", Box::new(|c| { c.as_object_mut().unwrap().remove("aud"); }), Some("The token audience is not accepted")),
+        ("exp as a string", Box::new(|c| c["exp"] = json!("tomorrow")), Some("The token claims are malformed")),
+        ("aud as a number", Box::new(|c| c["aud"] = json!(7)), Some("The token claims are malformed")),
+        ("iss as an object", Box::new(|c| c["iss"] = json!({})), Some("The token claims are malformed")),
+        ("scope as an array", Box::new(|c| c["scope"] = json!(["read:messages"])), Some("The token claims are malformed")),
+        ("permissions as a string", Box::new(|c| c["permissions"] = json!("read:messages")), Some("The token claims are malformed")),
+        ("claims not an object", Box::new(|c| *c = json!([1, 2])), Some("The token claims are malformed")),
+    ];
+    for (name, edit, expected) in cases {
+        let r = world().get("/api/private", &token_with(edit));
+        match expected {
+            None => assert_eq!(r.status, 200, "{name}: {r:?}"),
+            Some(description) => assert_invalid_token(&r, description),
+        }
+    }
+}
+
+#[test]
+fn leeway_is_configurable() {
+    let token = token_with(|c| c["exp"] = json!(NOW - 5));
+    assert_eq!(world().get("/api/private", &token).status, 200);
+    assert_eq!(world_with(&[("CLOCK_SKEW_SECONDS", "0")], &[key(1)]).get("/api/private", &token).status, 401);
+}
+
+#[test]
+fn any_configured_audience_is_accepted() {
+    let w = world_with(&[("AUTH0_AUDIENCE", "https://first.api,https://api.example.com")], &[key(1)]);
+    assert_eq!(w.get("/api/private", &valid_token()).status, 200);
+}
+
+#[test]
+fn error_responses_never_echo_the_token() {
+    let token = token_with(|c| c["aud"] = json!("https://secret-audience.example"));
+    let r = world().get("/api/private", &token);
+    let text = format!("{:?}", r);
+    for part in token.split('.') {
+        assert!(!text.contains(&part[..16.min(part.len())]));
+    }
+    assert!(!text.contains("secret-audience"));
+}
+
+// ---- CORS ----
+
+const APP: &str = "https://app.example.com";
+
+fn cors_world() -> World {
+    world_with(&[("CORS_ALLOWED_ORIGINS", APP)], &[key(1)])
+}
+
+#[test]
+fn preflight_from_an_allowed_origin_gets_cors_headers_without_a_token() {
+    let r = cors_world().call("OPTIONS", "/api/private", None, Some(APP)).response;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some(APP));
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET, HEAD, OPTIONS"));
+    assert!(r.header("access-control-allow-headers").unwrap().contains("Authorization"));
+}
+
+#[test]
+fn preflight_from_another_origin_gets_no_allow_headers() {
+    for w in [cors_world(), world()] {
+        let r = w.call("OPTIONS", "/api/private", None, Some("https://evil.example")).response;
+        assert_eq!(r.status, 204);
+        assert_eq!(r.header("access-control-allow-origin"), None);
+        assert_eq!(r.header("access-control-allow-methods"), None);
+    }
+}
+
+#[test]
+fn errors_to_an_allowed_origin_carry_cors_headers() {
+    let w = cors_world();
+    for (authorization, status) in [(None, 401), (Some("Bearer"), 400), (Some("Bearer a.b.c"), 401)] {
+        let r = w.call("GET", "/api/private", authorization, Some(APP)).response;
+        assert_eq!(r.status, status);
+        assert_eq!(r.header("access-control-allow-origin"), Some(APP));
+        assert!(r.header("access-control-expose-headers").unwrap().contains("WWW-Authenticate"));
+    }
+    let ok = w.call("GET", "/api/private", Some(&format!("Bearer {}", valid_token())), Some(APP)).response;
+    assert_eq!(ok.header("access-control-allow-origin"), Some(APP));
+    let other = w.call("GET", "/api/private", None, Some("https://evil.example")).response;
+    assert_eq!(other.header("access-control-allow-origin"), None);
+}
+
+#[test]
+fn wildcard_cors_allows_any_origin() {
+    let w = world_with(&[("CORS_ALLOWED_ORIGINS", "*")], &[key(1)]);
+    let r = w.call("GET", "/api/public", None, Some("https://anywhere.example")).response;
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+}
+
+// ---- configuration and availability ----
+
+#[test]
+fn misconfiguration_is_500_naming_the_variable_and_public_keeps_working() {
+    for (vars, variable) in [
+        (vec![("AUTH0_DOMAIN", "")], "AUTH0_DOMAIN"),
+        (vec![("AUTH0_DOMAIN", "https://tenant.auth0.com/")], "AUTH0_DOMAIN"),
+        (vec![("AUTH0_AUDIENCE", "")], "AUTH0_AUDIENCE"),
+        (vec![("CLOCK_SKEW_SECONDS", "ten")], "CLOCK_SKEW_SECONDS"),
+    ] {
+        let w = world_with(&vars, &[key(1)]);
+        for path in ["/api/private", "/api/private-scoped"] {
+            let r = w.get(path, &valid_token());
+            assert_error(&r, 500, "server_misconfigured");
+            assert!(body(&r)["error_description"].as_str().unwrap().starts_with(variable));
+            assert_eq!(r.header("www-authenticate"), None);
+        }
+        assert_eq!(w.call("GET", "/api/public", None, None).response.status, 200);
+    }
+}
+
+#[test]
+fn no_keys_and_issuer_unreachable_is_503_with_retry_after() {
+    let w = world();
+    w.io.issuer_fails(FetchError::Network);
+    let r = w.get("/api/private", &valid_token());
+    assert_error(&r, 503, "temporarily_unavailable");
+    assert_eq!(r.header("retry-after"), Some("30"));
+    assert_eq!(r.header("www-authenticate"), None);
+}
+
+#[test]
+fn stale_keys_ask_for_a_background_refresh() {
+    let w = world();
+    let fresh = w.call("GET", "/api/private", Some(&format!("Bearer {}", valid_token())), None);
+    assert!(!fresh.background_refresh);
+    let request = Incoming { method: "GET", path: "/api/private", authorization: Some(&format!("Bearer {}", valid_token())), origin: None };
+    let later = NOW as u64 * 1000 + 601_000;
+    let setup = w.config.as_ref().map(|c| (c, Keys { store: &w.store, io: &w.io, verifier: &RustRsa }));
+    let outcome = block_on(app::handle(&request, setup, later));
+    // The token (minted at NOW, valid for an hour) is still fine; the keys are stale.
+    assert_eq!(outcome.response.status, 200);
+    assert!(outcome.background_refresh);
+}
+
+#[test]
+fn status_route_is_off_unless_enabled() {
+    assert_error(&world().call("GET", app::STATUS_PATH, None, None).response, 404, "not_found");
+    let w = world_with(&[("STATUS_ENDPOINT", "true")], &[key(1)]);
+    w.get("/api/private", &valid_token());
+    let r = w.call("GET", app::STATUS_PATH, None, None).response;
+    assert_eq!(r.status, 200);
+    assert_eq!(body(&r)["tiers"]["memory"]["kids"], json!(["key-1"]));
+}
