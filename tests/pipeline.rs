@@ -390,6 +390,9 @@ fn preflight_from_an_allowed_origin_gets_cors_headers_without_a_token() {
     let r = cors_world().call("OPTIONS", "/api/private", None, Some(APP)).response;
     assert_eq!(r.status, 204);
     assert_eq!(r.header("access-control-allow-origin"), Some(APP));
+    for name in ["access-control-allow-origin", "vary", "access-control-allow-methods"] {
+        assert_eq!(r.headers.iter().filter(|(n, _)| *n == name).count(), 1, "{name} once: {r:?}");
+    }
     assert_eq!(r.header("access-control-allow-methods"), Some("GET, HEAD, OPTIONS"));
     assert!(r.header("access-control-allow-headers").unwrap().contains("Authorization"));
 }

@@ -1,0 +1,171 @@
+//! The key store's runtime side: the Cache API, Workers KV, the issuer fetch and the log.
+
+use std::{
+    future::{poll_fn, Future},
+    pin::pin,
+    task::Poll,
+    time::Duration,
+};
+
+use futures_core::Stream;
+use worker::{
+    AbortController, Cache, Delay, Env, Fetch, Headers, KvStore, Method, Request, RequestInit, RequestRedirect, Response,
+};
+
+use crate::{
+    config::Config,
+    keystore::{FetchError, KeyIo, SharedTier},
+};
+
+/// KV binding name, declared in wrangler.toml. Optional: without it the KV tier is skipped.
+pub const KV_BINDING: &str = "JWKS_KV";
+/// A JWKS is a few KiB; anything past this is not one.
+pub const MAX_JWKS_BYTES: usize = 64 * 1024;
+/// The Cache API needs an absolute URL as key; this host is never contacted.
+const CACHE_KEY_BASE: &str = "https://edge-auth.internal/jwks/v1";
+
+pub struct WorkerIo {
+    kv: Option<KvStore>,
+    jwks_url: String,
+    cache_key: String,
+    kv_key: String,
+    fetch_timeout: Duration,
+    /// How long shared copies are worth keeping: max-age plus stale-if-error.
+    keep_secs: u64,
+}
+
+impl WorkerIo {
+    pub fn new(env: &Env, config: &Config) -> WorkerIo {
+        let scope = format!("{}|{}", config.issuer, config.jwks_url);
+        WorkerIo {
+            kv: env.kv(KV_BINDING).ok(),
+            jwks_url: config.jwks_url.clone(),
+            cache_key: format!("{CACHE_KEY_BASE}?scope={}", percent_encode(&scope)),
+            kv_key: format!("jwks/v1/{scope}"),
+            fetch_timeout: Duration::from_millis(config.jwks.fetch_timeout_ms),
+            keep_secs: (config.jwks.max_age_ms + config.jwks.stale_if_error_ms) / 1000,
+        }
+    }
+
+    async fn fetch_body(&self, controller: &AbortController) -> Result<Vec<u8>, FetchError> {
+        let headers = Headers::new();
+        let _ = headers.set("accept", "application/json");
+        let mut init = RequestInit::new();
+        // A redirect from the JWKS URL is an error, not a hint: keys come from the configured URL only.
+        init.with_method(Method::Get).with_headers(headers).with_redirect(RequestRedirect::Manual);
+        let request = Request::new_with_init(&self.jwks_url, &init).map_err(|_| FetchError::Network)?;
+        let mut response =
+            Fetch::Request(request).send_with_signal(&controller.signal()).await.map_err(|_| FetchError::Network)?;
+        if response.status_code() != 200 {
+            return Err(FetchError::Status(response.status_code()));
+        }
+        let declared = response.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > MAX_JWKS_BYTES) {
+            return Err(FetchError::TooLarge);
+        }
+        read_capped(&mut response, MAX_JWKS_BYTES).await
+    }
+}
+
+/// Reads a body chunk by chunk and stops at `cap`, so a hostile or broken issuer cannot make the
+/// isolate buffer more than that.
+async fn read_capped(response: &mut Response, cap: usize) -> Result<Vec<u8>, FetchError> {
+    let mut stream = response.stream().map_err(|_| FetchError::Network)?;
+    let mut body = Vec::new();
+    loop {
+        let chunk = poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_next(cx)).await;
+        match chunk {
+            None => return Ok(body),
+            Some(Err(_)) => return Err(FetchError::Network),
+            Some(Ok(bytes)) => {
+                if body.len() + bytes.len() > cap {
+                    return Err(FetchError::TooLarge);
+                }
+                body.extend_from_slice(&bytes);
+            }
+        }
+    }
+}
+
+/// `work`, or `None` once `timeout` has passed.
+async fn within<T>(timeout: Duration, work: impl Future<Output = T>) -> Option<T> {
+    let mut work = pin!(work);
+    let mut timer = pin!(Delay::from(timeout));
+    poll_fn(|cx| {
+        if let Poll::Ready(value) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(value));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+impl KeyIo for WorkerIo {
+    fn has_tier(&self, tier: SharedTier) -> bool {
+        match tier {
+            SharedTier::Cache => true,
+            SharedTier::Kv => self.kv.is_some(),
+        }
+    }
+
+    async fn load(&self, tier: SharedTier) -> Option<String> {
+        match tier {
+            SharedTier::Cache => {
+                let mut response = Cache::default().get(self.cache_key.as_str(), false).await.ok()??;
+                response.text().await.ok()
+            }
+            SharedTier::Kv => self.kv.as_ref()?.get(&self.kv_key).text().await.ok()?,
+        }
+    }
+
+    async fn store(&self, tier: SharedTier, document: &str) {
+        let result = match tier {
+            SharedTier::Cache => {
+                // The Cache API keeps only cacheable responses; on *.workers.dev it keeps nothing,
+                // which the policy tolerates.
+                let headers = Headers::new();
+                let _ = headers.set("content-type", "application/json");
+                let _ = headers.set("cache-control", &format!("public, max-age={}", self.keep_secs.max(60)));
+                match Response::from_bytes(document.as_bytes().to_vec()) {
+                    Ok(response) => Cache::default().put(self.cache_key.as_str(), response.with_headers(headers)).await,
+                    Err(e) => Err(e),
+                }
+            }
+            SharedTier::Kv => match &self.kv {
+                None => return,
+                // KV's shortest expiry is 60 s.
+                Some(kv) => match kv.put(&self.kv_key, document) {
+                    Ok(put) => put.expiration_ttl(self.keep_secs.max(60)).execute().await.map_err(worker::Error::from),
+                    Err(e) => Err(e.into()),
+                },
+            },
+        };
+        if result.is_err() {
+            self.log(&format!(r#"{{"component":"edge-auth.jwks","event":"store_failed","tier":"{tier:?}"}}"#));
+        }
+    }
+
+    async fn fetch_issuer(&self) -> Result<Vec<u8>, FetchError> {
+        let controller = AbortController::default();
+        match within(self.fetch_timeout, self.fetch_body(&controller)).await {
+            Some(result) => result,
+            None => {
+                controller.abort();
+                Err(FetchError::Timeout)
+            }
+        }
+    }
+
+    fn log(&self, line: &str) {
+        worker::console_log!("{line}");
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
