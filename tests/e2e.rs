@@ -1,0 +1,432 @@
+//! End to end: the real worker in `wrangler dev` (workerd, with local KV and Cache API) against a
+//! mock issuer on loopback, over real HTTP, with real RS256 tokens signed by test keys.
+//!
+//! Needs the built worker and the npm tools: run through `./scripts/test.sh`, which builds once
+//! and runs these with `--ignored`. Each test gets its own issuer and worker, so they run in
+//! parallel and never share keys or state.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, OnceLock},
+    thread,
+    time::{Duration, Instant},
+};
+
+use edge_auth_dev_issuer::{
+    b64, jwks, sign,
+    server::{Mode, MockIssuer},
+    Mint, SigningKey,
+};
+use serde_json::{json, Value};
+
+const AUDIENCE: &str = "https://e2e.edge-auth.test/api";
+const APP_ORIGIN: &str = "https://app.example.com";
+const NEEDS: &str = "run ./scripts/test.sh, which builds the worker and installs wrangler";
+
+fn keys() -> &'static [SigningKey] {
+    static KEYS: OnceLock<Vec<SigningKey>> = OnceLock::new();
+    KEYS.get_or_init(|| (1..=3).map(|i| SigningKey::generate(&format!("e2e-key-{i}"), 2048)).collect())
+}
+
+fn key(n: usize) -> &'static SigningKey {
+    &keys()[n - 1]
+}
+
+// ---------------------------------------------------------------- harness
+
+struct Reply {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// A plain HTTP/1.0 client: one request per connection, no chunking to decode.
+fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the worker");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut text = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the response");
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut map: HashMap<String, String> = HashMap::new();
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            map.entry(name.trim().to_ascii_lowercase())
+                .and_modify(|v| {
+                    v.push_str(", ");
+                    v.push_str(value.trim())
+                })
+                .or_insert_with(|| value.trim().to_owned());
+        }
+    }
+    Reply { status, headers: map, body: body.to_owned() }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("edge-auth-e2e-{name}-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `wrangler dev` on its own port, with local KV and Cache persisted under `state`.
+struct Worker {
+    child: Child,
+    port: u16,
+    log: Arc<Mutex<String>>,
+}
+
+impl Worker {
+    fn start(issuer: &MockIssuer, extra: &[(&str, &str)], state: &Path) -> Worker {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        assert!(root.join("build/worker/shim.mjs").exists(), "no built worker: {NEEDS}");
+        let wrangler = root.join("node_modules/.bin/wrangler");
+        assert!(wrangler.exists(), "no wrangler: {NEEDS}");
+        let port = free_port();
+        let mut vars: Vec<(String, String)> = vec![
+            ("AUTH0_DOMAIN".into(), format!("127.0.0.1:{}", issuer.port())),
+            ("AUTH0_AUDIENCE".into(), AUDIENCE.into()),
+            ("CORS_ALLOWED_ORIGINS".into(), APP_ORIGIN.into()),
+        ];
+        for (name, value) in extra {
+            vars.retain(|(n, _)| n != name);
+            vars.push((name.to_string(), value.to_string()));
+        }
+        let mut command = Command::new(&wrangler);
+        command
+            .current_dir(root)
+            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--inspector-port", &free_port().to_string(), "--show-interactive-dev-session=false"])
+            .arg("--persist-to")
+            .arg(state)
+            .env("EDGE_AUTH_PREBUILT", "1")
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CI", "true")
+            .env("PATH", format!("{}:{}", root.join("node_modules/.bin").display(), std::env::var("PATH").unwrap_or_default()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in &vars {
+            command.arg("--var").arg(format!("{name}:{value}"));
+        }
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command.spawn().expect("start wrangler dev");
+        let log = Arc::new(Mutex::new(String::new()));
+        for pipe in [child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>), child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>)].into_iter().flatten() {
+            let log = log.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push_str(&(line + "\n"));
+                }
+            });
+        }
+        let worker = Worker { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() && request(port, "GET", "/api/public", &[]).status == 200 {
+                return worker;
+            }
+            assert!(Instant::now() < deadline, "wrangler dev did not start:\n{}", worker.log());
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn get(&self, path: &str, token: &str) -> Reply {
+        request(self.port, "GET", path, &[("Authorization", &format!("Bearer {token}"))])
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The key store's structured log lines so far.
+    fn events(&self) -> Vec<Value> {
+        self.log()
+            .lines()
+            .filter_map(|l| l.find("{\"").map(|i| &l[i..]))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["component"] == "edge-auth.jwks")
+            .collect()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // wrangler runs workerd as a child: end the whole process group (and only it).
+        let group = i32::try_from(self.child.id()).expect("pid fits i32");
+        assert!(group > 1, "refusing to signal process group {group}");
+        // SAFETY: kill(2) with a negative pid signals exactly the group we created at spawn.
+        unsafe { libc::kill(-group, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn token_for(issuer: &MockIssuer, key: &SigningKey) -> String {
+    Mint::new(&issuer.issuer(), AUDIENCE).sign(key)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// ---------------------------------------------------------------- the contract
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn routes_errors_and_cors_hold_in_workerd() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let state = temp_dir("contract");
+    let w = Worker::start(&issuer, &[], &state);
+    let mint = || Mint::new(&issuer.issuer(), AUDIENCE);
+    let token = mint().sign(key(1));
+
+    // Routes.
+    let public = request(w.port, "GET", "/api/public", &[]);
+    assert_eq!((public.status, public.json()), (200, json!({"message": "Hello from a public endpoint! You don't need to be authenticated to see this."})));
+    assert_eq!(public.header("content-type"), Some("application/json"));
+    let private = w.get("/api/private", &token);
+    assert_eq!((private.status, private.json()), (200, json!({"message": "Hello from a private endpoint! You need to be authenticated to see this."})));
+    let scoped = w.get("/api/private-scoped", &Mint { scope: Some("read:messages".into()), ..mint() }.sign(key(1)));
+    assert_eq!(
+        (scoped.status, scoped.json()),
+        (200, json!({"message": "Hello from a private endpoint! You need to be authenticated and have a scope of read:messages to see this."}))
+    );
+    let by_permission = w.get("/api/private-scoped", &Mint { permissions: Some(vec!["read:messages".into()]), ..mint() }.sign(key(1)));
+    assert_eq!(by_permission.status, 200);
+    let missing = request(w.port, "GET", "/nope", &[]);
+    assert_eq!((missing.status, missing.error().as_str()), (404, "not_found"));
+    let post = request(w.port, "POST", "/api/private", &[]);
+    assert_eq!((post.status, post.header("allow")), (405, Some("GET, HEAD, OPTIONS")));
+
+    // CORS preflight, allowed and not.
+    let preflight = request(w.port, "OPTIONS", "/api/private", &[("Origin", APP_ORIGIN), ("Access-Control-Request-Method", "GET"), ("Access-Control-Request-Headers", "authorization")]);
+    assert_eq!(preflight.status, 204);
+    assert_eq!(preflight.header("access-control-allow-origin"), Some(APP_ORIGIN));
+    assert!(preflight.header("access-control-allow-headers").unwrap().contains("Authorization"));
+    let foreign = request(w.port, "OPTIONS", "/api/private", &[("Origin", "https://evil.example"), ("Access-Control-Request-Method", "GET")]);
+    assert_eq!(foreign.status, 204);
+    assert_eq!(foreign.header("access-control-allow-origin"), None);
+    assert_eq!(foreign.header("access-control-allow-methods"), None);
+
+    // Every error row: status, code, challenge, no-store.
+    let expired = Mint { expires_in: -120, ..mint() }.sign(key(1));
+    let premature = Mint { not_before_in: Some(600), ..mint() }.sign(key(1));
+    let wrong_aud = Mint { audience: json!("https://other.api"), ..mint() }.sign(key(1));
+    let wrong_iss = Mint::new("https://evil.example/", AUDIENCE).sign(key(1));
+    let claims = mint().claims();
+    let alg_none = format!("{}.{}.", b64(br#"{"alg":"none"}"#), b64(claims.to_string().as_bytes()));
+    let hs256 = sign(&json!({"alg": "HS256", "kid": "e2e-key-1"}), &claims, key(1));
+    let other_signer = sign(&json!({"alg": "RS256", "kid": "e2e-key-1"}), &claims, key(2));
+    let huge = Mint { subject: "x".repeat(9000), ..mint() }.sign(key(1));
+    let unscoped = mint().sign(key(1));
+    let two = format!("Bearer {token} {token}");
+    let cases: Vec<(&str, Option<String>, u16, &str, &str)> = vec![
+        ("/api/private", None, 401, "missing_authorization", "Bearer realm="),
+        ("/api/private", Some("Basic dXNlcjpwYXNz".into()), 401, "missing_authorization", "Bearer realm="),
+        ("/api/private", Some("Bearer ".into()), 400, "invalid_request", "error=\"invalid_request\""),
+        ("/api/private", Some(two), 400, "invalid_request", "error=\"invalid_request\""),
+        ("/api/private", Some("Bearer not-a-jwt".into()), 401, "invalid_token", "not a well-formed JWS"),
+        ("/api/private", Some(format!("Bearer {huge}")), 401, "invalid_token", "too large"),
+        ("/api/private", Some(format!("Bearer {alg_none}")), 401, "invalid_token", "algorithm is not supported"),
+        ("/api/private", Some(format!("Bearer {hs256}")), 401, "invalid_token", "algorithm is not supported"),
+        ("/api/private", Some(format!("Bearer {other_signer}")), 401, "invalid_token", "signature is invalid"),
+        ("/api/private", Some(format!("Bearer {expired}")), 401, "invalid_token", "expired"),
+        ("/api/private", Some(format!("Bearer {premature}")), 401, "invalid_token", "not valid yet"),
+        ("/api/private", Some(format!("Bearer {wrong_aud}")), 401, "invalid_token", "audience"),
+        ("/api/private", Some(format!("Bearer {wrong_iss}")), 401, "invalid_token", "issuer"),
+        ("/api/private-scoped", Some(format!("Bearer {unscoped}")), 403, "insufficient_scope", "scope=\"read:messages\""),
+    ];
+    for (path, authorization, status, code, challenge) in cases {
+        let mut headers = vec![("Origin", APP_ORIGIN)];
+        if let Some(a) = &authorization {
+            headers.push(("Authorization", a.as_str()));
+        }
+        let r = request(w.port, "GET", path, &headers);
+        let label = format!("{path} {}", authorization.as_deref().map(|a| &a[..a.len().min(40)]).unwrap_or("(none)"));
+        assert_eq!((r.status, r.error().as_str()), (status, code), "{label}: {}", r.body);
+        assert!(r.header("www-authenticate").unwrap_or_default().contains(challenge), "{label}: {:?}", r.headers);
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{label}");
+        // Errors to an allowed origin are readable by the browser.
+        assert_eq!(r.header("access-control-allow-origin"), Some(APP_ORIGIN), "{label}");
+        if code == "missing_authorization" {
+            assert!(!r.header("www-authenticate").unwrap().contains("error="), "{label}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn misconfiguration_is_500_naming_the_variable_and_public_still_works() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let state = temp_dir("misconfig");
+    let w = Worker::start(&issuer, &[("AUTH0_DOMAIN", "https://tenant.auth0.com/")], &state);
+    let r = w.get("/api/private", &token_for(&issuer, key(1)));
+    assert_eq!((r.status, r.error().as_str()), (500, "server_misconfigured"));
+    assert!(r.json()["error_description"].as_str().unwrap().contains("AUTH0_DOMAIN"));
+    assert_eq!(request(w.port, "GET", "/api/public", &[]).status, 200);
+    drop(w);
+    let w = Worker::start(&issuer, &[("CLOCK_SKEW_SECONDS", "9999")], &state);
+    let r = w.get("/api/private-scoped", &token_for(&issuer, key(1)));
+    assert_eq!(r.status, 500);
+    assert!(r.json()["error_description"].as_str().unwrap().contains("CLOCK_SKEW_SECONDS"));
+}
+
+// ---------------------------------------------------------------- keys kept close
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn cold_start_with_the_issuer_down_and_nothing_cached_is_503() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    issuer.set_mode(Mode::Down);
+    let w = Worker::start(&issuer, &[], &temp_dir("cold-down"));
+    let r = w.get("/api/private", &token_for(&issuer, key(1)));
+    assert_eq!((r.status, r.error().as_str()), (503, "temporarily_unavailable"), "{}", r.body);
+    assert!(r.header("retry-after").is_some_and(|v| v.parse::<u64>().is_ok()));
+    // Within the cooldown the worker does not hammer the issuer.
+    let hits = issuer.hits();
+    for _ in 0..10 {
+        assert_eq!(w.get("/api/private", &token_for(&issuer, key(1))).status, 503);
+    }
+    assert_eq!(issuer.hits(), hits);
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn rotation_is_accepted_after_one_refetch_and_removal_is_enforced_after_refresh() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let w = Worker::start(&issuer, &[("JWKS_COOLDOWN_SECONDS", "1"), ("JWKS_MAX_AGE_SECONDS", "3")], &temp_dir("rotation"));
+    assert_eq!(w.get("/api/private", &token_for(&issuer, key(1))).status, 200);
+    assert_eq!(issuer.hits(), 1);
+
+    // Rotation: key 2 appears upstream; its first token triggers exactly one refetch.
+    issuer.set_jwks(&jwks(&[key(1), key(2)]));
+    thread::sleep(Duration::from_millis(1100));
+    assert_eq!(w.get("/api/private", &token_for(&issuer, key(2))).status, 200);
+    assert_eq!(issuer.hits(), 2);
+    assert_eq!(w.get("/api/private", &token_for(&issuer, key(2))).status, 200);
+    assert_eq!(issuer.hits(), 2, "served from memory");
+
+    // Removal: key 1 leaves upstream; once the keys go stale and the background refresh lands,
+    // key 1 is refused.
+    issuer.set_jwks(&jwks(&[key(2)]));
+    let old = token_for(&issuer, key(1));
+    wait_until("key 1 to be refused", Duration::from_secs(20), || w.get("/api/private", &old).status == 401);
+    assert_eq!(w.get("/api/private", &old).error(), "invalid_token");
+    assert_eq!(w.get("/api/private", &token_for(&issuer, key(2))).status, 200);
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn an_issuer_outage_or_garbage_after_warm_up_keeps_the_last_good_keys() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let w = Worker::start(&issuer, &[("JWKS_COOLDOWN_SECONDS", "1"), ("JWKS_MAX_AGE_SECONDS", "1")], &temp_dir("outage"));
+    let token = token_for(&issuer, key(1));
+    assert_eq!(w.get("/api/private", &token).status, 200);
+    for mode in [Mode::Down, Mode::Garbage, Mode::Status(500), Mode::Hang(Duration::from_secs(8))] {
+        issuer.set_mode(mode.clone());
+        let before = issuer.hits();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(3) {
+            let r = w.get("/api/private", &token);
+            assert_eq!(r.status, 200, "{mode:?}: {}", r.body);
+            assert!(r.header("retry-after").is_none());
+            thread::sleep(Duration::from_millis(100));
+        }
+        assert!(issuer.hits() > before, "{mode:?}: stale keys should have been refreshed in the background");
+    }
+    let events: Vec<String> = w.events().iter().map(|e| e["event"].as_str().unwrap_or_default().to_owned()).collect();
+    assert!(events.contains(&"fetch_failed".into()) && events.contains(&"served_stale".into()), "{events:?}");
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn a_restarted_worker_with_kv_kept_serves_keys_while_the_issuer_is_down() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let state = temp_dir("restart");
+    let token = token_for(&issuer, key(1));
+
+    let first = Worker::start(&issuer, &[], &state);
+    let started = Instant::now();
+    assert_eq!(first.get("/api/private", &token).status, 200);
+    let from_issuer = started.elapsed();
+    drop(first);
+
+    // Only KV survives: the per-data-centre cache is dropped, and the issuer is gone.
+    let _ = std::fs::remove_dir_all(state.join("v3/cache"));
+    issuer.set_mode(Mode::Down);
+    let hits = issuer.hits();
+    let second = Worker::start(&issuer, &[("STATUS_ENDPOINT", "true")], &state);
+    let started = Instant::now();
+    let r = second.get("/api/private", &token);
+    let from_kv = started.elapsed();
+    assert_eq!(r.status, 200, "{}\n{}", r.body, second.log());
+    assert_eq!(issuer.hits(), hits, "keys came from KV, not the issuer");
+    assert!(second.events().iter().any(|e| e["event"] == "loaded" && e["source"] == "kv"), "{}", second.log());
+    let status = request(second.port, "GET", "/.well-known/edge-auth/status", &[]).json();
+    assert_eq!(status["tiers"]["kv"]["present"], json!(true), "{status}");
+    assert_eq!(status["tiers"]["memory"]["source"], json!("kv"), "{status}");
+    eprintln!(
+        "cold first request: keys from the issuer {:.1} ms, keys from KV {:.1} ms (wrangler dev, loopback issuer)",
+        from_issuer.as_secs_f64() * 1000.0,
+        from_kv.as_secs_f64() * 1000.0
+    );
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn a_burst_of_random_kids_stays_within_the_cooldown_bound() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let cooldown = 2.0;
+    let w = Worker::start(&issuer, &[("JWKS_COOLDOWN_SECONDS", "2")], &temp_dir("burst"));
+    assert_eq!(w.get("/api/private", &token_for(&issuer, key(1))).status, 200);
+    let before = issuer.hits();
+    let claims = Mint::new(&issuer.issuer(), AUDIENCE).claims();
+    let started = Instant::now();
+    let total = 300;
+    for i in 0..total {
+        let forged = sign(&json!({"alg": "RS256", "kid": format!("random-{i}-{}", free_port())}), &claims, key(3));
+        let r = w.get("/api/private", &forged);
+        assert_eq!((r.status, r.error().as_str()), (401, "invalid_token"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let fetches = issuer.hits() - before;
+    let bound = (elapsed / cooldown).floor() as usize + 1;
+    eprintln!("random-kid burst: {total} requests in {elapsed:.1} s caused {fetches} issuer fetches (bound {bound})");
+    assert!(fetches <= bound, "{fetches} fetches for {total} random kids in {elapsed:.1} s exceeds {bound}");
+    assert!(w.events().iter().any(|e| e["event"] == "cooldown_hit"));
+    // A real token still works throughout.
+    assert_eq!(w.get("/api/private", &token_for(&issuer, key(1))).status, 200);
+}
