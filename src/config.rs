@@ -96,26 +96,13 @@ impl Config {
             ));
         }
 
-        let issuer = match var("AUTH0_ISSUER") {
-            Some(issuer) => {
-                check_url(&issuer).ok_or(invalid(
-                    "AUTH0_ISSUER",
-                    "an https:// URL (http:// only for loopback hosts)",
-                ))?;
-                issuer
-            }
-            None => format!("{scheme}://{domain}/"),
+        let url_or = |name: &'static str, default: String| match var(name) {
+            Some(url) if check_url(&url).is_some() => Ok(url),
+            Some(_) => Err(invalid(name, "an https:// URL (http:// only for loopback hosts)")),
+            None => Ok(default),
         };
-        let jwks_url = match var("AUTH0_JWKS_URL") {
-            Some(url) => {
-                check_url(&url).ok_or(invalid(
-                    "AUTH0_JWKS_URL",
-                    "an https:// URL (http:// only for loopback hosts)",
-                ))?;
-                url
-            }
-            None => format!("{scheme}://{domain}/.well-known/jwks.json"),
-        };
+        let issuer = url_or("AUTH0_ISSUER", format!("{scheme}://{domain}/"))?;
+        let jwks_url = url_or("AUTH0_JWKS_URL", format!("{scheme}://{domain}/.well-known/jwks.json"))?;
         if issuer.len() > MAX_URL_LEN || jwks_url.len() > MAX_URL_LEN {
             return Err(invalid("AUTH0_DOMAIN", "a host name of at most 150 characters"));
         }
@@ -216,7 +203,8 @@ fn parse_bracketed_ipv6(authority: &str) -> Option<&str> {
     let inner = authority.strip_prefix('[')?;
     let (host, after) = inner.split_once(']')?;
     let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
-    (port_ok && host.bytes().all(|b| b.is_ascii_hexdigit() || b == b':')).then_some(authority)
+    // The host with its brackets, as `is_loopback` expects "[::1]".
+    (port_ok && host.bytes().all(|b| b.is_ascii_hexdigit() || b == b':')).then_some(&authority[..host.len() + 2])
 }
 
 pub fn is_loopback(host: &str) -> bool {
