@@ -16,7 +16,9 @@ ESBUILD_BIN="$ROOT/node_modules/.bin/esbuild"
 PATH="$ROOT/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 export PATH WASM_BINDGEN_BIN WASM_OPT_BIN ESBUILD_BIN
 
-say() { printf '\033[1;34medge-auth:\033[0m %s\n' "$*" >&2; }
+say() {
+    if [ -t 2 ]; then printf '\033[1;34medge-auth:\033[0m %s\n' "$*" >&2; else printf 'edge-auth: %s\n' "$*" >&2; fi
+}
 
 cargo_install() { # crate version binary-path
     [ -x "$3" ] && return 0

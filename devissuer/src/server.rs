@@ -26,8 +26,8 @@ pub enum Mode {
     /// 200 with a body that is not a JWKS.
     Garbage,
     Status(u16),
-    /// Answer after this long (longer than the client's timeout).
-    Hang(Duration),
+    /// Answer after this long: a distant issuer, or, past the client's timeout, a hung one.
+    Delay(Duration),
 }
 
 struct Shared {
@@ -139,7 +139,7 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         Mode::Down => stream.shutdown(Shutdown::Both),
         Mode::Garbage => respond(stream, 200, "application/json", "<html>this is not a key set</html>"),
         Mode::Status(code) => respond(stream, code, "text/plain", "issuer error"),
-        Mode::Hang(duration) => {
+        Mode::Delay(duration) => {
             thread::sleep(duration);
             let body = shared.jwks.lock().unwrap().clone();
             respond(stream, 200, "application/json", &body)
