@@ -20,7 +20,8 @@ trap cleanup EXIT INT TERM
 "$ISSUER" serve --port "$ISSUER_PORT" &
 pids="$!"
 say "building and starting the worker (wrangler dev, workerd)"
-npx wrangler dev --ip 127.0.0.1 --port "$WORKER_PORT" --show-interactive-dev-session=false &
+# The wrangler launcher itself (not npx), so that stopping it stops workerd too.
+wrangler dev --ip 127.0.0.1 --port "$WORKER_PORT" --show-interactive-dev-session=false &
 pids="$pids $!"
 
 i=0
