@@ -77,23 +77,15 @@ impl Config {
         let var = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
 
         let domain = var("AUTH0_DOMAIN").ok_or(missing("AUTH0_DOMAIN"))?;
-        let host = parse_domain(&domain).ok_or(invalid(
-            "AUTH0_DOMAIN",
-            "a host name such as example.eu.auth0.com, without scheme or path",
-        ))?;
+        let host = parse_domain(&domain)
+            .ok_or(invalid("AUTH0_DOMAIN", "a host name such as example.eu.auth0.com, without scheme or path"))?;
         // A loopback issuer (the local dev issuer, a test double) has no TLS certificate.
         let scheme = if is_loopback(host) { "http" } else { "https" };
 
-        let audiences: Vec<String> = var("AUTH0_AUDIENCE")
-            .ok_or(missing("AUTH0_AUDIENCE"))?
-            .split(',')
-            .map(|a| a.trim().to_owned())
-            .collect();
+        let audiences: Vec<String> =
+            var("AUTH0_AUDIENCE").ok_or(missing("AUTH0_AUDIENCE"))?.split(',').map(|a| a.trim().to_owned()).collect();
         if audiences.iter().any(|a| a.is_empty() || a.contains('"') || a.contains('\\')) {
-            return Err(invalid(
-                "AUTH0_AUDIENCE",
-                "one or more API identifiers, comma-separated, none empty",
-            ));
+            return Err(invalid("AUTH0_AUDIENCE", "one or more API identifiers, comma-separated, none empty"));
         }
 
         let url_or = |name: &'static str, default: String| match var(name) {
@@ -234,7 +226,8 @@ mod tests {
         Config::from_vars(|name| map.get(name).cloned())
     }
 
-    const BASE: [(&str, &str); 2] = [("AUTH0_DOMAIN", "example.eu.auth0.com"), ("AUTH0_AUDIENCE", "https://api.example.com")];
+    const BASE: [(&str, &str); 2] =
+        [("AUTH0_DOMAIN", "example.eu.auth0.com"), ("AUTH0_AUDIENCE", "https://api.example.com")];
 
     fn with(extra: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
         let mut pairs = BASE.to_vec();
@@ -271,12 +264,22 @@ mod tests {
         assert_eq!(failing_variable(config(&[("AUTH0_AUDIENCE", "a")])), "AUTH0_DOMAIN");
         assert_eq!(failing_variable(config(&[("AUTH0_DOMAIN", " "), ("AUTH0_AUDIENCE", "a")])), "AUTH0_DOMAIN");
         assert_eq!(failing_variable(config(&[("AUTH0_DOMAIN", "x.auth0.com")])), "AUTH0_AUDIENCE");
-        assert_eq!(failing_variable(config(&[("AUTH0_DOMAIN", "x.auth0.com"), ("AUTH0_AUDIENCE", "")])), "AUTH0_AUDIENCE");
+        assert_eq!(
+            failing_variable(config(&[("AUTH0_DOMAIN", "x.auth0.com"), ("AUTH0_AUDIENCE", "")])),
+            "AUTH0_AUDIENCE"
+        );
     }
 
     #[test]
     fn domain_with_scheme_or_path_is_rejected() {
-        for bad in ["https://example.auth0.com", "example.auth0.com/", "example.auth0.com/x", "exa mple.com", "a@b.com", "host:port"] {
+        for bad in [
+            "https://example.auth0.com",
+            "example.auth0.com/",
+            "example.auth0.com/x",
+            "exa mple.com",
+            "a@b.com",
+            "host:port",
+        ] {
             let r = config(&[("AUTH0_DOMAIN", bad), ("AUTH0_AUDIENCE", "a")]);
             assert_eq!(failing_variable(r), "AUTH0_DOMAIN", "{bad}");
         }
@@ -291,7 +294,9 @@ mod tests {
 
     #[test]
     fn issuer_and_jwks_url_overrides_must_be_https_or_loopback_http() {
-        let c = with(&[("AUTH0_ISSUER", "https://login.example.com/"), ("AUTH0_JWKS_URL", "http://localhost:9000/jwks")]).unwrap();
+        let c =
+            with(&[("AUTH0_ISSUER", "https://login.example.com/"), ("AUTH0_JWKS_URL", "http://localhost:9000/jwks")])
+                .unwrap();
         assert_eq!(c.issuer, "https://login.example.com/");
         assert_eq!(c.jwks_url, "http://localhost:9000/jwks");
         assert_eq!(failing_variable(with(&[("AUTH0_JWKS_URL", "http://example.com/jwks")])), "AUTH0_JWKS_URL");
@@ -334,7 +339,10 @@ mod tests {
             ("SCOPE_SOURCE", "permissions"),
         ])
         .unwrap();
-        assert_eq!(c.jwks, JwksPolicy { max_age_ms: 60_000, cooldown_ms: 2_000, stale_if_error_ms: 0, fetch_timeout_ms: 1_000 });
+        assert_eq!(
+            c.jwks,
+            JwksPolicy { max_age_ms: 60_000, cooldown_ms: 2_000, stale_if_error_ms: 0, fetch_timeout_ms: 1_000 }
+        );
         assert!(c.status_endpoint);
         assert_eq!(c.scope_source, ScopeSource::PermissionsClaim);
         assert_eq!(failing_variable(with(&[("JWKS_COOLDOWN_SECONDS", "0")])), "JWKS_COOLDOWN_SECONDS");

@@ -17,9 +17,13 @@ pub enum ApiError {
     MissingAuthorization,
     InvalidRequest(RequestProblem),
     InvalidToken(TokenProblem),
-    InsufficientScope { required: &'static str },
+    InsufficientScope {
+        required: &'static str,
+    },
     /// No usable keys anywhere and the issuer cannot be reached right now.
-    KeysUnavailable { retry_after_secs: u64 },
+    KeysUnavailable {
+        retry_after_secs: u64,
+    },
 }
 
 /// A Bearer credential that is not one well-formed token (RFC 6750 `invalid_request`).

@@ -43,10 +43,13 @@ pub const ALLOW: &str = "GET, HEAD, OPTIONS";
 /// `realm` is `None` when the configuration itself is broken.
 pub fn error_response(error: &ApiError, realm: Option<&str>) -> HttpResponse {
     let realm = format!("Bearer realm=\"{}\"", realm.unwrap_or("edge-auth"));
-    let challenge = |code: &str, description: &str| format!("{realm}, error=\"{code}\", error_description=\"{description}\"");
+    let challenge =
+        |code: &str, description: &str| format!("{realm}, error=\"{code}\", error_description=\"{description}\"");
     let (status, code, description, extra): (u16, &str, String, Vec<(&'static str, String)>) = match error {
         ApiError::NotFound => (404, "not_found", "No such route".into(), vec![]),
-        ApiError::MethodNotAllowed => (405, "method_not_allowed", "Method not allowed".into(), vec![("allow", ALLOW.into())]),
+        ApiError::MethodNotAllowed => {
+            (405, "method_not_allowed", "Method not allowed".into(), vec![("allow", ALLOW.into())])
+        }
         ApiError::Misconfigured(e) => (500, "server_misconfigured", e.to_string(), vec![]),
         ApiError::MissingAuthorization => (
             401,
@@ -54,12 +57,18 @@ pub fn error_response(error: &ApiError, realm: Option<&str>) -> HttpResponse {
             "Authorization header with a Bearer token is expected".into(),
             vec![("www-authenticate", realm.clone())],
         ),
-        ApiError::InvalidRequest(p) => {
-            (400, "invalid_request", p.description().into(), vec![("www-authenticate", challenge("invalid_request", p.description()))])
-        }
-        ApiError::InvalidToken(p) => {
-            (401, "invalid_token", p.description().into(), vec![("www-authenticate", challenge("invalid_token", p.description()))])
-        }
+        ApiError::InvalidRequest(p) => (
+            400,
+            "invalid_request",
+            p.description().into(),
+            vec![("www-authenticate", challenge("invalid_request", p.description()))],
+        ),
+        ApiError::InvalidToken(p) => (
+            401,
+            "invalid_token",
+            p.description().into(),
+            vec![("www-authenticate", challenge("invalid_token", p.description()))],
+        ),
         ApiError::InsufficientScope { required } => {
             let description = "The token does not grant the required scope";
             let header = format!("{}, scope=\"{required}\"", challenge("insufficient_scope", description));

@@ -141,9 +141,17 @@ impl KeyStore {
         self.select(kid, snapshot, now, io).await
     }
 
-    async fn select(&self, kid: Option<&str>, snapshot: Snapshot, now: u64, io: &impl KeyIo) -> Result<Resolved, ApiError> {
+    async fn select(
+        &self,
+        kid: Option<&str>,
+        snapshot: Snapshot,
+        now: u64,
+        io: &impl KeyIo,
+    ) -> Result<Resolved, ApiError> {
         match snapshot.keys.select(kid) {
-            Ok(key) => Ok(Resolved { key: key.clone(), background_refresh: self.claim_background_refresh(&snapshot, now) }),
+            Ok(key) => {
+                Ok(Resolved { key: key.clone(), background_refresh: self.claim_background_refresh(&snapshot, now) })
+            }
             Err(TokenProblem::UnknownKey) => self.resolve_unknown_kid(kid, &snapshot, now, io).await,
             Err(problem) => Err(ApiError::InvalidToken(problem)),
         }
@@ -173,10 +181,10 @@ impl KeyStore {
             }
         }
         match self.fetch(now, io).await {
-            Ok(keys) => {
-                keys.select(kid).map(|key| Resolved { key: key.clone(), background_refresh: false }).map_err(ApiError::InvalidToken)
+            Ok(keys) => just_fetched(&keys, kid),
+            Err(_) => {
+                Err(ApiError::KeysUnavailable { retry_after_secs: self.policy.cooldown_ms.div_ceil(1000).max(1) })
             }
-            Err(_) => Err(ApiError::KeysUnavailable { retry_after_secs: self.policy.cooldown_ms.div_ceil(1000).max(1) }),
         }
     }
 
@@ -198,8 +206,8 @@ impl KeyStore {
         // Another isolate may have fetched the rotated keys already.
         if self.adopt_shared(now, io).await {
             if let Some(current) = self.snapshot() {
-                if let Ok(key) = current.keys.select(kid) {
-                    return Ok(Resolved { key: key.clone(), background_refresh: false });
+                if current.keys.select(kid).is_ok() {
+                    return just_fetched(&current.keys, kid);
                 }
                 if self.remaining(current.fetched_at_ms, now) > 0 {
                     self.log(io, "cooldown_hit", json!({ "kid": kid.map(truncate_kid), "tier": current.source }));
@@ -208,7 +216,7 @@ impl KeyStore {
             }
         }
         match self.fetch(now, io).await {
-            Ok(keys) => keys.select(kid).map(|key| Resolved { key: key.clone(), background_refresh: false }).map_err(ApiError::InvalidToken),
+            Ok(keys) => just_fetched(&keys, kid),
             Err(_) => unknown,
         }
     }
@@ -390,6 +398,11 @@ impl KeyStore {
             "last_fetch_failure_seconds_ago": ago(state.last_failure_ms),
         })
     }
+}
+
+/// A key from a set fetched or adopted during this very request: no refresh is due.
+fn just_fetched(keys: &KeySet, kid: Option<&str>) -> Result<Resolved, ApiError> {
+    keys.select(kid).map(|key| Resolved { key: key.clone(), background_refresh: false }).map_err(ApiError::InvalidToken)
 }
 
 /// `kid`s come from untrusted tokens: bound what a log line can carry.

@@ -5,14 +5,15 @@ use std::future::Future;
 
 use jwt_compact::{
     alg::{Rsa, RsaSignature},
-    AlgorithmSignature, Algorithm, Claims,
+    Algorithm, AlgorithmSignature, Claims,
 };
 
 use crate::{claims::AccessClaims, error::TokenProblem, jwks::VerificationKey, token::UnverifiedToken};
 
 /// Verifies RSASSA-PKCS1-v1_5 with SHA-256. Async because WebCrypto is.
 pub trait SignatureVerifier {
-    fn verify_rs256(&self, key: &VerificationKey, signing_input: &[u8], signature: &[u8]) -> impl Future<Output = bool>;
+    fn verify_rs256(&self, key: &VerificationKey, signing_input: &[u8], signature: &[u8])
+        -> impl Future<Output = bool>;
 }
 
 /// RSA in Rust, compiled to wasm with the rest of the worker.

@@ -17,9 +17,9 @@ use std::{
 };
 
 use edge_auth_dev_issuer::{
-    b64, jwks, sign,
-    server::{Mode, MockIssuer},
-    Mint, SigningKey,
+    b64, jwks,
+    server::{MockIssuer, Mode},
+    sign, Mint, SigningKey,
 };
 use serde_json::{json, Value};
 
@@ -132,7 +132,10 @@ impl Worker {
             .env("EDGE_AUTH_PREBUILT", "1")
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CI", "true")
-            .env("PATH", format!("{}:{}", root.join("node_modules/.bin").display(), std::env::var("PATH").unwrap_or_default()))
+            .env(
+                "PATH",
+                format!("{}:{}", root.join("node_modules/.bin").display(), std::env::var("PATH").unwrap_or_default()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -142,7 +145,13 @@ impl Worker {
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let mut child = command.spawn().expect("start wrangler dev");
         let log = Arc::new(Mutex::new(String::new()));
-        for pipe in [child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>), child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>)].into_iter().flatten() {
+        for pipe in [
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let log = log.clone();
             thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
@@ -153,7 +162,8 @@ impl Worker {
         let worker = Worker { child, port, log };
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() && request(port, "GET", "/api/public", &[]).status == 200 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() && request(port, "GET", "/api/public", &[]).status == 200
+            {
                 return worker;
             }
             assert!(Instant::now() < deadline, "wrangler dev did not start:\n{}", worker.log());
@@ -226,16 +236,26 @@ fn routes_errors_and_cors_hold_in_workerd() {
 
     // Routes.
     let public = request(w.port, "GET", "/api/public", &[]);
-    assert_eq!((public.status, public.json()), (200, json!({"message": "Hello from a public endpoint! You don't need to be authenticated to see this."})));
+    assert_eq!(
+        (public.status, public.json()),
+        (200, json!({"message": "Hello from a public endpoint! You don't need to be authenticated to see this."}))
+    );
     assert_eq!(public.header("content-type"), Some("application/json"));
     let private = w.get("/api/private", &token);
-    assert_eq!((private.status, private.json()), (200, json!({"message": "Hello from a private endpoint! You need to be authenticated to see this."})));
+    assert_eq!(
+        (private.status, private.json()),
+        (200, json!({"message": "Hello from a private endpoint! You need to be authenticated to see this."}))
+    );
     let scoped = w.get("/api/private-scoped", &Mint { scope: Some("read:messages".into()), ..mint() }.sign(key(1)));
     assert_eq!(
         (scoped.status, scoped.json()),
-        (200, json!({"message": "Hello from a private endpoint! You need to be authenticated and have a scope of read:messages to see this."}))
+        (
+            200,
+            json!({"message": "Hello from a private endpoint! You need to be authenticated and have a scope of read:messages to see this."})
+        )
     );
-    let by_permission = w.get("/api/private-scoped", &Mint { permissions: Some(vec!["read:messages".into()]), ..mint() }.sign(key(1)));
+    let by_permission =
+        w.get("/api/private-scoped", &Mint { permissions: Some(vec!["read:messages".into()]), ..mint() }.sign(key(1)));
     assert_eq!(by_permission.status, 200);
     let missing = request(w.port, "GET", "/nope", &[]);
     assert_eq!((missing.status, missing.error().as_str()), (404, "not_found"));
@@ -243,11 +263,25 @@ fn routes_errors_and_cors_hold_in_workerd() {
     assert_eq!((post.status, post.header("allow")), (405, Some("GET, HEAD, OPTIONS")));
 
     // CORS preflight, allowed and not.
-    let preflight = request(w.port, "OPTIONS", "/api/private", &[("Origin", APP_ORIGIN), ("Access-Control-Request-Method", "GET"), ("Access-Control-Request-Headers", "authorization")]);
+    let preflight = request(
+        w.port,
+        "OPTIONS",
+        "/api/private",
+        &[
+            ("Origin", APP_ORIGIN),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "authorization"),
+        ],
+    );
     assert_eq!(preflight.status, 204);
     assert_eq!(preflight.header("access-control-allow-origin"), Some(APP_ORIGIN));
     assert!(preflight.header("access-control-allow-headers").unwrap().contains("Authorization"));
-    let foreign = request(w.port, "OPTIONS", "/api/private", &[("Origin", "https://evil.example"), ("Access-Control-Request-Method", "GET")]);
+    let foreign = request(
+        w.port,
+        "OPTIONS",
+        "/api/private",
+        &[("Origin", "https://evil.example"), ("Access-Control-Request-Method", "GET")],
+    );
     assert_eq!(foreign.status, 204);
     assert_eq!(foreign.header("access-control-allow-origin"), None);
     assert_eq!(foreign.header("access-control-allow-methods"), None);
@@ -278,7 +312,13 @@ fn routes_errors_and_cors_hold_in_workerd() {
         ("/api/private", Some(format!("Bearer {premature}")), 401, "invalid_token", "not valid yet"),
         ("/api/private", Some(format!("Bearer {wrong_aud}")), 401, "invalid_token", "audience"),
         ("/api/private", Some(format!("Bearer {wrong_iss}")), 401, "invalid_token", "issuer"),
-        ("/api/private-scoped", Some(format!("Bearer {unscoped}")), 403, "insufficient_scope", "scope=\"read:messages\""),
+        (
+            "/api/private-scoped",
+            Some(format!("Bearer {unscoped}")),
+            403,
+            "insufficient_scope",
+            "scope=\"read:messages\"",
+        ),
     ];
     for (path, authorization, status, code, challenge) in cases {
         let mut headers = vec![("Origin", APP_ORIGIN)];
@@ -338,7 +378,8 @@ fn cold_start_with_the_issuer_down_and_nothing_cached_is_503() {
 #[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
 fn rotation_is_accepted_after_one_refetch_and_removal_is_enforced_after_refresh() {
     let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
-    let w = Worker::start(&issuer, &[("JWKS_COOLDOWN_SECONDS", "1"), ("JWKS_MAX_AGE_SECONDS", "3")], &temp_dir("rotation"));
+    let w =
+        Worker::start(&issuer, &[("JWKS_COOLDOWN_SECONDS", "1"), ("JWKS_MAX_AGE_SECONDS", "3")], &temp_dir("rotation"));
     assert_eq!(w.get("/api/private", &token_for(&issuer, key(1))).status, 200);
     assert_eq!(issuer.hits(), 1);
 
@@ -363,7 +404,8 @@ fn rotation_is_accepted_after_one_refetch_and_removal_is_enforced_after_refresh(
 #[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
 fn an_issuer_outage_or_garbage_after_warm_up_keeps_the_last_good_keys() {
     let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
-    let w = Worker::start(&issuer, &[("JWKS_COOLDOWN_SECONDS", "1"), ("JWKS_MAX_AGE_SECONDS", "1")], &temp_dir("outage"));
+    let w =
+        Worker::start(&issuer, &[("JWKS_COOLDOWN_SECONDS", "1"), ("JWKS_MAX_AGE_SECONDS", "1")], &temp_dir("outage"));
     let token = token_for(&issuer, key(1));
     assert_eq!(w.get("/api/private", &token).status, 200);
     for mode in [Mode::Down, Mode::Garbage, Mode::Status(500), Mode::Delay(Duration::from_secs(8))] {

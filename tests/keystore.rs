@@ -16,7 +16,12 @@ const SEC: u64 = 1000;
 const T0: u64 = NOW as u64 * SEC;
 
 fn policy() -> JwksPolicy {
-    JwksPolicy { max_age_ms: 600 * SEC, cooldown_ms: 30 * SEC, stale_if_error_ms: 7 * 24 * 3600 * SEC, fetch_timeout_ms: 5 * SEC }
+    JwksPolicy {
+        max_age_ms: 600 * SEC,
+        cooldown_ms: 30 * SEC,
+        stale_if_error_ms: 7 * 24 * 3600 * SEC,
+        fetch_timeout_ms: 5 * SEC,
+    }
 }
 
 fn store() -> KeyStore {
@@ -24,7 +29,8 @@ fn store() -> KeyStore {
 }
 
 fn stored(issuer: &str, fetched_at_ms: u64, jwks: &serde_json::Value) -> String {
-    json!({ "v": 1, "issuer": issuer, "jwks_url": JWKS_URL, "fetched_at_ms": fetched_at_ms, "jwks": jwks.to_string() }).to_string()
+    json!({ "v": 1, "issuer": issuer, "jwks_url": JWKS_URL, "fetched_at_ms": fetched_at_ms, "jwks": jwks.to_string() })
+        .to_string()
 }
 
 fn resolve(store: &KeyStore, kid: &str, now: u64, io: &FakeIo) -> Result<(String, bool), ApiError> {
@@ -143,7 +149,10 @@ fn a_flood_of_unknown_kids_costs_one_fetch_per_cooldown() {
     resolve(&s, "key-1", T0, &io).unwrap();
     for i in 0..1000u64 {
         let now = T0 + 31 * SEC + i * 30; // 1000 requests over 30 s
-        assert_eq!(resolve(&s, &format!("random-{i}"), now, &io), Err(ApiError::InvalidToken(TokenProblem::UnknownKey)));
+        assert_eq!(
+            resolve(&s, &format!("random-{i}"), now, &io),
+            Err(ApiError::InvalidToken(TokenProblem::UnknownKey))
+        );
     }
     assert_eq!(io.fetches.get(), 2, "one initial fetch, one refetch for the whole flood");
     assert!(io.events().iter().filter(|e| *e == "cooldown_hit").count() >= 998);

@@ -181,7 +181,13 @@ fn missing_header_or_other_scheme_is_401_without_error_code() {
 #[test]
 fn malformed_bearer_credentials_are_400_invalid_request() {
     let token = valid_token();
-    for header in ["Bearer".to_string(), "Bearer  ".into(), format!("Bearer {token} {token}"), format!("Bearer {token}, Bearer {token}"), "Bearer a\"b".into()] {
+    for header in [
+        "Bearer".to_string(),
+        "Bearer  ".into(),
+        format!("Bearer {token} {token}"),
+        format!("Bearer {token}, Bearer {token}"),
+        "Bearer a\"b".into(),
+    ] {
         let r = world().call("GET", "/api/private", Some(&header), None).response;
         assert_error(&r, 400, "invalid_request");
         assert!(r.header("www-authenticate").unwrap().contains("error=\"invalid_request\", error_description=\""));
@@ -231,13 +237,22 @@ fn malformed_compact_serializations_are_invalid_tokens() {
 #[test]
 fn every_algorithm_but_rs256_is_rejected_before_any_key_is_touched() {
     let claims = mint().claims();
-    for alg in ["none", "None", "NONE", "nOnE", "HS256", "HS384", "HS512", "RS384", "RS512", "PS256", "ES256", "EdDSA", "rs256", ""] {
+    for alg in [
+        "none", "None", "NONE", "nOnE", "HS256", "HS384", "HS512", "RS384", "RS512", "PS256", "ES256", "EdDSA",
+        "rs256", "",
+    ] {
         let w = world();
         let header = json!({ "alg": alg, "typ": "JWT", "kid": "key-1" });
         let forged = sign(&header, &claims, key(1));
-        assert_invalid_token(&w.get("/api/private", &forged), "The token algorithm is not supported; RS256 is required");
+        assert_invalid_token(
+            &w.get("/api/private", &forged),
+            "The token algorithm is not supported; RS256 is required",
+        );
         let unsigned = format!("{}.{}.", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
-        assert_invalid_token(&w.get("/api/private", &unsigned), "The token algorithm is not supported; RS256 is required");
+        assert_invalid_token(
+            &w.get("/api/private", &unsigned),
+            "The token algorithm is not supported; RS256 is required",
+        );
         assert_eq!(w.io.fetches.get(), 0, "alg {alg:?} reached the key store");
     }
 }
@@ -245,7 +260,10 @@ fn every_algorithm_but_rs256_is_rejected_before_any_key_is_touched() {
 #[test]
 fn crit_header_is_rejected() {
     let forged = sign(&json!({ "alg": "RS256", "kid": "key-1", "crit": ["exp"], "exp": 1 }), &mint().claims(), key(1));
-    assert_invalid_token(&world().get("/api/private", &forged), "The token has critical header parameters that are not supported");
+    assert_invalid_token(
+        &world().get("/api/private", &forged),
+        "The token has critical header parameters that are not supported",
+    );
 }
 
 #[test]
@@ -259,7 +277,10 @@ fn keys_embedded_in_or_pointed_to_by_the_header_are_never_used() {
         "x5u": "https://evil.example/cert.pem",
     });
     let w = world();
-    assert_invalid_token(&w.get("/api/private", &sign(&header, &mint().claims(), attacker)), "The token is signed with an unknown key");
+    assert_invalid_token(
+        &w.get("/api/private", &sign(&header, &mint().claims(), attacker)),
+        "The token is signed with an unknown key",
+    );
     // The same header on a token signed by the real key is fine: the extra members are inert.
     let header = json!({ "alg": "RS256", "kid": "key-1", "jku": "https://evil.example/jwks.json" });
     assert_eq!(w.get("/api/private", &sign(&header, &mint().claims(), key(1))).status, 200);
@@ -270,7 +291,10 @@ fn keys_embedded_in_or_pointed_to_by_the_header_are_never_used() {
 #[test]
 fn kid_must_name_a_published_key() {
     let header = json!({ "alg": "RS256", "kid": "key-9" });
-    assert_invalid_token(&world().get("/api/private", &sign(&header, &mint().claims(), key(1))), "The token is signed with an unknown key");
+    assert_invalid_token(
+        &world().get("/api/private", &sign(&header, &mint().claims(), key(1))),
+        "The token is signed with an unknown key",
+    );
 }
 
 #[test]
@@ -321,27 +345,81 @@ fn signatures_must_verify_over_the_exact_signing_input() {
 #[test]
 fn claim_rules() {
     let leeway = 30;
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, Option<&str>)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    // (case, how the claims differ from a valid token, the expected description or None for 200)
+    let cases: Vec<(&str, Edit, Option<&str>)> = vec![
         ("valid", Box::new(|_| {}), None),
         ("expired beyond leeway", Box::new(move |c| c["exp"] = json!(NOW - leeway)), Some("The token is expired")),
         ("expired within leeway", Box::new(move |c| c["exp"] = json!(NOW - leeway + 1)), None),
-        ("no exp", Box::new(|c| { c.as_object_mut().unwrap().remove("exp"); }), Some("The token has no expiry")),
-        ("nbf in the future", Box::new(move |c| c["nbf"] = json!(NOW + leeway + 1)), Some("The token is not valid yet")),
+        (
+            "no exp",
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            }),
+            Some("The token has no expiry"),
+        ),
+        (
+            "nbf in the future",
+            Box::new(move |c| c["nbf"] = json!(NOW + leeway + 1)),
+            Some("The token is not valid yet"),
+        ),
         ("nbf within leeway", Box::new(move |c| c["nbf"] = json!(NOW + leeway)), None),
-        ("iat in the future", Box::new(move |c| c["iat"] = json!(NOW + leeway + 1)), Some("The token was issued in the future")),
-        ("iat absent", Box::new(|c| { c.as_object_mut().unwrap().remove("iat"); }), None),
-        ("wrong iss", Box::new(|c| c["iss"] = json!("https://evil.auth0.com/")), Some("The token issuer is not accepted")),
-        ("iss without trailing slash", Box::new(|c| c["iss"] = json!("https://tenant.example.auth0.com")), Some("The token issuer is not accepted")),
-        ("no iss", Box::new(|c| { c.as_object_mut().unwrap().remove("iss"); }), Some("The token issuer is not accepted")),
+        (
+            "iat in the future",
+            Box::new(move |c| c["iat"] = json!(NOW + leeway + 1)),
+            Some("The token was issued in the future"),
+        ),
+        (
+            "iat absent",
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("iat");
+            }),
+            None,
+        ),
+        (
+            "wrong iss",
+            Box::new(|c| c["iss"] = json!("https://evil.auth0.com/")),
+            Some("The token issuer is not accepted"),
+        ),
+        (
+            "iss without trailing slash",
+            Box::new(|c| c["iss"] = json!("https://tenant.example.auth0.com")),
+            Some("The token issuer is not accepted"),
+        ),
+        (
+            "no iss",
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("iss");
+            }),
+            Some("The token issuer is not accepted"),
+        ),
         ("wrong aud", Box::new(|c| c["aud"] = json!("https://other.api")), Some("The token audience is not accepted")),
         ("aud array containing ours", Box::new(|c| c["aud"] = json!(["https://other.api", AUDIENCE])), None),
-        ("aud array without ours", Box::new(|c| c["aud"] = json!(["https://other.api"])), Some("The token audience is not accepted")),
-        ("no aud", Box::new(|c| { c.as_object_mut().unwrap().remove("aud"); }), Some("The token audience is not accepted")),
+        (
+            "aud array without ours",
+            Box::new(|c| c["aud"] = json!(["https://other.api"])),
+            Some("The token audience is not accepted"),
+        ),
+        (
+            "no aud",
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("aud");
+            }),
+            Some("The token audience is not accepted"),
+        ),
         ("exp as a string", Box::new(|c| c["exp"] = json!("tomorrow")), Some("The token claims are malformed")),
         ("aud as a number", Box::new(|c| c["aud"] = json!(7)), Some("The token claims are malformed")),
         ("iss as an object", Box::new(|c| c["iss"] = json!({})), Some("The token claims are malformed")),
-        ("scope as an array", Box::new(|c| c["scope"] = json!(["read:messages"])), Some("The token claims are malformed")),
-        ("permissions as a string", Box::new(|c| c["permissions"] = json!("read:messages")), Some("The token claims are malformed")),
+        (
+            "scope as an array",
+            Box::new(|c| c["scope"] = json!(["read:messages"])),
+            Some("The token claims are malformed"),
+        ),
+        (
+            "permissions as a string",
+            Box::new(|c| c["permissions"] = json!("read:messages")),
+            Some("The token claims are malformed"),
+        ),
         ("claims not an object", Box::new(|c| *c = json!([1, 2])), Some("The token claims are malformed")),
     ];
     for (name, edit, expected) in cases {
@@ -465,7 +543,12 @@ fn stale_keys_ask_for_a_background_refresh() {
     let w = world();
     let fresh = w.call("GET", "/api/private", Some(&format!("Bearer {}", valid_token())), None);
     assert!(!fresh.background_refresh);
-    let request = Incoming { method: "GET", path: "/api/private", authorization: Some(&format!("Bearer {}", valid_token())), origin: None };
+    let request = Incoming {
+        method: "GET",
+        path: "/api/private",
+        authorization: Some(&format!("Bearer {}", valid_token())),
+        origin: None,
+    };
     let later = NOW as u64 * 1000 + 601_000;
     let setup = w.config.as_ref().map(|c| (c, Keys { store: &w.store, io: &w.io, verifier: &RustRsa }));
     let outcome = block_on(app::handle(&request, setup, later));

@@ -9,7 +9,8 @@ use std::{
 
 use futures_core::Stream;
 use worker::{
-    AbortController, Cache, Delay, Env, Fetch, Headers, KvStore, Method, Request, RequestInit, RequestRedirect, Response,
+    AbortController, Cache, Delay, Env, Fetch, Headers, KvStore, Method, Request, RequestInit, RequestRedirect,
+    Response,
 };
 
 use crate::{

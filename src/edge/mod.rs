@@ -84,5 +84,7 @@ fn to_response(response: HttpResponse) -> Result<Response> {
 /// Never let a conversion failure become the runtime's own error page (or a stack trace).
 fn fallback() -> Response {
     let body = br#"{"error":"server_error","error_description":"Internal error"}"#.to_vec();
-    Response::from_bytes(body).map(|r| r.with_status(500)).unwrap_or_else(|_| Response::empty().unwrap().with_status(500))
+    Response::from_bytes(body)
+        .map(|r| r.with_status(500))
+        .unwrap_or_else(|_| Response::empty().unwrap().with_status(500))
 }

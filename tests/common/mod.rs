@@ -84,7 +84,12 @@ impl FakeIo {
         self.logs
             .borrow()
             .iter()
-            .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("log lines are JSON")["event"].as_str().unwrap().to_owned())
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line).expect("log lines are JSON")["event"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect()
     }
 }
