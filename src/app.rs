@@ -29,14 +29,6 @@ pub enum Route {
     Status,
 }
 
-/// What each route demands of the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Requirement {
-    Nothing,
-    ValidToken,
-    Scope(&'static str),
-}
-
 impl Route {
     pub fn from_path(path: &str) -> Option<Route> {
         match path {
@@ -45,14 +37,6 @@ impl Route {
             "/api/private-scoped" => Some(Route::PrivateScoped),
             STATUS_PATH => Some(Route::Status),
             _ => None,
-        }
-    }
-
-    fn requirement(self) -> Requirement {
-        match self {
-            Route::Public | Route::Status => Requirement::Nothing,
-            Route::Private => Requirement::ValidToken,
-            Route::PrivateScoped => Requirement::Scope(REQUIRED_SCOPE),
         }
     }
 }
@@ -119,18 +103,18 @@ async fn respond<I: KeyIo, V: SignatureVerifier>(
         _ => return Err(ApiError::MethodNotAllowed),
     }
 
-    let required_scope = match route.requirement() {
-        Requirement::Nothing if route == Route::Public => return Ok(HttpResponse::message(PUBLIC_MESSAGE)),
-        Requirement::Nothing => None,
-        Requirement::ValidToken => None,
-        Requirement::Scope(scope) => Some(scope),
-    };
-    let (config, keys) = setup.as_ref().map_err(|e| ApiError::Misconfigured((*e).clone()))?;
-    if route == Route::Status {
-        let status = keys.store.status(now_ms, keys.io).await;
-        return Ok(HttpResponse::json(200, &status).with_header("cache-control", "no-store"));
+    if route == Route::Public {
+        return Ok(HttpResponse::message(PUBLIC_MESSAGE));
     }
-
+    let (config, keys) = setup.as_ref().map_err(|error| ApiError::Misconfigured((*error).clone()))?;
+    let required_scope = match route {
+        Route::Status => {
+            let status = keys.store.status(now_ms, keys.io).await;
+            return Ok(HttpResponse::json(200, &status).with_header("cache-control", "no-store"));
+        }
+        Route::Public | Route::Private => None,
+        Route::PrivateScoped => Some(REQUIRED_SCOPE),
+    };
     let principal = authenticate(request.authorization, config, keys, now_ms, background_refresh).await?;
     if let Some(scope) = required_scope {
         if !principal.has_scope(scope) {
