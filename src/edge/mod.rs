@@ -3,31 +3,41 @@
 
 mod io;
 
-use std::{cell::RefCell, collections::HashMap, rc::Rc};
+use std::{cell::OnceCell, rc::Rc};
 
 use worker::{event, Context, Date, Env, Headers, Request, Response, Result};
 
 use crate::{
     app::{self, Incoming, Keys},
     config::Config,
+    error::ConfigError,
     http::HttpResponse,
     keystore::KeyStore,
     verify::RustRsa,
 };
 
+/// What an isolate works out once: its configuration, and (when that is valid) its key store,
+/// the first key tier. Variables cannot change during an isolate's life (a new deployment or
+/// `--var` starts new isolates), so reading and checking them once per request would be waste.
+type Isolate = Result<(Config, Rc<KeyStore>), ConfigError>;
+
 thread_local! {
-    /// Isolate memory, the first key tier: one store per issuer and JWKS URL, so that two
-    /// configurations never mix keys. Lives as long as the isolate.
-    static STORES: RefCell<HashMap<(String, String), Rc<KeyStore>>> = RefCell::new(HashMap::new());
+    static ISOLATE: OnceCell<Rc<Isolate>> = const { OnceCell::new() };
 }
 
-fn store_for(config: &Config) -> Rc<KeyStore> {
-    STORES.with(|stores| {
-        stores
-            .borrow_mut()
-            .entry((config.issuer.clone(), config.jwks_url.clone()))
-            .or_insert_with(|| Rc::new(KeyStore::new(&config.issuer, &config.jwks_url, config.jwks)))
-            .clone()
+fn isolate(env: &Env) -> Rc<Isolate> {
+    ISOLATE.with(|cell| {
+        cell.get_or_init(|| {
+            // Variables may be plain `[vars]` or secrets; both read as strings.
+            let config = Config::from_vars(|name| {
+                env.var(name).map(|v| v.to_string()).or_else(|_| env.secret(name).map(|s| s.to_string())).ok()
+            });
+            Rc::new(config.map(|c| {
+                let store = Rc::new(KeyStore::new(&c.issuer, &c.jwks_url, c.jwks));
+                (c, store)
+            }))
+        })
+        .clone()
     })
 }
 
@@ -35,10 +45,7 @@ fn store_for(config: &Config) -> Rc<KeyStore> {
 async fn fetch(request: Request, env: Env, ctx: Context) -> Result<Response> {
     console_error_panic_hook::set_once();
     let now = Date::now().as_millis();
-    // Variables may be plain `[vars]` or secrets; both read as strings.
-    let config = Config::from_vars(|name| {
-        env.var(name).map(|v| v.to_string()).or_else(|_| env.secret(name).map(|s| s.to_string())).ok()
-    });
+    let isolate = isolate(&env);
 
     let method = request.method().to_string();
     let path = request.path();
@@ -47,9 +54,9 @@ async fn fetch(request: Request, env: Env, ctx: Context) -> Result<Response> {
     let incoming =
         Incoming { method: &method, path: &path, authorization: authorization.as_deref(), origin: origin.as_deref() };
 
-    let outcome = match &config {
-        Ok(config) => {
-            let store = store_for(config);
+    let outcome = match isolate.as_ref() {
+        Ok((config, store)) => {
+            let store = store.clone();
             let io = io::WorkerIo::new(&env, config);
             let keys = Keys { store: &store, io: &io, verifier: &RustRsa };
             let outcome = app::handle(&incoming, Ok((config, keys)), now).await;
