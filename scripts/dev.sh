@@ -5,7 +5,7 @@ set -eu
 . "$(dirname "$0")/tools.sh"
 cd "$ROOT"
 WORKER_PORT="${WORKER_PORT:-8787}"
-ISSUER_PORT=8788  # wrangler.toml's AUTH0_DOMAIN points here
+ISSUER_PORT=8788  # .dev.vars's AUTH0_DOMAIN points here
 export WRANGLER_SEND_METRICS=false
 
 ensure_tools

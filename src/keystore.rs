@@ -2,14 +2,17 @@
 //! data centre, Workers KV globally), then the issuer itself.
 //!
 //! The policy lives here, free of the runtime: I/O comes in through [`KeyIo`] and time through
-//! `now` parameters, so every branch is tested on the host with fakes and a hand-set clock.
+//! `now` parameters (and the time a [`KeyIo::sleep`] ends), so every branch is tested on the host
+//! with fakes and a hand-set clock.
 //!
 //! Workers trap, written down because the design depends on it: a promise or fetch begun by one
 //! request cannot be awaited by another (I/O isolation). So concurrent requests never share an
-//! in-flight fetch; instead the cooldown is stamped *before* a fetch starts, and other requests
-//! either serve the keys they have or, with none at all, fetch for themselves.
+//! in-flight fetch. Instead one request at a time looks beyond memory (a mark set before its first
+//! await), and the issuer is asked at most once per cooldown (stamped before the fetch starts). A
+//! request with no usable keys that finds a lookup under way waits on a timer of its own and looks
+//! at memory again, where that lookup's keys land.
 
-use std::{cell::RefCell, future::Future, sync::Arc};
+use std::{cell::RefCell, future::Future, rc::Rc};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -20,6 +23,13 @@ use crate::{
     jwks::{JwksError, KeySet, VerificationKey},
 };
 
+/// How often a request waiting on another request's lookup looks at memory again.
+const WAIT_STEP_MS: u64 = 25;
+
+/// A stored fetch time up to this far ahead of our clock is clock skew between machines and read
+/// as now; further ahead it is a wrong clock or a hand-made copy (see [`KeyStore::decode`]).
+const CLOCK_SKEW_TOLERANCE_MS: u64 = 60_000;
+
 /// The tiers shared between isolates. Either may be absent (no binding) or never hit
 /// (the Cache API is a no-op on `*.workers.dev`); the policy must hold without them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -27,6 +37,21 @@ use crate::{
 pub enum SharedTier {
     Cache,
     Kv,
+}
+
+impl SharedTier {
+    const ALL: [SharedTier; 2] = [SharedTier::Cache, SharedTier::Kv];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            SharedTier::Cache => "cache",
+            SharedTier::Kv => "kv",
+        }
+    }
 }
 
 /// Where the keys in memory came from.
@@ -74,8 +99,13 @@ impl FetchError {
 pub trait KeyIo {
     fn has_tier(&self, tier: SharedTier) -> bool;
     fn load(&self, tier: SharedTier) -> impl Future<Output = Option<String>>;
-    fn store(&self, tier: SharedTier, document: &str) -> impl Future<Output = ()>;
+    /// `Err` holds a short reason for the log (never the document).
+    fn store(&self, tier: SharedTier, document: &str) -> impl Future<Output = Result<(), String>>;
     fn fetch_issuer(&self) -> impl Future<Output = Result<Vec<u8>, FetchError>>;
+    /// Waits `ms` on a timer of this request's own, and answers the time then (ms since the epoch).
+    /// The time comes back from the wait rather than from a clock the store would read, so the
+    /// store still takes time only from outside, and host tests drive both with one fake clock.
+    fn sleep(&self, ms: u64) -> impl Future<Output = u64>;
     /// One structured line per key event. Never given token text or key material beyond `kid`s.
     fn log(&self, line: &str);
 }
@@ -93,9 +123,19 @@ struct StoredJwks {
 
 #[derive(Debug, Clone)]
 struct Snapshot {
-    keys: Arc<KeySet>,
+    keys: Rc<KeySet>,
     fetched_at_ms: u64,
     source: Source,
+}
+
+/// What this isolate last read from, or wrote to, one shared tier. The write rule and the status
+/// route work from this, so neither reads the tier again.
+#[derive(Debug, Default)]
+struct TierState {
+    /// `None`: empty, unusable, or not looked at yet.
+    copy: Option<(u64, Rc<KeySet>)>,
+    /// A failed write is logged when it starts failing, not on every attempt.
+    write_failing: bool,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +144,9 @@ struct State {
     /// When this isolate last started an issuer fetch (foreground or background).
     last_attempt_ms: Option<u64>,
     last_failure_ms: Option<u64>,
+    /// Since when one of this isolate's requests has been looking beyond memory.
+    lookup_since_ms: Option<u64>,
+    shared: [TierState; 2],
 }
 
 /// A key ready for the signature check, and whether the caller should refresh in the background.
@@ -122,8 +165,21 @@ pub struct KeyStore {
     state: RefCell<State>,
 }
 
+/// The one lookup beyond memory under way in this isolate; dropping it (the lookup ended, or its
+/// request was cancelled) lets the next one start.
+struct Lookup<'a>(&'a RefCell<State>);
+
+impl Drop for Lookup<'_> {
+    fn drop(&mut self) {
+        self.0.borrow_mut().lookup_since_ms = None;
+    }
+}
+
 impl KeyStore {
     pub fn new(issuer: &str, jwks_url: &str, policy: JwksPolicy) -> Self {
+        // Keys must be refreshable by the time they go stale: a cooldown past max-age would hold
+        // stale keys (with no stale-if-error, no keys at all) until it ends.
+        let policy = JwksPolicy { cooldown_ms: policy.cooldown_ms.min(policy.max_age_ms), ..policy };
         Self { issuer: issuer.into(), jwks_url: jwks_url.into(), policy, state: RefCell::default() }
     }
 
@@ -132,27 +188,20 @@ impl KeyStore {
     /// - Keys fresher than max-age are used as they are.
     /// - Older keys are still used (stale-while-revalidate) and the caller is asked to refresh in
     ///   the background, at most once per cooldown.
-    /// - Keys older than max-age + stale-if-error are not trusted: a foreground fetch or 503.
+    /// - Keys older than max-age + stale-if-error are not trusted: the request looks in the shared
+    ///   tiers, then the issuer; 503 only when no tier has keys and the issuer cannot give them.
     /// - An unknown `kid` refetches once per cooldown; during the cooldown it is simply unknown.
     pub async fn resolve(&self, kid: Option<&str>, now: u64, io: &impl KeyIo) -> Result<Resolved, ApiError> {
-        let Some(snapshot) = self.usable_snapshot(now) else {
-            return self.resolve_without_keys(kid, now, io).await;
-        };
-        self.select(kid, snapshot, now, io).await
+        match self.usable_snapshot(now) {
+            Some(held) => self.select(kid, held, now, io).await,
+            None => self.resolve_without_keys(kid, now, io).await,
+        }
     }
 
-    async fn select(
-        &self,
-        kid: Option<&str>,
-        snapshot: Snapshot,
-        now: u64,
-        io: &impl KeyIo,
-    ) -> Result<Resolved, ApiError> {
-        match snapshot.keys.select(kid) {
-            Ok(key) => {
-                Ok(Resolved { key: key.clone(), background_refresh: self.claim_background_refresh(&snapshot, now) })
-            }
-            Err(TokenProblem::UnknownKey) => self.resolve_unknown_kid(kid, &snapshot, now, io).await,
+    async fn select(&self, kid: Option<&str>, held: Snapshot, now: u64, io: &impl KeyIo) -> Result<Resolved, ApiError> {
+        match held.keys.select(kid) {
+            Ok(key) => Ok(Resolved { key: key.clone(), background_refresh: self.claim_background_refresh(&held, now) }),
+            Err(TokenProblem::UnknownKey) => self.resolve_unknown_kid(kid, &held, now, io).await,
             Err(problem) => Err(ApiError::InvalidToken(problem)),
         }
     }
@@ -160,6 +209,7 @@ impl KeyStore {
     /// The background refresh asked for by [`Self::resolve`]: adopt a fresher copy another isolate
     /// left in the shared tiers, or fetch from the issuer.
     pub async fn refresh(&self, now: u64, io: &impl KeyIo) {
+        let Some(_lookup) = self.begin_lookup(now) else { return };
         self.adopt_shared(now, io).await;
         let fresh = self.snapshot().is_some_and(|s| self.age(&s, now) < self.policy.max_age_ms);
         if !fresh {
@@ -167,24 +217,53 @@ impl KeyStore {
         }
     }
 
+    /// No usable keys in memory: a cold isolate, keys past max-age with no stale-if-error left, or
+    /// past stale-if-error during an outage. One request looks beyond memory; the others wait for
+    /// its keys on their own timers, up to the fetch timeout.
     async fn resolve_without_keys(&self, kid: Option<&str>, now: u64, io: &impl KeyIo) -> Result<Resolved, ApiError> {
-        // Only a *failed* attempt holds back a keyless request: a concurrent cold request's fetch
-        // cannot be awaited from here (I/O isolation), so waiting for it is not an option.
-        let failed_recently = self.state.borrow().last_failure_ms.map(|at| self.remaining(at, now));
-        if let Some(remaining) = failed_recently.filter(|&r| r > 0) {
-            return Err(ApiError::KeysUnavailable { retry_after_secs: remaining.div_ceil(1000).max(1) });
-        }
-        // A cold isolate (or one whose keys aged out) looks in the shared tiers before the issuer.
-        if self.adopt_shared(now, io).await {
-            if let Some(snapshot) = self.usable_snapshot(now) {
-                return self.select(kid, snapshot, now, io).await;
+        let give_up_at = now.saturating_add(self.policy.fetch_timeout_ms);
+        let mut now = now;
+        let mut waited = false;
+        loop {
+            if let Some(held) = self.usable_snapshot(now) {
+                return self.select(kid, held, now, io).await;
             }
+            if let Some(lookup) = self.begin_lookup(now) {
+                // The lookup waited on ended without keys: another one now would only repeat it.
+                if waited {
+                    return Err(self.unavailable(now));
+                }
+                return self.look_beyond_memory(lookup, kid, now, io).await;
+            }
+            if now >= give_up_at {
+                return Err(self.unavailable(now));
+            }
+            now = io.sleep(WAIT_STEP_MS).await;
+            waited = true;
+        }
+    }
+
+    /// The shared tiers first, whatever the cooldown says (another isolate may have keys there);
+    /// then the issuer, if the cooldown allows.
+    async fn look_beyond_memory(
+        &self,
+        lookup: Lookup<'_>,
+        kid: Option<&str>,
+        now: u64,
+        io: &impl KeyIo,
+    ) -> Result<Resolved, ApiError> {
+        if self.adopt_shared(now, io).await {
+            if let Some(held) = self.usable_snapshot(now) {
+                drop(lookup);
+                return self.select(kid, held, now, io).await;
+            }
+        }
+        if !self.claim_fetch(now) {
+            return Err(self.unavailable(now));
         }
         match self.fetch(now, io).await {
             Ok(keys) => just_fetched(&keys, kid),
-            Err(_) => {
-                Err(ApiError::KeysUnavailable { retry_after_secs: self.policy.cooldown_ms.div_ceil(1000).max(1) })
-            }
+            Err(_) => Err(self.unavailable(now)),
         }
     }
 
@@ -196,12 +275,12 @@ impl KeyStore {
         io: &impl KeyIo,
     ) -> Result<Resolved, ApiError> {
         let unknown = Err(ApiError::InvalidToken(TokenProblem::UnknownKey));
-        if self.cooling_down(held, now) {
+        // Everything is decided before the first await, so a flood of unknown kids costs one lookup.
+        let lookup = if self.remaining(held.fetched_at_ms, now) > 0 { None } else { self.begin_lookup(now) };
+        let Some(_lookup) = lookup.filter(|_| self.claim_fetch(now)) else {
             self.log(io, "cooldown_hit", json!({ "kid": kid.map(truncate_kid) }));
             return unknown;
-        }
-        // Stamp the attempt before any await, so a flood of unknown kids costs one refetch.
-        self.state.borrow_mut().last_attempt_ms = Some(now);
+        };
 
         // Another isolate may have fetched the rotated keys already.
         if self.adopt_shared(now, io).await {
@@ -221,8 +300,9 @@ impl KeyStore {
         }
     }
 
-    /// Fetches from the issuer; on success the new set replaces memory and both shared tiers.
-    async fn fetch(&self, now: u64, io: &impl KeyIo) -> Result<Arc<KeySet>, FetchError> {
+    /// Fetches from the issuer; on success the new set replaces memory, and the shared tiers
+    /// that need it (see [`Self::needs_write`]).
+    async fn fetch(&self, now: u64, io: &impl KeyIo) -> Result<Rc<KeySet>, FetchError> {
         self.state.borrow_mut().last_attempt_ms = Some(now);
         let result = match io.fetch_issuer().await {
             Ok(body) => KeySet::parse(&body).map(|keys| (keys, body)).map_err(FetchError::Invalid),
@@ -243,26 +323,60 @@ impl KeyStore {
                 return Err(error);
             }
         };
-        let keys = Arc::new(keys);
+        let keys = Rc::new(keys);
         let previous = self.install(Snapshot { keys: keys.clone(), fetched_at_ms: now, source: Source::Issuer });
         let changed = previous.as_ref().is_none_or(|p| *p.keys != *keys);
         let event = if previous.is_none() { "fetched" } else { "refreshed" };
         self.log(io, event, json!({ "changed": changed, "kids": keys.kids() }));
 
-        // The body was parsed as JSON above, so it is valid UTF-8.
-        let document = StoredJwks {
-            v: 1,
-            issuer: self.issuer.clone(),
-            jwks_url: self.jwks_url.clone(),
-            fetched_at_ms: now,
-            jwks: String::from_utf8_lossy(&body).into_owned(),
-        };
-        let document = serde_json::to_string(&document).unwrap_or_default();
-        // Every successful fetch is a refresh: its new fetch time is what lets the fleet honour
-        // the cooldown. Fetches are bounded by max-age and cooldown, so KV sees few writes.
-        io.store(SharedTier::Cache, &document).await;
-        io.store(SharedTier::Kv, &document).await;
+        let tiers: Vec<SharedTier> =
+            SharedTier::ALL.into_iter().filter(|&t| io.has_tier(t) && self.needs_write(t, &keys, now)).collect();
+        if !tiers.is_empty() {
+            // The body was parsed as JSON above, so it is valid UTF-8.
+            let document = StoredJwks {
+                v: 1,
+                issuer: self.issuer.clone(),
+                jwks_url: self.jwks_url.clone(),
+                fetched_at_ms: now,
+                jwks: String::from_utf8_lossy(&body).into_owned(),
+            };
+            let document = serde_json::to_string(&document).unwrap_or_default();
+            for tier in tiers {
+                self.write(tier, &document, (now, keys.clone()), io).await;
+            }
+        }
         Ok(keys)
+    }
+
+    /// A fetched set goes to a shared tier only when it differs from the copy there, or that copy
+    /// is half of max-age old or more. Refetches (at most one per cooldown, e.g. for unknown kids)
+    /// would otherwise each be a KV write, and KV takes one write per second per key and 1,000 a
+    /// day on the Free plan. Half of max-age keeps the copy young enough that isolates loading it
+    /// find it fresh rather than refetching.
+    fn needs_write(&self, tier: SharedTier, keys: &KeySet, now: u64) -> bool {
+        match &self.state.borrow().shared[tier.index()].copy {
+            Some((fetched_at_ms, copy)) => {
+                **copy != *keys || now.saturating_sub(*fetched_at_ms) >= self.policy.max_age_ms / 2
+            }
+            None => true,
+        }
+    }
+
+    async fn write(&self, tier: SharedTier, document: &str, copy: (u64, Rc<KeySet>), io: &impl KeyIo) {
+        let result = io.store(tier, document).await;
+        let newly_failing = {
+            let mut state = self.state.borrow_mut();
+            let known = &mut state.shared[tier.index()];
+            let was_failing = std::mem::replace(&mut known.write_failing, result.is_err());
+            if result.is_ok() {
+                known.copy = Some(copy);
+            }
+            result.is_err() && !was_failing
+        };
+        if let (true, Err(reason)) = (newly_failing, result) {
+            let reason: String = reason.chars().take(200).collect();
+            self.log(io, "store_failed", json!({ "tier": tier, "reason": reason }));
+        }
     }
 
     /// Loads the freshest copy from the shared tiers and adopts it if it is newer than memory.
@@ -285,7 +399,7 @@ impl KeyStore {
             return false;
         }
         if snapshot.source == Source::Kv && cached.as_ref().is_none_or(|c| c.1.fetched_at_ms < snapshot.fetched_at_ms) {
-            io.store(SharedTier::Cache, &document).await;
+            self.write(SharedTier::Cache, &document, (snapshot.fetched_at_ms, snapshot.keys.clone()), io).await;
         }
         self.log(io, "loaded", json!({ "source": snapshot.source, "age_s": self.age(&snapshot, now) / 1000, "kids": snapshot.keys.kids() }));
         self.install(snapshot);
@@ -293,15 +407,22 @@ impl KeyStore {
     }
 
     /// One shared tier's copy, if it is well-formed, for this issuer and URL, and usable keys.
+    /// What was found is remembered for the write rule and the status route.
     async fn load_tier(&self, tier: SharedTier, now: u64, io: &impl KeyIo) -> Option<(String, Snapshot)> {
-        let text = io.load(tier).await?;
-        match self.decode(&text, tier, now) {
+        if !io.has_tier(tier) {
+            return None;
+        }
+        let text = io.load(tier).await;
+        let loaded = text.and_then(|text| match self.decode(&text, tier, now) {
             Some(snapshot) => Some((text, snapshot)),
             None => {
                 self.log(io, "ignored_tier", json!({ "tier": tier, "reason": "unusable stored JWKS" }));
                 None
             }
-        }
+        });
+        self.state.borrow_mut().shared[tier.index()].copy =
+            loaded.as_ref().map(|(_, s)| (s.fetched_at_ms, s.keys.clone()));
+        loaded
     }
 
     fn decode(&self, text: &str, tier: SharedTier, now: u64) -> Option<Snapshot> {
@@ -310,8 +431,16 @@ impl KeyStore {
             return None;
         }
         let keys = KeySet::parse(stored.jwks.as_bytes()).ok()?;
-        // A fetch time in the future would make the copy fresh (and the cooldown last) forever.
-        Some(Snapshot { keys: Arc::new(keys), fetched_at_ms: stored.fetched_at_ms.min(now), source: tier.into() })
+        // A fetch time far ahead (a writer with a wrong clock, a hand-made `wrangler kv` write) is
+        // not believed: taken as now at every load, the copy would stay fresh, and its cooldown
+        // running, forever. It counts as just past max-age instead: still served, refreshed at
+        // once, and replaced by that fetch.
+        let fetched_at_ms = if stored.fetched_at_ms > now.saturating_add(CLOCK_SKEW_TOLERANCE_MS) {
+            now.saturating_sub(self.policy.max_age_ms)
+        } else {
+            stored.fetched_at_ms.min(now)
+        };
+        Some(Snapshot { keys: Rc::new(keys), fetched_at_ms, source: tier.into() })
     }
 
     fn install(&self, snapshot: Snapshot) -> Option<Snapshot> {
@@ -336,19 +465,43 @@ impl KeyStore {
         since.saturating_add(self.policy.cooldown_ms).saturating_sub(now)
     }
 
-    /// Cooling down after this isolate's last attempt, or after the held keys' fetch time
-    /// (which may be another isolate's fetch, read from a shared tier).
-    fn cooling_down(&self, held: &Snapshot, now: u64) -> bool {
-        let last_attempt = self.state.borrow().last_attempt_ms;
-        self.remaining(held.fetched_at_ms, now) > 0 || last_attempt.is_some_and(|at| self.remaining(at, now) > 0)
+    /// Marks a lookup beyond memory as under way, unless one already is. A lookup is two shared
+    /// reads and one fetch bounded by the fetch timeout; a mark older than twice that timeout was
+    /// left by a request the runtime cancelled before its lookup could end.
+    fn begin_lookup(&self, now: u64) -> Option<Lookup<'_>> {
+        if self.lookup_under_way(now) {
+            return None;
+        }
+        self.state.borrow_mut().lookup_since_ms = Some(now);
+        Some(Lookup(&self.state))
+    }
+
+    fn lookup_under_way(&self, now: u64) -> bool {
+        let since = self.state.borrow().lookup_since_ms;
+        since.is_some_and(|since| now < since.saturating_add(2 * self.policy.fetch_timeout_ms))
+    }
+
+    /// The one issuer fetch per cooldown, stamped before any await.
+    fn claim_fetch(&self, now: u64) -> bool {
+        let mut state = self.state.borrow_mut();
+        if state.last_attempt_ms.is_some_and(|at| self.remaining(at, now) > 0) {
+            return false;
+        }
+        state.last_attempt_ms = Some(now);
+        true
+    }
+
+    /// 503, with `Retry-After` at the end of the current cooldown (at least a second).
+    fn unavailable(&self, now: u64) -> ApiError {
+        let remaining = self.state.borrow().last_attempt_ms.map_or(0, |at| self.remaining(at, now));
+        ApiError::KeysUnavailable { retry_after_secs: remaining.div_ceil(1000).max(1) }
     }
 
     fn claim_background_refresh(&self, held: &Snapshot, now: u64) -> bool {
-        if self.age(held, now) < self.policy.max_age_ms || self.cooling_down(held, now) {
+        if self.age(held, now) < self.policy.max_age_ms || self.remaining(held.fetched_at_ms, now) > 0 {
             return false;
         }
-        self.state.borrow_mut().last_attempt_ms = Some(now);
-        true
+        !self.lookup_under_way(now) && self.claim_fetch(now)
     }
 
     fn log(&self, io: &impl KeyIo, event: &str, mut fields: serde_json::Value) {
@@ -360,35 +513,31 @@ impl KeyStore {
         io.log(&fields.to_string());
     }
 
-    /// What each tier holds, for the status route.
-    pub async fn status(&self, now: u64, io: &impl KeyIo) -> serde_json::Value {
-        let describe = |s: Option<&Snapshot>| match s {
-            Some(s) => json!({ "present": true, "kids": s.keys.kids(), "age_seconds": self.age(s, now) / 1000 }),
+    /// What each tier holds, for the status route, from isolate memory only: the shared tiers as
+    /// this isolate last read or wrote them. No tier is read and no JWKS parsed per call.
+    pub fn status(&self, now: u64, io: &impl KeyIo) -> serde_json::Value {
+        let state = self.state.borrow();
+        let describe = |copy: Option<(u64, &KeySet)>| match copy {
+            Some((fetched_at_ms, keys)) => {
+                json!({ "present": true, "kids": keys.kids(), "age_seconds": now.saturating_sub(fetched_at_ms) / 1000 })
+            }
             None => json!({ "present": false }),
         };
-        let mut tiers = serde_json::Map::new();
-        let memory = self.snapshot();
-        let mut memory_json = describe(memory.as_ref());
-        if let (Some(s), Some(map)) = (&memory, memory_json.as_object_mut()) {
+        let mut memory = describe(state.snapshot.as_ref().map(|s| (s.fetched_at_ms, &*s.keys)));
+        if let (Some(s), Some(map)) = (&state.snapshot, memory.as_object_mut()) {
             map.insert("source".into(), json!(s.source));
         }
-        tiers.insert("memory".into(), memory_json);
-        for tier in [SharedTier::Cache, SharedTier::Kv] {
-            let name = serde_json::to_value(tier).unwrap_or_default().as_str().unwrap_or_default().to_owned();
-            let value = if io.has_tier(tier) {
-                let loaded = match io.load(tier).await {
-                    Some(text) => self.decode(&text, tier, now),
-                    None => None,
-                };
-                let mut v = describe(loaded.as_ref());
-                v.as_object_mut().map(|m| m.insert("available".into(), true.into()));
-                v
-            } else {
-                json!({ "available": false, "present": false })
-            };
-            tiers.insert(name, value);
+        let mut tiers = serde_json::Map::new();
+        tiers.insert("memory".into(), memory);
+        for tier in SharedTier::ALL {
+            let known = &state.shared[tier.index()];
+            let mut value = describe(known.copy.as_ref().map(|(at, keys)| (*at, &**keys)));
+            if let Some(map) = value.as_object_mut() {
+                map.insert("available".into(), io.has_tier(tier).into());
+                map.insert("write_failing".into(), known.write_failing.into());
+            }
+            tiers.insert(tier.name().into(), value);
         }
-        let state = self.state.borrow();
         let ago = |t: Option<u64>| t.map(|t| now.saturating_sub(t) / 1000);
         json!({
             "issuer": self.issuer,

@@ -34,7 +34,26 @@ fn stored(issuer: &str, fetched_at_ms: u64, jwks: &serde_json::Value) -> String 
 }
 
 fn resolve(store: &KeyStore, kid: &str, now: u64, io: &FakeIo) -> Result<(String, bool), ApiError> {
-    block_on(store.resolve(Some(kid), now, io)).map(|r| (r.key.kid.unwrap(), r.background_refresh))
+    block_on(store.resolve(Some(kid), now, io)).map(|r| (r.key.kid().unwrap().to_owned(), r.background_refresh))
+}
+
+/// `n` requests for `kid` arriving together at the fake clock's time, run to completion while the
+/// clock moves 10 ms per round.
+fn resolve_together(store: &KeyStore, kid: &str, n: usize, io: &FakeIo) -> Vec<Result<String, ApiError>> {
+    let requests = (0..n).map(|_| store.resolve(Some(kid), io.clock.get(), io));
+    let results = run_together(requests, || io.advance(10));
+    results.into_iter().map(|r| r.map(|r| r.key.kid().unwrap().to_owned())).collect()
+}
+
+fn stored_fetch_time(tier: &std::cell::RefCell<Option<String>>) -> Option<u64> {
+    let document: serde_json::Value = serde_json::from_str(tier.borrow().as_deref()?).ok()?;
+    document["fetched_at_ms"].as_u64()
+}
+
+fn store_failures(io: &FakeIo) -> Vec<serde_json::Value> {
+    let lines = io.logs.borrow();
+    let events = lines.iter().map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap());
+    events.filter(|e| e["event"] == "store_failed").collect()
 }
 
 #[test]
@@ -88,13 +107,23 @@ fn shared_copies_of_another_issuer_or_corrupt_copies_are_ignored() {
 }
 
 #[test]
-fn a_shared_fetch_time_in_the_future_is_clamped_to_now() {
-    let io = FakeIo::serving(&jwks(&[key(1)]));
+fn a_shared_copy_stamped_in_the_future_counts_as_old_and_the_next_fetch_replaces_it() {
+    let io = FakeIo::serving(&jwks(&[key(1), key(2)]));
     *io.kv.borrow_mut() = Some(stored(ISSUER, T0 + 1_000_000 * SEC, &jwks(&[key(1)])));
-    let s = store();
-    assert!(resolve(&s, "key-1", T0, &io).is_ok());
-    // Had the future time been believed, the keys would never go stale.
-    assert_eq!(resolve(&s, "key-1", T0 + 601 * SEC, &io).map(|r| r.1), Ok(true));
+    assert_eq!(resolve(&store(), "key-1", T0, &io), Ok(("key-1".into(), true)), "served, and refreshed at once");
+    assert_eq!(io.fetches.get(), 0);
+    // Believed, the copy would stay fresh and its cooldown running forever: a new key never refetched.
+    assert!(resolve(&store(), "key-2", T0, &io).is_ok());
+    assert_eq!(io.fetches.get(), 1);
+    assert_eq!(stored_fetch_time(&io.kv), Some(T0), "the fetched copy replaced it");
+}
+
+#[test]
+fn a_shared_fetch_time_a_few_seconds_ahead_is_clock_skew_and_read_as_now() {
+    let io = FakeIo::serving(&jwks(&[key(1)]));
+    *io.kv.borrow_mut() = Some(stored(ISSUER, T0 + 5 * SEC, &jwks(&[key(1)])));
+    assert_eq!(resolve(&store(), "key-1", T0, &io), Ok(("key-1".into(), false)));
+    assert_eq!(io.fetches.get(), 0);
 }
 
 #[test]
@@ -294,10 +323,146 @@ fn status_reports_each_tier() {
     let io = FakeIo::serving(&jwks(&[key(1)]));
     let s = store();
     resolve(&s, "key-1", T0, &io).unwrap();
-    let status = block_on(s.status(T0 + 12 * SEC, &io));
+    let status = s.status(T0 + 12 * SEC, &io);
     assert_eq!(status["tiers"]["memory"]["kids"], json!(["key-1"]));
     assert_eq!(status["tiers"]["memory"]["age_seconds"], json!(12));
     assert_eq!(status["tiers"]["memory"]["source"], json!("issuer"));
     assert_eq!(status["tiers"]["kv"]["present"], json!(true));
     assert_eq!(status["tiers"]["cache"]["present"], json!(true));
+}
+
+#[test]
+fn status_is_served_from_memory_without_reading_a_shared_tier() {
+    let io = FakeIo::serving(&jwks(&[key(1)]));
+    let s = store();
+    resolve(&s, "key-1", T0, &io).unwrap();
+    let loads = io.loads.get();
+    for _ in 0..10 {
+        let status = s.status(T0 + 12 * SEC, &io);
+        assert_eq!(status["tiers"]["kv"]["kids"], json!(["key-1"]), "as this isolate last wrote it");
+    }
+    assert_eq!(io.loads.get(), loads);
+}
+
+// ---- one lookup at a time: no stampede on the issuer ----
+
+#[test]
+fn concurrent_cold_requests_cause_one_issuer_fetch_and_one_write_per_tier() {
+    let io = FakeIo::serving(&jwks(&[key(1)]));
+    io.issuer_latency_ms.set(400);
+    let results = resolve_together(&store(), "key-1", 100, &io);
+    assert!(results.iter().all(|r| r.as_deref() == Ok("key-1")), "{results:?}");
+    assert_eq!((io.fetches.get(), io.kv_writes.get(), io.cache_writes.get()), (1, 1, 1));
+}
+
+#[test]
+fn a_request_waiting_on_another_requests_fetch_answers_503_once_the_fetch_timeout_passes() {
+    let io = FakeIo::serving(&jwks(&[key(1)]));
+    io.issuer_latency_ms.set(6 * SEC);
+    let results = resolve_together(&store(), "key-1", 10, &io);
+    assert_eq!(results[0].as_deref(), Ok("key-1"), "the request that fetched");
+    for waiter in &results[1..] {
+        // Gave up 5 s in, with 25 s of the cooldown left.
+        assert_eq!(waiter, &Err(ApiError::KeysUnavailable { retry_after_secs: 25 }));
+    }
+    assert_eq!(io.fetches.get(), 1);
+}
+
+#[test]
+fn at_max_age_without_stale_if_error_concurrent_requests_cause_one_issuer_fetch() {
+    let io = FakeIo::serving(&jwks(&[key(1)]));
+    let s = KeyStore::new(ISSUER, JWKS_URL, JwksPolicy { stale_if_error_ms: 0, ..policy() });
+    resolve(&s, "key-1", T0, &io).unwrap();
+    io.clock.set(T0 + 601 * SEC);
+    io.issuer_latency_ms.set(400);
+    let results = resolve_together(&s, "key-1", 100, &io);
+    assert!(results.iter().all(|r| r.as_deref() == Ok("key-1")), "{results:?}");
+    assert_eq!((io.fetches.get(), io.kv_writes.get()), (2, 2));
+}
+
+#[test]
+fn past_stale_if_error_with_the_issuer_down_concurrent_requests_cause_one_issuer_fetch() {
+    let io = FakeIo::serving(&jwks(&[key(1)]));
+    let s = KeyStore::new(ISSUER, JWKS_URL, JwksPolicy { stale_if_error_ms: 3600 * SEC, ..policy() });
+    resolve(&s, "key-1", T0, &io).unwrap();
+    io.issuer_fails(FetchError::Timeout);
+    io.clock.set(T0 + 4201 * SEC);
+    io.issuer_latency_ms.set(400);
+    let results = resolve_together(&s, "key-1", 100, &io);
+    assert!(results.iter().all(|r| matches!(r, Err(ApiError::KeysUnavailable { .. }))), "{results:?}");
+    assert_eq!(io.fetches.get(), 2);
+}
+
+#[test]
+fn a_cooldown_longer_than_max_age_does_not_hold_back_the_refresh_of_expired_keys() {
+    let io = FakeIo::serving(&jwks(&[key(1)]));
+    let short = JwksPolicy { max_age_ms: 2 * SEC, cooldown_ms: 30 * SEC, stale_if_error_ms: 0, ..policy() };
+    let s = KeyStore::new(ISSUER, JWKS_URL, short);
+    resolve(&s, "key-1", T0, &io).unwrap();
+    assert_eq!(resolve(&s, "key-1", T0 + 3 * SEC, &io), Ok(("key-1".into(), false)));
+    assert_eq!(io.fetches.get(), 2);
+}
+
+#[test]
+fn a_failed_fetch_does_not_hide_keys_another_isolate_left_in_a_shared_tier() {
+    let io = FakeIo::serving(&jwks(&[key(1)]));
+    io.issuer_fails(FetchError::Network);
+    let s = store();
+    assert!(matches!(resolve(&s, "key-1", T0, &io), Err(ApiError::KeysUnavailable { .. })));
+    *io.kv.borrow_mut() = Some(stored(ISSUER, T0 + 2 * SEC, &jwks(&[key(1)])));
+    assert_eq!(resolve(&s, "key-1", T0 + 5 * SEC, &io).map(|r| r.0), Ok("key-1".into()), "within the cooldown");
+    assert_eq!(io.fetches.get(), 1);
+}
+
+// ---- shared tiers written only when it matters ----
+
+#[test]
+fn unchanged_keys_are_written_back_to_a_shared_tier_only_once_its_copy_is_half_max_age_old() {
+    let io = FakeIo::serving(&jwks(&[key(1)]));
+    let s = store();
+    resolve(&s, "key-1", T0, &io).unwrap();
+    assert!(resolve(&s, "random-1", T0 + 31 * SEC, &io).is_err());
+    assert_eq!((io.fetches.get(), io.kv_writes.get(), io.cache_writes.get()), (2, 1, 1), "same keys, copy 31 s old");
+    assert!(resolve(&s, "random-2", T0 + 300 * SEC, &io).is_err());
+    assert_eq!((io.fetches.get(), io.kv_writes.get(), io.cache_writes.get()), (3, 2, 2), "copy 300 s old");
+    assert_eq!(stored_fetch_time(&io.kv), Some(T0 + 300 * SEC));
+}
+
+#[test]
+fn a_changed_key_set_is_written_to_the_shared_tiers_at_once() {
+    let io = FakeIo::serving(&jwks(&[key(1)]));
+    let s = store();
+    resolve(&s, "key-1", T0, &io).unwrap();
+    io.issuer_serves(&jwks(&[key(1), key(2)]));
+    assert!(resolve(&s, "key-2", T0 + 31 * SEC, &io).is_ok());
+    assert_eq!((io.kv_writes.get(), io.cache_writes.get()), (2, 2));
+    assert!(io.kv.borrow().as_deref().unwrap().contains("key-2"));
+}
+
+#[test]
+fn a_day_of_one_random_kid_per_cooldown_costs_one_kv_write_per_five_minutes_not_one_per_fetch() {
+    let io = FakeIo::serving(&jwks(&[key(1)]));
+    let s = store();
+    resolve(&s, "key-1", T0, &io).unwrap();
+    let day = 24 * 3600;
+    for i in 1..=day / 30 {
+        assert!(resolve(&s, &format!("random-{i}"), T0 + i * 30 * SEC, &io).is_err());
+    }
+    assert_eq!(io.fetches.get(), 2881);
+    assert_eq!(io.kv_writes.get(), 1 + day as usize / 300);
+}
+
+#[test]
+fn failing_shared_writes_are_logged_once_per_tier_not_per_attempt() {
+    let io = FakeIo::serving(&jwks(&[key(1)]));
+    *io.store_error.borrow_mut() = Some("KV PUT failed: 429 Too Many Requests".into());
+    let s = store();
+    resolve(&s, "key-1", T0, &io).unwrap();
+    for i in 1..=10 {
+        assert!(resolve(&s, &format!("random-{i}"), T0 + i * 31 * SEC, &io).is_err());
+    }
+    assert_eq!(io.fetches.get(), 11);
+    let failures = store_failures(&io);
+    assert_eq!(failures.iter().map(|f| f["tier"].as_str().unwrap()).collect::<Vec<_>>(), ["cache", "kv"]);
+    assert_eq!(failures[1]["reason"], json!("KV PUT failed: 429 Too Many Requests"));
 }

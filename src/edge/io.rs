@@ -9,8 +9,7 @@ use std::{
 
 use futures_core::Stream;
 use worker::{
-    AbortController, Cache, Delay, Env, Fetch, Headers, KvStore, Method, Request, RequestInit, RequestRedirect,
-    Response,
+    AbortController, Cache, Date, Env, Fetch, Headers, KvStore, Method, Request, RequestInit, RequestRedirect, Response,
 };
 
 use crate::{
@@ -91,7 +90,7 @@ async fn read_capped(response: &mut Response, cap: usize) -> Result<Vec<u8>, Fet
 /// `work`, or `None` once `timeout` has passed.
 async fn within<T>(timeout: Duration, work: impl Future<Output = T>) -> Option<T> {
     let mut work = pin!(work);
-    let mut timer = pin!(Delay::from(timeout));
+    let mut timer = pin!(super::timer::sleep(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)));
     poll_fn(|cx| {
         if let Poll::Ready(value) = work.as_mut().poll(cx) {
             return Poll::Ready(Some(value));
@@ -119,7 +118,7 @@ impl KeyIo for WorkerIo {
         }
     }
 
-    async fn store(&self, tier: SharedTier, document: &str) {
+    async fn store(&self, tier: SharedTier, document: &str) -> Result<(), String> {
         let result = match tier {
             SharedTier::Cache => {
                 // The Cache API keeps only cacheable responses; on *.workers.dev it keeps nothing,
@@ -133,7 +132,7 @@ impl KeyIo for WorkerIo {
                 }
             }
             SharedTier::Kv => match &self.kv {
-                None => return,
+                None => return Err("no KV binding".into()),
                 // KV's shortest expiry is 60 s.
                 Some(kv) => match kv.put(&self.kv_key, document) {
                     Ok(put) => put.expiration_ttl(self.keep_secs.max(60)).execute().await.map_err(worker::Error::from),
@@ -141,9 +140,8 @@ impl KeyIo for WorkerIo {
                 },
             },
         };
-        if result.is_err() {
-            self.log(&format!(r#"{{"component":"edge-auth.jwks","event":"store_failed","tier":"{tier:?}"}}"#));
-        }
+        // The key store logs a failing tier once, not per write.
+        result.map_err(|e| e.to_string())
     }
 
     async fn fetch_issuer(&self) -> Result<Vec<u8>, FetchError> {
@@ -155,6 +153,12 @@ impl KeyIo for WorkerIo {
                 Err(FetchError::Timeout)
             }
         }
+    }
+
+    async fn sleep(&self, ms: u64) -> u64 {
+        super::timer::sleep(ms).await;
+        // Not SystemTime: it panics on wasm32-unknown-unknown.
+        Date::now().as_millis()
     }
 
     fn log(&self, line: &str) {

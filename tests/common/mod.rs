@@ -1,11 +1,12 @@
 //! Shared fixtures for the host tests: test keys, a fake runtime for the key store, a clock
-//! that only moves when told, and a poll-once executor (the fakes never pend).
+//! that only moves when told, a poll-once executor for one request (the fakes pend only when
+//! told to), and a round-robin executor for concurrent requests of one isolate.
 
 #![allow(dead_code)]
 
 use std::{
     cell::{Cell, RefCell},
-    future::Future,
+    future::{poll_fn, Future},
     pin::pin,
     sync::OnceLock,
     task::{Context, Poll, Waker},
@@ -29,6 +30,29 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// Runs `futures` as concurrent requests of one isolate: one thread, each polled in turn, so one
+/// runs until its first pending await before the next starts, as in workerd. After every round
+/// that leaves some pending, `tick` moves the world on (usually the fake clock).
+pub fn run_together<F: Future>(futures: impl IntoIterator<Item = F>, mut tick: impl FnMut()) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..100_000 {
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+                    *output = Some(value);
+                }
+            }
+        }
+        if outputs.iter().all(Option::is_some) {
+            return outputs.into_iter().flatten().collect();
+        }
+        tick();
+    }
+    panic!("requests still pending after 100,000 rounds");
+}
+
 /// Keys are slow to make, so the whole test binary shares a few.
 pub fn key(n: usize) -> &'static SigningKey {
     static KEYS: OnceLock<Vec<SigningKey>> = OnceLock::new();
@@ -47,7 +71,14 @@ pub struct FakeIo {
     pub has_cache: bool,
     pub has_kv: bool,
     pub issuer: RefCell<Result<Vec<u8>, FetchError>>,
+    /// How long the issuer takes to answer, on the fake clock; 0 answers at once.
+    pub issuer_latency_ms: Cell<u64>,
+    /// When set, every store fails with this reason.
+    pub store_error: RefCell<Option<String>>,
+    /// The time, in milliseconds: `sleep` and the issuer wait on it, and only tests move it.
+    pub clock: Cell<u64>,
     pub fetches: Cell<usize>,
+    pub loads: Cell<usize>,
     pub kv_writes: Cell<usize>,
     pub cache_writes: Cell<usize>,
     pub logs: RefCell<Vec<String>>,
@@ -61,7 +92,11 @@ impl FakeIo {
             has_cache: true,
             has_kv: true,
             issuer: RefCell::new(Ok(jwks.to_string().into_bytes())),
+            issuer_latency_ms: Cell::new(0),
+            store_error: RefCell::new(None),
+            clock: Cell::new(NOW as u64 * 1000),
             fetches: Cell::new(0),
+            loads: Cell::new(0),
             kv_writes: Cell::new(0),
             cache_writes: Cell::new(0),
             logs: RefCell::new(Vec::new()),
@@ -78,6 +113,15 @@ impl FakeIo {
 
     pub fn issuer_body(&self, body: &[u8]) {
         *self.issuer.borrow_mut() = Ok(body.to_vec());
+    }
+
+    pub fn advance(&self, ms: u64) {
+        self.clock.set(self.clock.get() + ms);
+    }
+
+    /// Pending until the fake clock reaches `at`.
+    fn until(&self, at: u64) -> impl Future<Output = ()> + '_ {
+        poll_fn(move |_| if self.clock.get() >= at { Poll::Ready(()) } else { Poll::Pending })
     }
 
     pub fn events(&self) -> Vec<String> {
@@ -103,6 +147,7 @@ impl KeyIo for FakeIo {
     }
 
     async fn load(&self, tier: SharedTier) -> Option<String> {
+        self.loads.set(self.loads.get() + 1);
         match tier {
             SharedTier::Cache if self.has_cache => self.cache.borrow().clone(),
             SharedTier::Kv if self.has_kv => self.kv.borrow().clone(),
@@ -110,7 +155,10 @@ impl KeyIo for FakeIo {
         }
     }
 
-    async fn store(&self, tier: SharedTier, document: &str) {
+    async fn store(&self, tier: SharedTier, document: &str) -> Result<(), String> {
+        if let Some(reason) = self.store_error.borrow().clone() {
+            return Err(reason);
+        }
         match tier {
             SharedTier::Cache if self.has_cache => {
                 self.cache_writes.set(self.cache_writes.get() + 1);
@@ -122,11 +170,18 @@ impl KeyIo for FakeIo {
             }
             _ => {}
         }
+        Ok(())
     }
 
     async fn fetch_issuer(&self) -> Result<Vec<u8>, FetchError> {
         self.fetches.set(self.fetches.get() + 1);
+        self.until(self.clock.get() + self.issuer_latency_ms.get()).await;
         self.issuer.borrow().clone()
+    }
+
+    async fn sleep(&self, ms: u64) -> u64 {
+        self.until(self.clock.get() + ms).await;
+        self.clock.get()
     }
 
     fn log(&self, line: &str) {
