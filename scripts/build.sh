@@ -1,12 +1,33 @@
 #!/bin/sh
 # The wrangler.toml [build] command: builds the worker into build/ with the pinned tools.
 # `npx wrangler dev` and `npx wrangler deploy` run it; it needs no environment of its own.
+#
+# The steps worker-build would take, minus its generated entry (see src/edge/entry.mjs):
+# cargo → wasm-bindgen (ES module glue, panic recovery) → wasm-opt → esbuild with our entry.
 set -eu
 . "$(dirname "$0")/tools.sh"
 cd "$ROOT"
 # The end-to-end harness builds once and starts many workers; they skip the rebuild.
-if [ "${EDGE_AUTH_PREBUILT:-}" = 1 ] && [ -f build/worker/shim.mjs ]; then
+if [ "${EDGE_AUTH_PREBUILT:-}" = 1 ] && [ -f build/worker.mjs ]; then
     exit 0
 fi
 ensure_tools
-exec "$WORKER_BUILD" --release
+cargo build --quiet --release --target wasm32-unknown-unknown --lib
+stage="$ROOT/build.tmp"
+rm -rf "$stage"
+mkdir -p "$stage"
+"$WASM_BINDGEN_BIN" target/wasm32-unknown-unknown/release/edge_auth.wasm --out-dir "$stage" --out-name glue \
+    --target module --no-typescript --experimental-reset-state-function --force-enable-abort-handler
+# workerd takes a plain wasm module import, not the source-phase form wasm-bindgen writes.
+sed -i 's/^import source /import /' "$stage/glue.js"
+# The feature set workerd supports (as worker-build passes it). No --debuginfo: the name section
+# only names functions in stack traces, which this worker never shows, and cost ~100 KB.
+"$WASM_OPT_BIN" "$stage/glue_bg.wasm" -o "$stage/glue_bg.wasm" -O \
+    --enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int --enable-bulk-memory \
+    --enable-multivalue --enable-reference-types --enable-exception-handling
+cp src/edge/entry.mjs "$stage/entry.mjs"
+"$ESBUILD_BIN" "$stage/entry.mjs" --bundle --format=esm --minify --log-level=warning \
+    --external:./glue_bg.wasm --external:'cloudflare:*' --outfile="$stage/worker.mjs"
+rm -rf "$stage/entry.mjs" "$stage/glue.js" "$stage/snippets"
+rm -rf build
+mv "$stage" build

@@ -1,20 +1,18 @@
 # Sourced by the other scripts: where the pinned tools live, and how to install them.
 # Installs are idempotent: each tool sits in a folder named for its exact version and is
-# skipped when present. Nothing is downloaded outside the package registries: worker-build
-# would fetch wasm-bindgen, wasm-opt and esbuild from the web unless *_BIN name them, so we do.
+# skipped when present. Nothing is downloaded outside the package registries: wasm-bindgen-cli
+# comes from crates.io, wasm-opt (binaryen), esbuild and Node 22 from npm.
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 TOOLS_DIR="${EDGE_AUTH_TOOLS:-$HOME/.cache/edge-auth}"
-WORKER_BUILD_VERSION=0.8.7
 # wasm-bindgen-cli must match the wasm-bindgen crate in Cargo.lock exactly.
 WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock")"
-WORKER_BUILD="$TOOLS_DIR/worker-build-$WORKER_BUILD_VERSION/bin/worker-build"
 WASM_BINDGEN_BIN="$TOOLS_DIR/wasm-bindgen-$WASM_BINDGEN_VERSION/bin/wasm-bindgen"
 WASM_OPT_BIN="$ROOT/node_modules/.bin/wasm-opt"
 ESBUILD_BIN="$ROOT/node_modules/.bin/esbuild"
 # node_modules/.bin first: it holds Node 22 (wrangler needs it) when the machine's Node is older.
 PATH="$ROOT/node_modules/.bin:$HOME/.cargo/bin:$PATH"
-export PATH WASM_BINDGEN_BIN WASM_OPT_BIN ESBUILD_BIN
+export PATH
 
 say() {
     if [ -t 2 ]; then printf '\033[1;34medge-auth:\033[0m %s\n' "$*" >&2; else printf 'edge-auth: %s\n' "$*" >&2; fi
@@ -35,7 +33,6 @@ ensure_tools() {
         say "adding the wasm32-unknown-unknown target"
         rustup target add wasm32-unknown-unknown
     fi
-    cargo_install worker-build "$WORKER_BUILD_VERSION" "$WORKER_BUILD"
     cargo_install wasm-bindgen-cli "$WASM_BINDGEN_VERSION" "$WASM_BINDGEN_BIN"
     stamp="$ROOT/node_modules/.edge-auth-installed"
     if [ ! -f "$stamp" ] || [ "$ROOT/package-lock.json" -nt "$stamp" ]; then

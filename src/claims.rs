@@ -62,25 +62,44 @@ impl Principal {
     }
 }
 
-/// Checks the validity window first (the most common failure), then issuer, then audience.
-pub fn validate(signed: SignedClaims, policy: &ClaimsPolicy<'_>, now_secs: i64) -> Result<Principal, TokenProblem> {
-    let claims = signed.0;
-    let leeway = i64::try_from(policy.leeway_secs).unwrap_or(i64::MAX);
+/// When a token may be used, in seconds since the epoch. Kept with a cached verification so that
+/// every use is judged against the clock of that moment, not of the first verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    pub expires: i64,
+    pub not_before: Option<i64>,
+    pub issued_at: Option<i64>,
+}
 
-    let exp = claims.expiration.ok_or(TokenProblem::MissingExpiry)?.timestamp();
-    if now_secs >= exp.saturating_add(leeway) {
-        return Err(TokenProblem::Expired);
-    }
-    if let Some(nbf) = claims.not_before {
-        if now_secs.saturating_add(leeway) < nbf.timestamp() {
+impl Validity {
+    pub fn check(&self, now_secs: i64, leeway_secs: u64) -> Result<(), TokenProblem> {
+        let leeway = i64::try_from(leeway_secs).unwrap_or(i64::MAX);
+        if now_secs >= self.expires.saturating_add(leeway) {
+            return Err(TokenProblem::Expired);
+        }
+        if self.not_before.is_some_and(|nbf| now_secs.saturating_add(leeway) < nbf) {
             return Err(TokenProblem::NotYetValid);
         }
-    }
-    if let Some(iat) = claims.issued_at {
-        if now_secs.saturating_add(leeway) < iat.timestamp() {
+        if self.issued_at.is_some_and(|iat| now_secs.saturating_add(leeway) < iat) {
             return Err(TokenProblem::IssuedInFuture);
         }
+        Ok(())
     }
+}
+
+/// Checks the validity window first (the most common failure), then issuer, then audience.
+pub fn validate(
+    signed: SignedClaims,
+    policy: &ClaimsPolicy<'_>,
+    now_secs: i64,
+) -> Result<(Principal, Validity), TokenProblem> {
+    let claims = signed.0;
+    let validity = Validity {
+        expires: claims.expiration.ok_or(TokenProblem::MissingExpiry)?.timestamp(),
+        not_before: claims.not_before.map(|t| t.timestamp()),
+        issued_at: claims.issued_at.map(|t| t.timestamp()),
+    };
+    validity.check(now_secs, policy.leeway_secs)?;
 
     let custom = claims.custom;
     if custom.iss.as_deref() != Some(policy.issuer) {
@@ -99,5 +118,5 @@ pub fn validate(signed: SignedClaims, policy: &ClaimsPolicy<'_>, now_secs: i64) 
     if policy.scope_source != ScopeSource::ScopeClaim {
         scopes.extend(custom.permissions.into_iter().flatten());
     }
-    Ok(Principal { subject: custom.sub, scopes })
+    Ok((Principal { subject: custom.sub, scopes }, validity))
 }

@@ -1,36 +1,106 @@
 //! The JSON Web Key Set model: which published keys may verify tokens, and which one a token names.
 
-use jwt_compact::{alg::RsaPublicKey, jwk::JsonWebKey};
+use std::{any::Any, cell::OnceCell, fmt, rc::Rc};
+
+use jwt_compact::jwk::JsonWebKey;
 use serde::Deserialize;
 
 use crate::error::TokenProblem;
 
 /// Smaller RSA moduli are factorable in practice; Auth0 signs with 2048-bit keys.
 pub const MIN_MODULUS_BITS: usize = 2048;
+/// Both signature engines (the pure-Rust one refuses larger keys) verify up to this size.
+pub const MAX_MODULUS_BITS: usize = 4096;
 
 /// One public key that passed every usability rule. Built only by [`KeySet::parse`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerificationKey {
-    pub kid: Option<String>,
-    /// Big-endian modulus and exponent, as a WebCrypto import would take them.
-    pub n: Vec<u8>,
-    pub e: Vec<u8>,
-    pub(crate) rsa: RsaPublicKey,
+///
+/// A cheap handle: clones share the key material and the engine's prepared form of it, so an
+/// imported WebCrypto key lives exactly as long as some key set (or cached token) holds the key.
+#[derive(Clone)]
+pub struct VerificationKey(Rc<Material>);
+
+struct Material {
+    kid: Option<String>,
+    /// Big-endian modulus (leading zero bytes stripped) and exponent.
+    n: Vec<u8>,
+    e: Vec<u8>,
+    /// The engine's own form of this key (a WebCrypto `CryptoKey` at the edge), made on first use.
+    prepared: OnceCell<Box<dyn Any>>,
 }
 
 impl VerificationKey {
-    pub fn modulus_bits(&self) -> usize {
-        bit_length(&self.n)
+    fn new(kid: Option<String>, n: &[u8], e: &[u8]) -> Self {
+        let n = strip_leading_zeros(n).to_vec();
+        let e = strip_leading_zeros(e).to_vec();
+        VerificationKey(Rc::new(Material { kid, n, e, prepared: OnceCell::new() }))
     }
+
+    pub fn kid(&self) -> Option<&str> {
+        self.0.kid.as_deref()
+    }
+
+    pub fn modulus(&self) -> &[u8] {
+        &self.0.n
+    }
+
+    pub fn exponent(&self) -> &[u8] {
+        &self.0.e
+    }
+
+    pub fn modulus_bits(&self) -> usize {
+        bit_length(&self.0.n)
+    }
+
+    /// RSASSA-PKCS1-v1_5 signatures are exactly this many bytes (RFC 8017 §8.2.2 step 1).
+    pub fn signature_len(&self) -> usize {
+        self.0.n.len()
+    }
+
+    /// The engine's prepared form of this key, if it made one.
+    pub fn prepared<T: Any + Clone>(&self) -> Option<T> {
+        self.0.prepared.get().and_then(|p| p.downcast_ref::<T>()).cloned()
+    }
+
+    /// Keeps the engine's prepared form with the key. The first one stays: two requests that
+    /// prepared the same key concurrently made equivalent forms.
+    pub fn keep_prepared<T: Any>(&self, prepared: T) {
+        let _ = self.0.prepared.set(Box::new(prepared));
+    }
+}
+
+/// Keys are equal when they are the same key: same `kid`, modulus and exponent.
+impl PartialEq for VerificationKey {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.0, &other.0) || (self.0.kid == other.0.kid && self.0.n == other.0.n && self.0.e == other.0.e)
+    }
+}
+
+impl Eq for VerificationKey {}
+
+impl fmt::Debug for VerificationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerificationKey").field("kid", &self.0.kid).field("bits", &self.modulus_bits()).finish()
+    }
+}
+
+fn strip_leading_zeros(be: &[u8]) -> &[u8] {
+    &be[be.iter().take_while(|&&b| b == 0).count()..]
 }
 
 /// Bits of a big-endian unsigned integer; JWKs sometimes carry a leading zero byte.
 fn bit_length(be: &[u8]) -> usize {
-    let be = &be[be.iter().take_while(|&&b| b == 0).count()..];
+    let be = strip_leading_zeros(be);
     match be.first() {
         None => 0,
         Some(first) => (be.len() - 1) * 8 + (8 - first.leading_zeros() as usize),
     }
+}
+
+/// An exponent both engines accept (BoringSSL's and the `rsa` crate's rules): odd, at least 3,
+/// at most 33 bits.
+fn usable_exponent(e: &[u8]) -> bool {
+    let bits = bit_length(e);
+    (2..=33).contains(&bits) && e.last().is_some_and(|last| last & 1 == 1)
 }
 
 /// The usable keys of one JWKS document, in document order, with unique `kid`s.
@@ -76,7 +146,8 @@ struct RawKey<'a> {
 
 impl KeySet {
     /// Parses a JWKS document, keeping only keys that may verify RS256 signatures:
-    /// `kty` RSA, `use` absent or `sig`, `alg` absent or RS256, a modulus of at least 2048 bits.
+    /// `kty` RSA, `use` absent or `sig`, `alg` absent or RS256, a modulus of 2048 to 4096 bits,
+    /// an odd exponent of at least 3.
     /// Unusable entries (other key types, encryption keys, malformed members) are skipped,
     /// so one odd key does not take down the whole set. A repeated `kid` keeps its first key.
     pub fn parse(document: &[u8]) -> Result<KeySet, JwksError> {
@@ -84,7 +155,7 @@ impl KeySet {
         let mut keys: Vec<VerificationKey> = Vec::new();
         for entry in &raw.keys {
             let Some(key) = usable_key(entry) else { continue };
-            if key.kid.is_some() && keys.iter().any(|k| k.kid == key.kid) {
+            if key.kid().is_some() && keys.iter().any(|k| k.kid() == key.kid()) {
                 continue;
             }
             keys.push(key);
@@ -98,7 +169,7 @@ impl KeySet {
     /// The key a token names. Without a `kid`, only an unambiguous set (one key) answers.
     pub fn select(&self, kid: Option<&str>) -> Result<&VerificationKey, TokenProblem> {
         match kid {
-            Some(kid) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)).ok_or(TokenProblem::UnknownKey),
+            Some(kid) => self.keys.iter().find(|k| k.kid() == Some(kid)).ok_or(TokenProblem::UnknownKey),
             None => match self.keys.as_slice() {
                 [only] => Ok(only),
                 _ => Err(TokenProblem::KeyNotSpecified),
@@ -107,7 +178,7 @@ impl KeySet {
     }
 
     pub fn kids(&self) -> Vec<String> {
-        self.keys.iter().map(|k| k.kid.clone().unwrap_or_default()).collect()
+        self.keys.iter().map(|k| k.kid().unwrap_or_default().to_owned()).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -127,9 +198,9 @@ fn usable_key(entry: &serde_json::Value) -> Option<VerificationKey> {
     let JsonWebKey::Rsa { modulus, public_exponent, private_parts: _ } = &raw.key else {
         return None;
     };
-    if bit_length(modulus) < MIN_MODULUS_BITS {
+    let bits = bit_length(modulus);
+    if !(MIN_MODULUS_BITS..=MAX_MODULUS_BITS).contains(&bits) || !usable_exponent(public_exponent) {
         return None;
     }
-    let rsa = RsaPublicKey::try_from(&raw.key).ok()?;
-    Some(VerificationKey { kid: raw.kid, n: modulus.to_vec(), e: public_exponent.to_vec(), rsa })
+    Some(VerificationKey::new(raw.kid, modulus, public_exponent))
 }

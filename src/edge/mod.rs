@@ -1,97 +1,257 @@
 //! The Cloudflare Workers adapter: reads the request and bindings, runs the pure pipeline, and
 //! turns its outcome into a runtime response. Everything here is I/O; every decision is in the core.
+//!
+//! The hot path is kept close to what a plain JavaScript worker costs (measured, see README):
+//! - the entry is a plain `{ fetch }` object (`entry.mjs`) over wasm-bindgen's glue, not worker-build's
+//!   per-request `WorkerEntrypoint` behind a Proxy;
+//! - requests and responses are raw `web_sys` types, and only the method, URL and the two headers the
+//!   pipeline reads cross the wasm boundary;
+//! - everything that can be worked out once (configuration, key store, imported keys, verified tokens)
+//!   lives with the isolate;
+//! - an answer that needs no I/O is returned synchronously; only one that awaits becomes a promise.
+//!
+//! The `worker` crate still does what it is good at: KV, the Cache API and the issuer fetch (`io`).
 
 mod io;
+mod origin;
+mod timer;
+mod webcrypto;
 
-use std::{cell::OnceCell, rc::Rc};
-
-use worker::{event, Context, Date, Env, Headers, Request, Response, Result};
-
-use crate::{
-    app::{self, Incoming, Keys},
-    config::Config,
-    error::ConfigError,
-    http::HttpResponse,
-    keystore::KeyStore,
-    verify::RustRsa,
+use std::{
+    cell::{OnceCell, RefCell},
+    future::Future,
+    rc::Rc,
+    task::{Context as TaskContext, Poll, Waker},
 };
 
-/// What an isolate works out once: its configuration, and (when that is valid) its key store,
-/// the first key tier. Variables cannot change during an isolate's life (a new deployment or
-/// `--var` starts new isolates), so reading and checking them once per request would be waste.
-type Isolate = Result<(Config, Rc<KeyStore>), ConfigError>;
+use wasm_bindgen::{prelude::wasm_bindgen, JsCast, JsValue};
+use web_sys::{Headers, Request, Response, ResponseInit};
+
+use crate::{
+    app::{self, Broken, Incoming, Keys, Setup},
+    config::{self, Config},
+    error::ConfigError,
+    http::HttpResponse,
+    keystore::{FetchError, KeyIo, KeyStore, SharedTier},
+    rules::Rules,
+    token_cache::TokenCache,
+};
+
+/// What an isolate works out once. Variables cannot change during an isolate's life (a new
+/// deployment or `--var` starts new isolates), so reading and checking them per request is waste.
+struct Ready {
+    config: Config,
+    rules: Rules,
+    store: Rc<KeyStore>,
+    tokens: RefCell<TokenCache>,
+    verifier: webcrypto::WebCrypto,
+}
+
+/// A configuration that cannot be read, and whether it asked for a gateway.
+struct Unready {
+    error: ConfigError,
+    gateway: bool,
+}
+
+type Isolate = Result<Rc<Ready>, Unready>;
 
 thread_local! {
     static ISOLATE: OnceCell<Rc<Isolate>> = const { OnceCell::new() };
 }
 
-fn isolate(env: &Env) -> Rc<Isolate> {
+fn isolate(env: &JsValue) -> Rc<Isolate> {
     ISOLATE.with(|cell| {
         cell.get_or_init(|| {
-            // Variables may be plain `[vars]` or secrets; both read as strings.
-            let config = Config::from_vars(|name| {
-                env.var(name).map(|v| v.to_string()).or_else(|_| env.secret(name).map(|s| s.to_string())).ok()
+            let get = |name: &str| var(env, name);
+            let ready = Config::from_vars(get).and_then(|config| {
+                let rules = app::compile_rules(&config)?;
+                Ok(Rc::new(Ready {
+                    store: Rc::new(KeyStore::new(&config.issuer, &config.jwks_url, config.jwks)),
+                    tokens: RefCell::default(),
+                    verifier: webcrypto::WebCrypto::new(),
+                    rules,
+                    config,
+                }))
             });
-            Rc::new(config.map(|c| {
-                let store = Rc::new(KeyStore::new(&c.issuer, &c.jwks_url, c.jwks));
-                (c, store)
+            Rc::new(ready.map_err(|error| {
+                let gateway = config::gateway_requested(get);
+                // Once per isolate: every request would say the same.
+                web_sys::console::error_1(&app::describe_config_error(&error).to_string().into());
+                Unready { error, gateway }
             }))
         })
         .clone()
     })
 }
 
-#[event(fetch)]
-async fn fetch(request: Request, env: Env, ctx: Context) -> Result<Response> {
-    console_error_panic_hook::set_once();
-    let now = Date::now().as_millis();
-    let isolate = isolate(&env);
-
-    let method = request.method().to_string();
-    let path = request.path();
-    let header = |name: &str| request.headers().get(name).ok().flatten();
-    let (authorization, origin) = (header("authorization"), header("origin"));
-    let incoming =
-        Incoming { method: &method, path: &path, authorization: authorization.as_deref(), origin: origin.as_deref() };
-
-    let outcome = match isolate.as_ref() {
-        Ok((config, store)) => {
-            let store = store.clone();
-            let io = io::WorkerIo::new(&env, config);
-            let keys = Keys { store: &store, io: &io, verifier: &RustRsa };
-            let outcome = app::handle(&incoming, Ok((config, keys)), now).await;
-            if outcome.background_refresh {
-                // Runs after the response; nothing awaits it, so I/O isolation is respected.
-                ctx.wait_until(async move { store.refresh(Date::now().as_millis(), &io).await });
-            }
-            outcome
-        }
-        Err(error) => {
-            if app::Route::from_path(&path).is_some_and(|r| r != app::Route::Public) {
-                worker::console_error!("{}", app::describe_config_error(error));
-            }
-            app::handle::<io::WorkerIo, RustRsa>(&incoming, Err(error), now).await
-        }
-    };
-    Ok(to_response(outcome.response).unwrap_or_else(|_| fallback()))
+/// A variable as its JSON value: `--var` and secrets arrive as strings, `[vars]` in wrangler.toml
+/// keep their TOML type (boolean, number, array of tables), which the configuration accepts too.
+fn var(env: &JsValue, name: &str) -> Option<serde_json::Value> {
+    let value = js_sys::Reflect::get(env, &JsValue::from_str(name)).ok()?;
+    if value.is_undefined() || value.is_null() {
+        return None;
+    }
+    if let Some(text) = value.as_string() {
+        return Some(serde_json::Value::String(text));
+    }
+    // A binding (KV, a service) stringifies to `{}`; the configuration refuses it where a value is due.
+    serde_json::from_str(&js_sys::JSON::stringify(&value).ok()?.as_string()?).ok()
 }
 
-fn to_response(response: HttpResponse) -> Result<Response> {
-    let headers = Headers::new();
+/// The worker's `fetch` handler, called by `entry.mjs` with the runtime's request, env and context.
+/// Returns a `Response`, or a promise of one when the answer had to wait for I/O.
+#[wasm_bindgen]
+pub fn fetch(request: Request, env: JsValue, ctx: JsValue) -> JsValue {
+    console_error_panic_hook::set_once();
+    let now = js_sys::Date::now() as u64;
+    let isolate = isolate(&env);
+    let headers = request.headers();
+    let header = |name: &str| headers.get(name).ok().flatten();
+    let parts = Parts {
+        method: request.method(),
+        url: request.url(),
+        authorization: header("authorization"),
+        origin: header("origin"),
+        preflight: header("access-control-request-method").is_some(),
+    };
+    let mut answer = Box::pin(serve(request, parts, isolate, env, ctx, now));
+    // Poll once in place: most answers (public routes, refusals, cached tokens) need no I/O and are
+    // returned without a promise. A future that pends is polled again by the promise's executor,
+    // and the Future contract has it wake that later waker, not this no-op one. (worker's `Delay`
+    // breaks that contract by keeping its first waker; `io` uses its own timer for that reason.)
+    match answer.as_mut().poll(&mut TaskContext::from_waker(Waker::noop())) {
+        Poll::Ready(response) => response.into(),
+        Poll::Pending => wasm_bindgen_futures::future_to_promise(async move { Ok(answer.await.into()) }).into(),
+    }
+}
+
+struct Parts {
+    method: String,
+    url: String,
+    authorization: Option<String>,
+    origin: Option<String>,
+    preflight: bool,
+}
+
+/// The host, and the path with its query, of an absolute URL exactly as the runtime hands it
+/// over (already normalised by the runtime, never decoded or re-encoded here).
+fn split_url(url: &str) -> (&str, &str) {
+    let after_scheme = url.find("://").map_or(url, |i| &url[i + 3..]);
+    match after_scheme.find(['/', '?']) {
+        Some(i) => (&after_scheme[..i], &after_scheme[i..]),
+        None => (after_scheme, "/"),
+    }
+}
+
+async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValue, ctx: JsValue, now: u64) -> Response {
+    {
+        let (host, path_and_query) = split_url(&parts.url);
+        let incoming = Incoming {
+            method: &parts.method,
+            path: path_and_query.split('?').next().unwrap_or("/"),
+            authorization: parts.authorization.as_deref(),
+            origin: parts.origin.as_deref(),
+            host: Some(host),
+            preflight: parts.preflight,
+        };
+        let outcome = match isolate.as_ref() {
+            Ok(ready) => {
+                let io = LazyIo { env: env.unchecked_into(), ready: ready.clone(), io: OnceCell::new() };
+                let keys = Keys { store: &ready.store, io: &io, verifier: &ready.verifier, tokens: &ready.tokens };
+                let setup = Setup { config: &ready.config, rules: &ready.rules, keys };
+                let outcome = app::handle(&incoming, Ok(setup), now).await;
+                if outcome.background_refresh {
+                    // Runs after the response; nothing awaits it, so I/O isolation is respected.
+                    let store = ready.store.clone();
+                    let context = worker::Context::new(ctx.unchecked_into());
+                    context.wait_until(async move { store.refresh(js_sys::Date::now() as u64, &io).await });
+                }
+                outcome
+            }
+            Err(unready) => {
+                let broken = Broken { error: &unready.error, gateway: unready.gateway };
+                app::handle::<LazyIo, webcrypto::WebCrypto>(&incoming, Err(broken), now).await
+            }
+        };
+        if let (Some(forward), Ok(ready)) = (&outcome.forward, isolate.as_ref()) {
+            if let Some(gateway) = &ready.config.gateway {
+                let sent =
+                    origin::forward(&request, gateway, path_and_query, &forward.headers, &outcome.response.headers);
+                return match sent.await {
+                    Ok(response) => response,
+                    Err(error) => {
+                        let refusal = app::refusal(&error, &ready.config, incoming.origin);
+                        to_response(&refusal).unwrap_or_else(|_| fallback())
+                    }
+                };
+            }
+        }
+        to_response(&outcome.response).unwrap_or_else(|_| fallback())
+    }
+}
+
+/// The key store's runtime side, built only when a request needs it: most requests are served
+/// from isolate memory and never touch KV, the Cache API or the issuer.
+struct LazyIo {
+    env: worker::Env,
+    ready: Rc<Ready>,
+    io: OnceCell<io::WorkerIo>,
+}
+
+impl LazyIo {
+    fn get(&self) -> &io::WorkerIo {
+        self.io.get_or_init(|| io::WorkerIo::new(&self.env, &self.ready.config))
+    }
+}
+
+impl KeyIo for LazyIo {
+    fn has_tier(&self, tier: SharedTier) -> bool {
+        self.get().has_tier(tier)
+    }
+
+    async fn load(&self, tier: SharedTier) -> Option<String> {
+        self.get().load(tier).await
+    }
+
+    async fn store(&self, tier: SharedTier, document: &str) -> Result<(), String> {
+        self.get().store(tier, document).await
+    }
+
+    async fn fetch_issuer(&self) -> Result<Vec<u8>, FetchError> {
+        self.get().fetch_issuer().await
+    }
+
+    async fn sleep(&self, ms: u64) -> u64 {
+        self.get().sleep(ms).await
+    }
+
+    fn log(&self, line: &str) {
+        web_sys::console::log_1(&line.into());
+    }
+}
+
+fn to_response(response: &HttpResponse) -> Result<Response, JsValue> {
+    let headers = Headers::new()?;
     for (name, value) in &response.headers {
         headers.append(name, value)?;
     }
-    let body = match response.body {
-        Some(body) => Response::from_bytes(body.into_bytes())?,
-        None => Response::empty()?,
-    };
-    Ok(body.with_status(response.status).with_headers(headers))
+    let init = ResponseInit::new();
+    init.set_status(response.status);
+    init.set_headers(&headers);
+    Response::new_with_opt_str_and_init(response.body.as_deref(), &init)
 }
 
 /// Never let a conversion failure become the runtime's own error page (or a stack trace).
 fn fallback() -> Response {
-    let body = br#"{"error":"server_error","error_description":"Internal error"}"#.to_vec();
-    Response::from_bytes(body)
-        .map(|r| r.with_status(500))
-        .unwrap_or_else(|_| Response::empty().unwrap().with_status(500))
+    web_sys::console::error_1(&r#"{"component":"edge-auth","event":"internal_error"}"#.into());
+    let init = ResponseInit::new();
+    init.set_status(500);
+    let headers = Headers::new().ok();
+    if let Some(headers) = &headers {
+        let _ = headers.append("content-type", "application/json");
+        let _ = headers.append("cache-control", "no-store");
+        init.set_headers(headers);
+    }
+    Response::new_with_opt_str_and_init(Some(r#"{"error":"server_error","error_description":"Internal error"}"#), &init)
+        .unwrap_or_else(|_| Response::new().expect("an empty Response can always be made"))
 }
