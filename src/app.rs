@@ -1,16 +1,23 @@
-//! The request pipeline, free of the runtime: route, authenticate, authorise, respond.
+//! The request pipeline, free of the runtime: route, authenticate, authorise, respond or forward.
 //! The edge adapter feeds it plain request parts and turns the [`Outcome`] into a response.
+//!
+//! One pipeline for both modes: the demo routes are a built-in rule table answered by the worker,
+//! `ROUTES` a user's table answered by the origin ([`crate::rules`]).
+
+use std::{cell::RefCell, rc::Rc};
 
 use serde_json::json;
 
 use crate::{
     claims::{self, ClaimsPolicy, Principal},
     config::Config,
-    error::{ApiError, ConfigError},
-    extract,
+    error::{ApiError, ConfigError, ConfigProblem, RequestProblem},
+    extract, forward,
     http::{self, HttpResponse},
     keystore::{KeyIo, KeyStore},
+    rules::{self, Auth, Match, Responder, Rules},
     token::UnverifiedToken,
+    token_cache::{TokenCache, Verified},
     verify::{self, SignatureVerifier},
 };
 
@@ -21,119 +28,222 @@ pub const SCOPED_MESSAGE: &str =
 pub const REQUIRED_SCOPE: &str = "read:messages";
 pub const STATUS_PATH: &str = "/.well-known/edge-auth/status";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Public,
-    Private,
-    PrivateScoped,
-    Status,
-}
-
-impl Route {
-    pub fn from_path(path: &str) -> Option<Route> {
-        match path {
-            "/api/public" => Some(Route::Public),
-            "/api/private" => Some(Route::Private),
-            "/api/private-scoped" => Some(Route::PrivateScoped),
-            STATUS_PATH => Some(Route::Status),
-            _ => None,
-        }
-    }
+/// The quickstart's routes, as a rule table.
+pub fn demo_rules() -> Rules {
+    Rules::demo(PUBLIC_MESSAGE, PRIVATE_MESSAGE, SCOPED_MESSAGE, REQUIRED_SCOPE)
 }
 
 /// The parts of a request the pipeline reads.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Incoming<'a> {
     pub method: &'a str,
+    /// The path exactly as the runtime handed it over (still percent-encoded).
     pub path: &'a str,
     pub authorization: Option<&'a str>,
     pub origin: Option<&'a str>,
+    /// The `Host` the client asked for (forwarded as `X-Forwarded-Host`).
+    pub host: Option<&'a str>,
+    /// `Access-Control-Request-Method` was sent: with `OPTIONS` and `Origin`, a CORS preflight.
+    pub preflight: bool,
 }
 
-/// The runtime pieces that protected routes need.
+/// The runtime pieces that protected routes need, most of them held by the isolate.
 pub struct Keys<'a, I, V> {
     pub store: &'a KeyStore,
     pub io: &'a I,
     pub verifier: &'a V,
+    pub tokens: &'a RefCell<TokenCache>,
+}
+
+/// What the pipeline runs on once the configuration was read: it, its compiled rule table, and
+/// the key store's pieces.
+pub struct Setup<'a, I, V> {
+    pub config: &'a Config,
+    pub rules: &'a Rules,
+    pub keys: Keys<'a, I, V>,
+}
+
+/// The rule table a configuration asks for: the user's `ROUTES` in gateway mode, else the demo
+/// routes. Compiled once per isolate.
+pub fn compile_rules(config: &Config) -> Result<Rules, ConfigError> {
+    match &config.gateway {
+        None => Ok(demo_rules()),
+        Some(gateway) => Rules::parse(&gateway.routes)
+            .map_err(|e| ConfigError { variable: "ROUTES", problem: ConfigProblem::Described(e.to_string()) }),
+    }
+}
+
+/// A configuration that could not be read, and whether it asked for a gateway: a broken gateway
+/// answers nothing itself (the worker must not serve demo routes in front of someone's API).
+#[derive(Debug, Clone, Copy)]
+pub struct Broken<'a> {
+    pub error: &'a ConfigError,
+    pub gateway: bool,
 }
 
 #[derive(Debug)]
 pub struct Outcome {
+    /// The worker's answer; when `forward` is set, only its headers (CORS) are added to the origin's.
     pub response: HttpResponse,
+    /// Send the request on to the origin, with these headers added to what the gateway keeps.
+    pub forward: Option<Forward>,
     /// The key store asks for a refresh after this response (stale-while-revalidate).
     pub background_refresh: bool,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub headers: Vec<(&'static str, String)>,
+}
+
+enum Answer {
+    Respond(HttpResponse),
+    Forward(Forward),
+}
+
 pub async fn handle<I: KeyIo, V: SignatureVerifier>(
     request: &Incoming<'_>,
-    setup: Result<(&Config, Keys<'_, I, V>), &ConfigError>,
+    setup: Result<Setup<'_, I, V>, Broken<'_>>,
     now_ms: u64,
 ) -> Outcome {
     let mut background_refresh = false;
     let result = respond(request, &setup, now_ms, &mut background_refresh).await;
-    let response = match (result, &setup) {
-        (Ok(response), Ok((config, _))) => http::with_cors(response, &config.cors, request.origin),
-        (Ok(response), Err(_)) => response,
-        (Err(error), Ok((config, _))) => {
-            http::with_cors(http::error_response(&error, Some(config.realm())), &config.cors, request.origin)
-        }
-        (Err(error), Err(_)) => http::error_response(&error, None),
+    let (response, forward) = match result {
+        Ok(Answer::Respond(response)) => (response, None),
+        Ok(Answer::Forward(forward)) => (HttpResponse::empty(200), Some(forward)),
+        Err(error) => (http::error_response(&error, setup.as_ref().ok().map(|s| s.config.realm())), None),
     };
-    Outcome { response, background_refresh }
+    let response = match &setup {
+        Ok(setup) => http::with_cors(response, &setup.config.cors, request.origin),
+        Err(_) => response,
+    };
+    Outcome { response, forward, background_refresh }
 }
 
 async fn respond<I: KeyIo, V: SignatureVerifier>(
     request: &Incoming<'_>,
-    setup: &Result<(&Config, Keys<'_, I, V>), &ConfigError>,
+    setup: &Result<Setup<'_, I, V>, Broken<'_>>,
     now_ms: u64,
     background_refresh: &mut bool,
-) -> Result<HttpResponse, ApiError> {
-    let route = Route::from_path(request.path).ok_or(ApiError::NotFound)?;
-    if route == Route::Status && !setup.as_ref().is_ok_and(|(config, _)| config.status_endpoint) {
-        return Err(ApiError::NotFound);
-    }
-    match request.method {
-        "OPTIONS" => {
-            return Ok(match setup {
-                Ok((config, _)) => http::preflight(&config.cors, request.origin),
-                Err(_) => HttpResponse::empty(204).with_header("allow", http::ALLOW),
-            });
-        }
-        "GET" | "HEAD" => {}
-        _ => return Err(ApiError::MethodNotAllowed),
-    }
-
-    if route == Route::Public {
-        return Ok(HttpResponse::message(PUBLIC_MESSAGE));
-    }
-    let (config, keys) = setup.as_ref().map_err(|error| ApiError::Misconfigured((*error).clone()))?;
-    let required_scope = match route {
-        Route::Status => {
-            let status = keys.store.status(now_ms, keys.io).await;
-            return Ok(HttpResponse::json(200, &status).with_header("cache-control", "no-store"));
-        }
-        Route::Public | Route::Private => None,
-        Route::PrivateScoped => Some(REQUIRED_SCOPE),
+) -> Result<Answer, ApiError> {
+    let gateway = match setup {
+        Ok(setup) => setup.config.gateway.is_some(),
+        Err(broken) => broken.gateway,
     };
-    let principal = authenticate(request.authorization, config, keys, now_ms, background_refresh).await?;
-    if let Some(scope) = required_scope {
-        if !principal.has_scope(scope) {
-            return Err(ApiError::InsufficientScope { required: scope });
-        }
+    // A gateway answers CORS preflights itself, on any path, before anything else.
+    if gateway && request.method == "OPTIONS" && request.origin.is_some() && request.preflight {
+        return Ok(Answer::Respond(preflight(setup, request)));
     }
-    let message = if required_scope.is_some() { SCOPED_MESSAGE } else { PRIVATE_MESSAGE };
-    Ok(HttpResponse::message(message).with_header("cache-control", "no-store"))
+    if let Some(Setup { keys, .. }) =
+        setup.as_ref().ok().filter(|s| s.config.status_endpoint && request.path == STATUS_PATH)
+    {
+        return match request.method {
+            "GET" | "HEAD" => Ok(Answer::Respond(
+                HttpResponse::json(200, &keys.store.status(now_ms, keys.io)).with_header("cache-control", "no-store"),
+            )),
+            "OPTIONS" => Ok(Answer::Respond(preflight(setup, request))),
+            _ => Err(ApiError::MethodNotAllowed(http::ALLOW.into())),
+        };
+    }
+    // Match on exactly the path that will be forwarded; an encoded separator would be read one way
+    // here and another way by the origin.
+    if rules::has_encoded_separator(request.path) {
+        return Err(ApiError::InvalidRequest(RequestProblem::EncodedPathSeparator));
+    }
+    let demo;
+    let table = match setup {
+        Ok(setup) => setup.rules,
+        Err(broken) if broken.gateway => return Err(ApiError::Misconfigured(broken.error.clone())),
+        Err(_) => {
+            demo = demo_rules();
+            &demo
+        }
+    };
+    let rule = match table.find(request.method, request.path) {
+        Match::Rule(rule) => rule,
+        Match::MethodNotAllowed(allowed) => return Err(ApiError::MethodNotAllowed(allowed.join(", "))),
+        Match::NotFound => return Err(ApiError::NotFound),
+    };
+    // The worker's own routes answer any OPTIONS as a preflight (no token needed).
+    if request.method == "OPTIONS" && matches!(rule.responder, Responder::Message(_)) {
+        return Ok(Answer::Respond(preflight(setup, request)));
+    }
+    if rule.auth == Auth::Public {
+        return answer(rule, None, setup, request);
+    }
+    let Setup { config, keys, .. } = setup.as_ref().map_err(|broken| ApiError::Misconfigured(broken.error.clone()))?;
+    let principal = match authenticate(request.authorization, config, keys, now_ms, background_refresh).await {
+        Ok(principal) => principal,
+        // An optional rule admits a request that carries no token (a non-Bearer scheme is no token).
+        Err(ApiError::MissingAuthorization) if rule.auth == Auth::Optional => {
+            return answer(rule, None, setup, request);
+        }
+        Err(error) => return Err(error),
+    };
+    if !rule.is_satisfied_by(|scope| principal.has_scope(scope)) {
+        return Err(ApiError::InsufficientScope { required: rule.scope_requirement() });
+    }
+    answer(rule, Some(principal.as_ref()), setup, request)
+}
+
+/// What an admitted request gets: the worker's message, or the way to the origin.
+fn answer<I, V>(
+    rule: &rules::Rule,
+    principal: Option<&Principal>,
+    setup: &Result<Setup<'_, I, V>, Broken<'_>>,
+    request: &Incoming<'_>,
+) -> Result<Answer, ApiError> {
+    match (&rule.responder, setup) {
+        (Responder::Message(message), _) => {
+            let response = HttpResponse::message(message);
+            // Answers that depend on who asked must not be cached by anyone in between.
+            let response =
+                if principal.is_some() { response.with_header("cache-control", "no-store") } else { response };
+            Ok(Answer::Respond(response))
+        }
+        (Responder::Origin, Ok(setup)) => {
+            let gateway = setup.config.gateway.as_ref();
+            let token = request.authorization.and_then(|a| extract::bearer_token(Some(a)).ok()).unwrap_or_default();
+            let identity = principal.map(|p| (p, forward::claims_segment(token)));
+            let headers = gateway.map(|g| g.added_headers(request.host, identity)).unwrap_or_default();
+            Ok(Answer::Forward(Forward { headers }))
+        }
+        // An origin rule only comes from a configuration that was read; this is for completeness.
+        (Responder::Origin, Err(broken)) => Err(ApiError::Misconfigured(broken.error.clone())),
+    }
+}
+
+fn preflight<I, V>(setup: &Result<Setup<'_, I, V>, Broken<'_>>, request: &Incoming<'_>) -> HttpResponse {
+    match setup {
+        Ok(setup) => http::preflight(&setup.config.cors, request.origin),
+        Err(_) => HttpResponse::empty(204).with_header("allow", http::ALLOW),
+    }
 }
 
 /// Header → token → key → signature → claims, each step refusing with the check that failed.
+/// A token verified before skips the parse and the signature, never the key, clock or scope.
 async fn authenticate<I: KeyIo, V: SignatureVerifier>(
     authorization: Option<&str>,
     config: &Config,
     keys: &Keys<'_, I, V>,
     now_ms: u64,
     background_refresh: &mut bool,
-) -> Result<Principal, ApiError> {
+) -> Result<Rc<Principal>, ApiError> {
     let raw = extract::bearer_token(authorization)?;
+    let now_secs = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+    let cached = keys.tokens.borrow().get(raw);
+    if let Some(verified) = cached {
+        match recheck(&verified, config, keys, now_ms, now_secs, background_refresh).await {
+            Ok(true) => return Ok(verified.principal),
+            // The token's key id now names other key material: verify the token afresh.
+            Ok(false) => keys.tokens.borrow_mut().remove(raw),
+            Err(error) => {
+                keys.tokens.borrow_mut().remove(raw);
+                return Err(error);
+            }
+        }
+    }
+
     let token = UnverifiedToken::parse(raw).map_err(ApiError::InvalidToken)?;
     let resolved = keys.store.resolve(token.kid(), now_ms, keys.io).await?;
     *background_refresh = resolved.background_refresh;
@@ -144,8 +254,34 @@ async fn authenticate<I: KeyIo, V: SignatureVerifier>(
         leeway_secs: config.leeway_secs,
         scope_source: config.scope_source,
     };
-    let now_secs = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
-    claims::validate(signed, &policy, now_secs).map_err(ApiError::InvalidToken)
+    let (principal, validity) = claims::validate(signed, &policy, now_secs).map_err(ApiError::InvalidToken)?;
+    let principal = Rc::new(principal);
+    let verified =
+        Verified { kid: token.kid().map(Rc::from), key: resolved.key, principal: principal.clone(), validity };
+    keys.tokens.borrow_mut().insert(raw, verified, now_secs, config.leeway_secs);
+    Ok(principal)
+}
+
+/// What a cached verification must still pass: the clock, and its key still being held.
+/// `Ok(false)` when the token's key id now names other key material.
+async fn recheck<I: KeyIo, V: SignatureVerifier>(
+    verified: &Verified,
+    config: &Config,
+    keys: &Keys<'_, I, V>,
+    now_ms: u64,
+    now_secs: i64,
+    background_refresh: &mut bool,
+) -> Result<bool, ApiError> {
+    verified.validity.check(now_secs, config.leeway_secs).map_err(ApiError::InvalidToken)?;
+    let resolved = keys.store.resolve(verified.kid.as_deref(), now_ms, keys.io).await?;
+    *background_refresh = resolved.background_refresh;
+    Ok(resolved.key == verified.key)
+}
+
+/// The error answer for a failure after the pipeline (the origin down or slow), shaped like
+/// every other: JSON, `no-store`, CORS for an allowed origin.
+pub fn refusal(error: &ApiError, config: &Config, origin: Option<&str>) -> HttpResponse {
+    http::with_cors(http::error_response(error, Some(config.realm())), &config.cors, origin)
 }
 
 /// The JSON body of a misconfiguration, for logs (the response says the same).

@@ -2,6 +2,10 @@
 //!
 //! The variable names are a public contract: deployment docs and outside test suites set them.
 //! Optional variables that are empty count as unset, so `--var NAME:` restores a default.
+//! Development values live in `.dev.vars`, which only `wrangler dev` reads: a deployment with no
+//! variables set says which one is missing rather than trusting a local issuer.
+
+use serde_json::Value;
 
 use crate::error::{ConfigError, ConfigProblem};
 
@@ -19,7 +23,7 @@ pub const DEFAULT_JWKS_STALE_IF_ERROR_SECONDS: u64 = 7 * 24 * 3600;
 pub const DEFAULT_JWKS_FETCH_TIMEOUT_SECONDS: u64 = 5;
 
 /// Settings for one deployment. Built only by [`Config::from_vars`], so every instance is valid.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub issuer: String,
     pub audiences: Vec<String>,
@@ -29,7 +33,25 @@ pub struct Config {
     pub scope_source: ScopeSource,
     pub jwks: JwksPolicy,
     pub status_endpoint: bool,
+    /// Set by `ORIGIN_URL`: the worker is a gateway in front of that origin.
+    pub gateway: Option<GatewayConfig>,
 }
+
+/// The gateway's settings. `ROUTES` is kept as given; the pipeline compiles it once per isolate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// `scheme://host[:port]` and the base path, without a trailing `/`.
+    pub origin: String,
+    pub routes: Value,
+    pub timeout_ms: u64,
+    pub forward_authorization: bool,
+    pub forward_claims: bool,
+    pub secret: Option<String>,
+}
+
+/// How long the origin has to send its response headers.
+pub const DEFAULT_ORIGIN_TIMEOUT_SECONDS: u64 = 30;
+pub const MAX_ORIGIN_TIMEOUT_SECONDS: u64 = 300;
 
 /// Where granted scopes are read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,70 +91,76 @@ impl Default for JwksPolicy {
 }
 
 /// URLs longer than this are refused: they end up inside cache keys, and KV keys stop at 512 bytes.
+/// A derived URL always fits: a host is at most 150 characters.
 const MAX_URL_LEN: usize = 200;
+const DOMAIN_EXPECTED: &str =
+    "a host name such as example.eu.auth0.com (optionally :port, at most 150 characters), without scheme or path";
+const AUDIENCE_EXPECTED: &str =
+    "one or more API identifiers (a string, comma-separated, or an array), none empty, printable ASCII without \" or \\";
+const URL_EXPECTED: &str = "an https:// URL of at most 200 characters (http:// only for loopback hosts)";
+const ORIGINS_EXPECTED: &str = "* or origins such as https://app.example.com (a string, comma-separated, or an array)";
+const SECONDS_EXPECTED: &str = "a whole number of seconds within the documented range";
 
 impl Config {
     /// Reads every variable through `get` (a binding lookup at the edge, a map in tests).
-    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let var = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    ///
+    /// A variable arrives as a JSON string (`--var`, secrets, a quoted `[vars]` value) or with its
+    /// TOML type (`STATUS_ENDPOINT = true`, `CLOCK_SKEW_SECONDS = 60`, `AUTH0_AUDIENCE = ["a", "b"]`).
+    /// Each accepts a string and its natural type; any other type is invalid, never ignored.
+    pub fn from_vars(get: impl Fn(&str) -> Option<Value>) -> Result<Config, ConfigError> {
+        let vars = Vars(get);
 
-        let domain = var("AUTH0_DOMAIN").ok_or(missing("AUTH0_DOMAIN"))?;
-        let host = parse_domain(&domain)
-            .ok_or(invalid("AUTH0_DOMAIN", "a host name such as example.eu.auth0.com, without scheme or path"))?;
+        // Host names are case-insensitive, but `iss` is compared exactly, and Auth0 writes it in lower case.
+        let domain = vars.text("AUTH0_DOMAIN", DOMAIN_EXPECTED)?.ok_or(missing("AUTH0_DOMAIN"))?.to_ascii_lowercase();
+        let host = parse_domain(&domain).ok_or(invalid("AUTH0_DOMAIN", DOMAIN_EXPECTED))?;
         // A loopback issuer (the local dev issuer, a test double) has no TLS certificate.
         let scheme = if is_loopback(host) { "http" } else { "https" };
 
-        let audiences: Vec<String> =
-            var("AUTH0_AUDIENCE").ok_or(missing("AUTH0_AUDIENCE"))?.split(',').map(|a| a.trim().to_owned()).collect();
-        if audiences.iter().any(|a| a.is_empty() || a.contains('"') || a.contains('\\')) {
-            return Err(invalid("AUTH0_AUDIENCE", "one or more API identifiers, comma-separated, none empty"));
+        let audiences = vars.list("AUTH0_AUDIENCE", AUDIENCE_EXPECTED)?.ok_or(missing("AUTH0_AUDIENCE"))?;
+        // The first one is the realm of every `WWW-Authenticate`: it must make a valid header value.
+        let header_safe =
+            |a: &String| !a.is_empty() && a.bytes().all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\');
+        if !audiences.iter().all(header_safe) {
+            return Err(invalid("AUTH0_AUDIENCE", AUDIENCE_EXPECTED));
         }
 
-        let url_or = |name: &'static str, default: String| match var(name) {
-            Some(url) if check_url(&url).is_some() => Ok(url),
-            Some(_) => Err(invalid(name, "an https:// URL (http:// only for loopback hosts)")),
+        let url_or = |name: &'static str, default: String| match vars.text(name, URL_EXPECTED)? {
+            Some(url) if url.len() <= MAX_URL_LEN && check_url(&url).is_some() => Ok(url),
+            Some(_) => Err(invalid(name, URL_EXPECTED)),
             None => Ok(default),
         };
         let issuer = url_or("AUTH0_ISSUER", format!("{scheme}://{domain}/"))?;
         let jwks_url = url_or("AUTH0_JWKS_URL", format!("{scheme}://{domain}/.well-known/jwks.json"))?;
-        if issuer.len() > MAX_URL_LEN || jwks_url.len() > MAX_URL_LEN {
-            return Err(invalid("AUTH0_DOMAIN", "a host name of at most 150 characters"));
-        }
 
-        let leeway_secs = seconds(&var, "CLOCK_SKEW_SECONDS", DEFAULT_CLOCK_SKEW_SECONDS, 0, MAX_CLOCK_SKEW_SECONDS)?;
-        let cors = match var("CORS_ALLOWED_ORIGINS") {
+        let leeway_secs = vars.seconds("CLOCK_SKEW_SECONDS", DEFAULT_CLOCK_SKEW_SECONDS, 0, MAX_CLOCK_SKEW_SECONDS)?;
+        let cors = match vars.list("CORS_ALLOWED_ORIGINS", ORIGINS_EXPECTED)? {
             None => CorsPolicy::None,
-            Some(v) if v == "*" => CorsPolicy::Any,
-            Some(v) => {
-                let origins: Option<Vec<String>> = v.split(',').map(|o| parse_origin(o.trim())).collect();
-                CorsPolicy::Origins(origins.ok_or(invalid(
-                    "CORS_ALLOWED_ORIGINS",
-                    "* or comma-separated origins such as https://app.example.com",
-                ))?)
+            Some(list) if list == ["*"] => CorsPolicy::Any,
+            Some(list) => {
+                let origins: Option<Vec<String>> = list.iter().map(|o| parse_origin(o)).collect();
+                CorsPolicy::Origins(origins.ok_or(invalid("CORS_ALLOWED_ORIGINS", ORIGINS_EXPECTED))?)
             }
         };
-        let scope_source = match var("SCOPE_SOURCE").as_deref() {
+        const SCOPE_SOURCES: &str = "one of both, scope, permissions";
+        let scope_source = match vars.text("SCOPE_SOURCE", SCOPE_SOURCES)?.as_deref() {
             None | Some("both") => ScopeSource::Both,
             Some("scope") => ScopeSource::ScopeClaim,
             Some("permissions") => ScopeSource::PermissionsClaim,
-            Some(_) => return Err(invalid("SCOPE_SOURCE", "one of both, scope, permissions")),
+            Some(_) => return Err(invalid("SCOPE_SOURCE", SCOPE_SOURCES)),
         };
         let day = 24 * 3600;
         let jwks = JwksPolicy {
-            max_age_ms: 1000 * seconds(&var, "JWKS_MAX_AGE_SECONDS", DEFAULT_JWKS_MAX_AGE_SECONDS, 1, 30 * day)?,
-            cooldown_ms: 1000 * seconds(&var, "JWKS_COOLDOWN_SECONDS", DEFAULT_JWKS_COOLDOWN_SECONDS, 1, day)?,
+            max_age_ms: 1000 * vars.seconds("JWKS_MAX_AGE_SECONDS", DEFAULT_JWKS_MAX_AGE_SECONDS, 1, 30 * day)?,
+            cooldown_ms: 1000 * vars.seconds("JWKS_COOLDOWN_SECONDS", DEFAULT_JWKS_COOLDOWN_SECONDS, 1, day)?,
             stale_if_error_ms: 1000
-                * seconds(&var, "JWKS_STALE_IF_ERROR_SECONDS", DEFAULT_JWKS_STALE_IF_ERROR_SECONDS, 0, 365 * day)?,
+                * vars.seconds("JWKS_STALE_IF_ERROR_SECONDS", DEFAULT_JWKS_STALE_IF_ERROR_SECONDS, 0, 365 * day)?,
             fetch_timeout_ms: 1000
-                * seconds(&var, "JWKS_FETCH_TIMEOUT_SECONDS", DEFAULT_JWKS_FETCH_TIMEOUT_SECONDS, 1, 30)?,
+                * vars.seconds("JWKS_FETCH_TIMEOUT_SECONDS", DEFAULT_JWKS_FETCH_TIMEOUT_SECONDS, 1, 30)?,
         };
-        let status_endpoint = match var("STATUS_ENDPOINT").as_deref() {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(_) => return Err(invalid("STATUS_ENDPOINT", "true or false")),
-        };
+        let status_endpoint = vars.switch("STATUS_ENDPOINT")?;
+        let gateway = gateway(&vars)?;
 
-        Ok(Config { issuer, audiences, jwks_url, leeway_secs, cors, scope_source, jwks, status_endpoint })
+        Ok(Config { issuer, audiences, jwks_url, leeway_secs, cors, scope_source, jwks, status_endpoint, gateway })
     }
 
     /// The realm named in `WWW-Authenticate`: the protected API's identifier.
@@ -149,20 +177,113 @@ fn invalid(variable: &'static str, expected: &'static str) -> ConfigError {
     ConfigError { variable, problem: ConfigProblem::Invalid(expected) }
 }
 
-fn seconds(
-    var: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<u64, ConfigError> {
-    const EXPECTED: &str = "a whole number of seconds within the documented range";
-    match var(name) {
-        None => Ok(default),
-        Some(v) => match v.parse::<u64>() {
-            Ok(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(invalid(name, EXPECTED)),
-        },
+/// Whether the variables ask for a gateway (`ORIGIN_URL` given), even if they cannot be read:
+/// a broken gateway must answer nothing itself rather than fall back to the demo routes.
+pub fn gateway_requested(get: impl Fn(&str) -> Option<Value>) -> bool {
+    Vars(get).get("ORIGIN_URL").is_some()
+}
+
+const ORIGIN_EXPECTED: &str =
+    "an https:// URL with an optional base path, no query or fragment (http:// only for loopback hosts)";
+const SECRET_EXPECTED: &str = "a string of printable ASCII (it is sent as a header)";
+
+fn gateway<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<Option<GatewayConfig>, ConfigError> {
+    let Some(url) = vars.text("ORIGIN_URL", ORIGIN_EXPECTED)? else {
+        return match vars.get("ROUTES") {
+            Some(_) => Err(invalid("ROUTES", "used only in gateway mode: set ORIGIN_URL too")),
+            None => Ok(None),
+        };
+    };
+    let allowed = |scheme: &str, authority: &str| {
+        let host = parse_domain(authority).or_else(|| parse_bracketed_ipv6(authority));
+        host.is_some_and(|host| scheme == "https" || (scheme == "http" && is_loopback(host)))
+    };
+    let origin = Some(url)
+        .filter(|url| url.len() <= 2048)
+        .and_then(|url| parse_origin_url(&url, allowed))
+        .ok_or(invalid("ORIGIN_URL", ORIGIN_EXPECTED))?;
+    let secret = vars.text("ORIGIN_SECRET", SECRET_EXPECTED)?;
+    if secret.as_ref().is_some_and(|s| !s.bytes().all(|b| (0x20..=0x7e).contains(&b))) {
+        return Err(invalid("ORIGIN_SECRET", SECRET_EXPECTED));
+    }
+    Ok(Some(GatewayConfig {
+        origin,
+        routes: vars.get("ROUTES").ok_or(missing("ROUTES"))?,
+        timeout_ms: 1000
+            * vars.seconds("ORIGIN_TIMEOUT_SECONDS", DEFAULT_ORIGIN_TIMEOUT_SECONDS, 1, MAX_ORIGIN_TIMEOUT_SECONDS)?,
+        forward_authorization: vars.switch("FORWARD_AUTHORIZATION")?,
+        forward_claims: vars.switch("FORWARD_CLAIMS")?,
+        secret,
+    }))
+}
+
+/// An `ORIGIN_URL`: `https://`, or `http://` to a loopback host; an optional base path; no query,
+/// fragment or user info. Returns `scheme://authority/base` without a trailing `/`.
+fn parse_origin_url(url: &str, is_allowed: impl Fn(&str, &str) -> bool) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| (&rest[..i], &rest[i..]));
+    let valid_path = path.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'\\' | b'"'));
+    if authority.is_empty() || authority.contains('@') || !valid_path || !is_allowed(scheme, authority) {
+        return None;
+    }
+    Some(format!("{scheme}://{authority}{}", path.trim_end_matches('/')))
+}
+
+/// The variables, read by the shape each one takes. Unset, `null` and empty strings (after
+/// trimming) all mean "not given", so `--var NAME:` restores a default.
+struct Vars<F>(F);
+
+impl<F: Fn(&str) -> Option<Value>> Vars<F> {
+    fn get(&self, name: &str) -> Option<Value> {
+        match (self.0)(name)? {
+            Value::Null => None,
+            Value::String(s) if s.trim().is_empty() => None,
+            value => Some(value),
+        }
+    }
+
+    /// A string, trimmed.
+    fn text(&self, name: &'static str, expected: &'static str) -> Result<Option<String>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.trim().to_owned())),
+            Some(_) => Err(invalid(name, expected)),
+        }
+    }
+
+    /// A list: comma-separated in a string, or an array of strings; items trimmed.
+    fn list(&self, name: &'static str, expected: &'static str) -> Result<Option<Vec<String>>, ConfigError> {
+        let items = match self.get(name) {
+            None => return Ok(None),
+            Some(Value::Array(items)) if items.is_empty() => return Ok(None),
+            Some(Value::Array(items)) => items.iter().map(|item| item.as_str().map(str::to_owned)).collect(),
+            Some(Value::String(s)) => Some(s.split(',').map(str::to_owned).collect::<Vec<_>>()),
+            Some(_) => None,
+        };
+        let items: Vec<String> = items.ok_or(invalid(name, expected))?;
+        Ok(Some(items.into_iter().map(|item| item.trim().to_owned()).collect()))
+    }
+
+    /// Whole seconds within `min..=max`: a string of digits or a non-negative integer.
+    fn seconds(&self, name: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let seconds = match self.get(name) {
+            None => return Ok(default),
+            Some(Value::String(s)) if s.trim().bytes().all(|b| b.is_ascii_digit()) => s.trim().parse::<u64>().ok(),
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(_) => None,
+        };
+        seconds.filter(|n| (min..=max).contains(n)).ok_or(invalid(name, SECONDS_EXPECTED))
+    }
+
+    /// A boolean, or the string `true` or `false`; off unless given.
+    fn switch(&self, name: &'static str) -> Result<bool, ConfigError> {
+        match self.get(name) {
+            None => Ok(false),
+            Some(Value::Bool(on)) => Ok(on),
+            Some(Value::String(s)) if s.trim() == "true" => Ok(true),
+            Some(Value::String(s)) if s.trim() == "false" => Ok(false),
+            Some(_) => Err(invalid(name, "true or false")),
+        }
     }
 }
 
@@ -172,13 +293,16 @@ fn parse_domain(domain: &str) -> Option<&str> {
         Some((h, p)) if !h.contains(':') => (h, Some(p)),
         _ => (domain, None),
     };
-    let host_ok = !host.is_empty()
-        && host.len() <= 150
+    let host_ok = host.len() <= 150
         && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        && !host.starts_with('.')
+        && host.split('.').all(|label| !label.is_empty())
         && !host.starts_with('-');
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
-    (host_ok && port_ok).then_some(host)
+    (host_ok && port.is_none_or(valid_port)).then_some(host)
+}
+
+/// 1 to 65535, in digits.
+fn valid_port(port: &str) -> bool {
+    port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p != 0)
 }
 
 /// An absolute `https://` URL, or `http://` to a loopback host. No user info, no fragment.
@@ -186,7 +310,7 @@ fn check_url(url: &str) -> Option<()> {
     let (scheme, rest) = url.split_once("://")?;
     let authority = rest.split(['/', '?']).next()?;
     let host = parse_domain(authority).or_else(|| parse_bracketed_ipv6(authority))?;
-    let scheme_ok = scheme == "https" || (scheme == "http" && is_loopback(host));
+    let scheme_ok = scheme == "https" || (scheme == "http" && is_loopback(&host.to_ascii_lowercase()));
     let rest_ok = !url.contains('#') && !url.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control());
     (scheme_ok && rest_ok).then_some(())
 }
@@ -194,7 +318,7 @@ fn check_url(url: &str) -> Option<()> {
 fn parse_bracketed_ipv6(authority: &str) -> Option<&str> {
     let inner = authority.strip_prefix('[')?;
     let (host, after) = inner.split_once(']')?;
-    let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(valid_port);
     // The host with its brackets, as `is_loopback` expects "[::1]".
     (port_ok && host.bytes().all(|b| b.is_ascii_hexdigit() || b == b':')).then_some(&authority[..host.len() + 2])
 }
@@ -219,17 +343,29 @@ fn parse_origin(origin: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        typed(&pairs.iter().map(|(k, v)| (*k, json!(v))).collect::<Vec<_>>())
+    }
+
+    /// Variables as `[vars]` hands them over when written with their TOML types.
+    fn typed(pairs: &[(&str, Value)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, Value> = pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         Config::from_vars(|name| map.get(name).cloned())
+    }
+
+    fn typed_with(extra: &[(&str, Value)]) -> Result<Config, ConfigError> {
+        let mut pairs: Vec<(&str, Value)> = BASE.iter().map(|(k, v)| (*k, json!(v))).collect();
+        pairs.extend_from_slice(extra);
+        typed(&pairs)
     }
 
     const BASE: [(&str, &str); 2] =
         [("AUTH0_DOMAIN", "example.eu.auth0.com"), ("AUTH0_AUDIENCE", "https://api.example.com")];
 
-    fn with(extra: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+    fn with(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut pairs = BASE.to_vec();
         pairs.extend_from_slice(extra);
         config(&pairs)
@@ -365,5 +501,96 @@ mod tests {
         assert_eq!(e, "CLOCK_SKEW_SECONDS");
         let msg = with(&[("CLOCK_SKEW_SECONDS", "x")]).unwrap_err().to_string();
         assert!(msg.starts_with("CLOCK_SKEW_SECONDS is invalid"), "{msg}");
+    }
+    #[test]
+    fn audience_must_be_printable_ascii_to_stay_a_valid_header() {
+        for bad in ["https://api\nexample.com", "api\u{0}", "a\tb", "api\u{7f}", "https://api.exämple.com", "a,b\rc"] {
+            assert_eq!(failing_variable(with(&[("AUTH0_AUDIENCE", bad)])), "AUTH0_AUDIENCE", "{bad:?}");
+        }
+        assert!(with(&[("AUTH0_AUDIENCE", "my api ~1")]).is_ok());
+    }
+
+    #[test]
+    fn overlong_issuer_or_jwks_url_is_reported_under_its_own_name() {
+        let long = format!("https://login.example.com/{}", "x".repeat(200));
+        assert_eq!(failing_variable(with(&[("AUTH0_ISSUER", &long)])), "AUTH0_ISSUER");
+        assert_eq!(failing_variable(with(&[("AUTH0_JWKS_URL", &long)])), "AUTH0_JWKS_URL");
+        assert!(with(&[("AUTH0_JWKS_URL", &long[..200])]).is_ok());
+    }
+
+    #[test]
+    fn domain_port_is_1_to_65535() {
+        for bad in ["example.com:0", "example.com:65536", "example.com:99999", "example.com:", "example.com:+80"] {
+            let r = config(&[("AUTH0_DOMAIN", bad), ("AUTH0_AUDIENCE", "a")]);
+            assert_eq!(failing_variable(r), "AUTH0_DOMAIN", "{bad}");
+        }
+        assert!(config(&[("AUTH0_DOMAIN", "example.com:65535"), ("AUTH0_AUDIENCE", "a")]).is_ok());
+        assert_eq!(failing_variable(with(&[("AUTH0_JWKS_URL", "http://[::1]:0/x")])), "AUTH0_JWKS_URL");
+    }
+
+    #[test]
+    fn domain_labels_are_never_empty() {
+        for bad in ["a..b", "example.com.", ".example.com", "."] {
+            let r = config(&[("AUTH0_DOMAIN", bad), ("AUTH0_AUDIENCE", "a")]);
+            assert_eq!(failing_variable(r), "AUTH0_DOMAIN", "{bad}");
+        }
+    }
+
+    #[test]
+    fn domain_case_is_normalised_in_the_derived_issuer_and_jwks_url() {
+        let c = config(&[("AUTH0_DOMAIN", "Tenant.EU.Auth0.com"), ("AUTH0_AUDIENCE", "a")]).unwrap();
+        assert_eq!(c.issuer, "https://tenant.eu.auth0.com/");
+        assert_eq!(c.jwks_url, "https://tenant.eu.auth0.com/.well-known/jwks.json");
+        let local = config(&[("AUTH0_DOMAIN", "LocalHost:8788"), ("AUTH0_AUDIENCE", "a")]).unwrap();
+        assert_eq!(local.issuer, "http://localhost:8788/");
+    }
+
+    #[test]
+    fn variables_accept_their_natural_toml_types() {
+        let c = typed_with(&[
+            ("STATUS_ENDPOINT", json!(true)),
+            ("CLOCK_SKEW_SECONDS", json!(60)),
+            ("JWKS_MAX_AGE_SECONDS", json!(120)),
+            ("JWKS_COOLDOWN_SECONDS", json!(5)),
+            ("JWKS_STALE_IF_ERROR_SECONDS", json!(0)),
+            ("JWKS_FETCH_TIMEOUT_SECONDS", json!(2)),
+            ("AUTH0_AUDIENCE", json!(["https://a", " https://b "])),
+            ("CORS_ALLOWED_ORIGINS", json!(["https://app.example.com"])),
+        ])
+        .unwrap();
+        assert!(c.status_endpoint);
+        assert_eq!(c.leeway_secs, 60);
+        assert_eq!(
+            c.jwks,
+            JwksPolicy { max_age_ms: 120_000, cooldown_ms: 5_000, stale_if_error_ms: 0, fetch_timeout_ms: 2_000 }
+        );
+        assert_eq!(c.audiences, vec!["https://a", "https://b"]);
+        assert_eq!(c.cors, CorsPolicy::Origins(vec!["https://app.example.com".into()]));
+        assert!(!typed_with(&[("STATUS_ENDPOINT", json!(false))]).unwrap().status_endpoint);
+        assert_eq!(typed_with(&[("CORS_ALLOWED_ORIGINS", json!(["*"]))]).unwrap().cors, CorsPolicy::Any);
+    }
+
+    #[test]
+    fn a_value_of_a_type_that_makes_no_sense_is_rejected_naming_the_variable() {
+        let cases = [
+            ("AUTH0_DOMAIN", json!(8788)),
+            ("AUTH0_DOMAIN", json!(["example.com"])),
+            ("AUTH0_AUDIENCE", json!(42)),
+            ("AUTH0_AUDIENCE", json!(["https://a", 1])),
+            ("AUTH0_ISSUER", json!(true)),
+            ("AUTH0_JWKS_URL", json!({ "url": "https://x/" })),
+            ("STATUS_ENDPOINT", json!("yes")),
+            ("STATUS_ENDPOINT", json!(1)),
+            ("CLOCK_SKEW_SECONDS", json!(1.5)),
+            ("CLOCK_SKEW_SECONDS", json!(-1)),
+            ("CLOCK_SKEW_SECONDS", json!("60s")),
+            ("JWKS_MAX_AGE_SECONDS", json!(true)),
+            ("JWKS_COOLDOWN_SECONDS", json!([30])),
+            ("SCOPE_SOURCE", json!(["scope"])),
+            ("CORS_ALLOWED_ORIGINS", json!(true)),
+        ];
+        for (variable, value) in cases {
+            assert_eq!(failing_variable(typed_with(&[(variable, value.clone())])), variable, "{value}");
+        }
     }
 }

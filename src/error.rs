@@ -10,20 +10,26 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
     NotFound,
-    MethodNotAllowed,
+    /// The path is known, the method is not: the methods that are, for `Allow`.
+    MethodNotAllowed(String),
     /// A required variable is missing, empty or invalid; protected routes refuse to guess.
     Misconfigured(ConfigError),
     /// No `Authorization` header, or a scheme other than Bearer (RFC 6750 §3.1: no error code).
     MissingAuthorization,
     InvalidRequest(RequestProblem),
     InvalidToken(TokenProblem),
+    /// The rule's `scopes` then `any_scopes`, space-separated (from configuration, never a token).
     InsufficientScope {
-        required: &'static str,
+        required: String,
     },
     /// No usable keys anywhere and the issuer cannot be reached right now.
     KeysUnavailable {
         retry_after_secs: u64,
     },
+    /// Gateway mode: the origin could not be reached (refused, reset, DNS).
+    OriginUnreachable,
+    /// Gateway mode: the origin sent no response headers within `ORIGIN_TIMEOUT_SECONDS`.
+    OriginTimeout,
 }
 
 /// A Bearer credential that is not one well-formed token (RFC 6750 `invalid_request`).
@@ -32,6 +38,8 @@ pub enum RequestProblem {
     EmptyCredential,
     MultipleCredentials,
     NotB64Token,
+    /// `%2F`, `%5C` or `%2E` in the path: the edge and the origin would read it differently.
+    EncodedPathSeparator,
 }
 
 impl RequestProblem {
@@ -40,6 +48,7 @@ impl RequestProblem {
             Self::EmptyCredential => "The Bearer credential is empty",
             Self::MultipleCredentials => "More than one credential was sent",
             Self::NotB64Token => "The Bearer credential is not a valid b64token",
+            Self::EncodedPathSeparator => "The path holds an encoded slash, backslash or dot",
         }
     }
 }
@@ -97,6 +106,8 @@ pub enum ConfigProblem {
     Missing,
     /// What a valid value looks like.
     Invalid(&'static str),
+    /// What exactly is wrong with a structured value (which rule of `ROUTES`, and why).
+    Described(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -104,6 +115,7 @@ impl fmt::Display for ConfigError {
         match &self.problem {
             ConfigProblem::Missing => write!(f, "{} is required but missing or empty", self.variable),
             ConfigProblem::Invalid(expected) => write!(f, "{} is invalid: {expected}", self.variable),
+            ConfigProblem::Described(what) => write!(f, "{} is invalid: {what}", self.variable),
         }
     }
 }

@@ -47,8 +47,8 @@ pub fn error_response(error: &ApiError, realm: Option<&str>) -> HttpResponse {
         |code: &str, description: &str| format!("{realm}, error=\"{code}\", error_description=\"{description}\"");
     let (status, code, description, extra): (u16, &str, String, Vec<(&'static str, String)>) = match error {
         ApiError::NotFound => (404, "not_found", "No such route".into(), vec![]),
-        ApiError::MethodNotAllowed => {
-            (405, "method_not_allowed", "Method not allowed".into(), vec![("allow", ALLOW.into())])
+        ApiError::MethodNotAllowed(allow) => {
+            (405, "method_not_allowed", "Method not allowed".into(), vec![("allow", allow.clone())])
         }
         ApiError::Misconfigured(e) => (500, "server_misconfigured", e.to_string(), vec![]),
         ApiError::MissingAuthorization => (
@@ -74,6 +74,8 @@ pub fn error_response(error: &ApiError, realm: Option<&str>) -> HttpResponse {
             let header = format!("{}, scope=\"{required}\"", challenge("insufficient_scope", description));
             (403, "insufficient_scope", description.into(), vec![("www-authenticate", header)])
         }
+        ApiError::OriginUnreachable => (502, "origin_unreachable", "The origin could not be reached".into(), vec![]),
+        ApiError::OriginTimeout => (504, "origin_timeout", "The origin did not answer in time".into(), vec![]),
         ApiError::KeysUnavailable { retry_after_secs } => (
             503,
             "temporarily_unavailable",

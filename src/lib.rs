@@ -8,10 +8,13 @@ pub mod claims;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod forward;
 pub mod http;
 pub mod jwks;
 pub mod keystore;
+pub mod rules;
 pub mod token;
+pub mod token_cache;
 pub mod verify;
 
 #[cfg(target_arch = "wasm32")]

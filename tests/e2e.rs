@@ -18,6 +18,7 @@ use std::{
 
 use edge_auth_dev_issuer::{
     b64, jwks,
+    origin::{sha256_hex, MockOrigin},
     server::{MockIssuer, Mode},
     sign, Mint, SigningKey,
 };
@@ -41,7 +42,10 @@ fn key(n: usize) -> &'static SigningKey {
 
 struct Reply {
     status: u16,
+    /// Repeated headers joined with ", ", as a client library would show them.
     headers: HashMap<String, String>,
+    /// Every header line, in order (to count repeated ones such as `Set-Cookie`).
+    lines: Vec<(String, String)>,
     body: String,
 }
 
@@ -61,14 +65,25 @@ impl Reply {
 
 /// A plain HTTP/1.0 client: one request per connection, no chunking to decode.
 fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    send(port, method, path, headers, &[])
+}
+
+/// Like [`request`], with a body.
+fn send(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the worker");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut text = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
     for (name, value) in headers {
         text.push_str(&format!("{name}: {value}\r\n"));
     }
+    if !body.is_empty() {
+        text.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     text.push_str("\r\n");
     stream.write_all(text.as_bytes()).unwrap();
+    for chunk in body.chunks(64 * 1024) {
+        stream.write_all(chunk).unwrap();
+    }
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).expect("read the response");
     let raw = String::from_utf8_lossy(&raw).into_owned();
@@ -76,8 +91,10 @@ fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Rep
     let mut lines = head.lines();
     let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
     let mut map: HashMap<String, String> = HashMap::new();
+    let mut all = Vec::new();
     for line in lines {
         if let Some((name, value)) = line.split_once(':') {
+            all.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
             map.entry(name.trim().to_ascii_lowercase())
                 .and_modify(|v| {
                     v.push_str(", ");
@@ -86,7 +103,7 @@ fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Rep
                 .or_insert_with(|| value.trim().to_owned());
         }
     }
-    Reply { status, headers: map, body: body.to_owned() }
+    Reply { status, headers: map, lines: all, body: body.to_owned() }
 }
 
 fn free_port() -> u16 {
@@ -107,9 +124,19 @@ struct Worker {
 }
 
 impl Worker {
+    /// The demo worker: ready once `/api/public` answers 200.
     fn start(issuer: &MockIssuer, extra: &[(&str, &str)], state: &Path) -> Worker {
+        Self::launch(issuer, extra, state, |port| request(port, "GET", "/api/public", &[]).status == 200)
+    }
+
+    /// A gateway (extra holds ORIGIN_URL and ROUTES): ready once it answers at all.
+    fn start_gateway(issuer: &MockIssuer, extra: &[(&str, &str)], state: &Path) -> Worker {
+        Self::launch(issuer, extra, state, |port| request(port, "OPTIONS", "/", &[]).status != 0)
+    }
+
+    fn launch(issuer: &MockIssuer, extra: &[(&str, &str)], state: &Path, ready: impl Fn(u16) -> bool) -> Worker {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        assert!(root.join("build/worker/shim.mjs").exists(), "no built worker: {NEEDS}");
+        assert!(root.join("build/worker.mjs").exists(), "no built worker: {NEEDS}");
         let wrangler = root.join("node_modules/.bin/wrangler");
         assert!(wrangler.exists(), "no wrangler: {NEEDS}");
         let port = free_port();
@@ -162,8 +189,7 @@ impl Worker {
         let worker = Worker { child, port, log };
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() && request(port, "GET", "/api/public", &[]).status == 200
-            {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() && ready(port) {
                 return worker;
             }
             assert!(Instant::now() < deadline, "wrangler dev did not start:\n{}", worker.log());
@@ -191,12 +217,27 @@ impl Worker {
 
     /// The key store's structured log lines so far.
     fn events(&self) -> Vec<Value> {
+        self.lines().into_iter().filter(|v| v["component"] == "edge-auth.jwks").collect()
+    }
+
+    /// Every structured log line so far, from any of the worker's components.
+    fn lines(&self) -> Vec<Value> {
         self.log()
             .lines()
-            .filter_map(|l| l.find("{\"").map(|i| &l[i..]))
+            // From the first `{"` to the last `}`: wrangler wraps console.error lines in colour codes.
+            .filter_map(|l| Some(&l[l.find("{\"")?..=l.rfind('}')?]))
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["component"] == "edge-auth.jwks")
+            .filter(|v| v["component"].as_str().is_some_and(|c| c.starts_with("edge-auth")))
             .collect()
+    }
+
+    /// Waits for any component's log line matching `wanted`.
+    fn expect_line(&self, what: &str, wanted: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.lines().iter().any(&wanted) {
+            assert!(Instant::now() < deadline, "no {what} log line:\n{}", self.log());
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -355,6 +396,37 @@ fn misconfiguration_is_500_naming_the_variable_and_public_still_works() {
     assert!(r.json()["error_description"].as_str().unwrap().contains("CLOCK_SKEW_SECONDS"));
 }
 
+// ---------------------------------------------------------------- signatures through WebCrypto
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn webcrypto_gives_every_signature_vector_its_verdict() {
+    // The same corpus the pure-Rust engine is held to on the host (tests/pipeline.rs).
+    let corpus: Value = serde_json::from_str(include_str!("vectors/signatures.json")).unwrap();
+    let issuer = MockIssuer::start(&corpus["jwks"]).unwrap();
+    let vars = [
+        ("AUTH0_ISSUER", corpus["issuer"].as_str().unwrap()),
+        ("AUTH0_AUDIENCE", corpus["audience"].as_str().unwrap()),
+    ];
+    let w = Worker::start(&issuer, &vars, &temp_dir("vectors"));
+    let vectors = corpus["vectors"].as_array().unwrap();
+    for vector in vectors {
+        let name = vector["name"].as_str().unwrap();
+        let r = w.get("/api/private", vector["token"].as_str().unwrap());
+        if vector["valid"] == json!(true) {
+            assert_eq!(r.status, 200, "{name}: {}", r.body);
+        } else {
+            assert_eq!((r.status, r.error().as_str()), (401, "invalid_token"), "{name}: {}", r.body);
+            assert_eq!(r.json()["error_description"], json!("The token signature is invalid"), "{name}");
+        }
+    }
+    // Each key was imported once and kept: a second pass gives the same verdicts from warm keys.
+    for vector in vectors.iter().filter(|v| v["valid"] == json!(false)) {
+        assert_eq!(w.get("/api/private", vector["token"].as_str().unwrap()).status, 401);
+    }
+    eprintln!("webcrypto: {} signature vectors, verdicts identical to the pure-Rust engine's", vectors.len());
+}
+
 // ---------------------------------------------------------------- keys kept close
 
 #[test]
@@ -380,7 +452,10 @@ fn rotation_is_accepted_after_one_refetch_and_removal_is_enforced_after_refresh(
     let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
     let w =
         Worker::start(&issuer, &[("JWKS_COOLDOWN_SECONDS", "1"), ("JWKS_MAX_AGE_SECONDS", "3")], &temp_dir("rotation"));
-    assert_eq!(w.get("/api/private", &token_for(&issuer, key(1))).status, 200);
+    // Verified once, then served from the verified-token cache until its key goes.
+    let cached = token_for(&issuer, key(1));
+    assert_eq!(w.get("/api/private", &cached).status, 200);
+    assert_eq!(w.get("/api/private", &cached).status, 200);
     assert_eq!(issuer.hits(), 1);
 
     // Rotation: key 2 appears upstream; its first token triggers exactly one refetch.
@@ -397,6 +472,8 @@ fn rotation_is_accepted_after_one_refetch_and_removal_is_enforced_after_refresh(
     let old = token_for(&issuer, key(1));
     wait_until("key 1 to be refused", Duration::from_secs(20), || w.get("/api/private", &old).status == 401);
     assert_eq!(w.get("/api/private", &old).error(), "invalid_token");
+    let r = w.get("/api/private", &cached);
+    assert_eq!((r.status, r.error().as_str()), (401, "invalid_token"), "a cached token dies with its key");
     assert_eq!(w.get("/api/private", &token_for(&issuer, key(2))).status, 200);
 }
 
@@ -484,4 +561,287 @@ fn a_burst_of_random_kids_stays_within_the_cooldown_bound() {
     w.expect_event("cooldown_hit", |e| e["event"] == "cooldown_hit");
     // A real token still works throughout.
     assert_eq!(w.get("/api/private", &token_for(&issuer, key(1))).status, 200);
+}
+
+// ---------------------------------------------------------------- no stampede on the issuer
+
+/// `n` requests released together, each with a token of its own (so that no verified-token cache
+/// answers for another), and their statuses.
+fn all_at_once(w: &Worker, issuer: &MockIssuer, batch: &str, n: usize) -> Vec<u16> {
+    let port = w.port;
+    let start = Arc::new(std::sync::Barrier::new(n));
+    let requests: Vec<_> = (0..n)
+        .map(|i| {
+            let token =
+                Mint { subject: format!("user|{batch}-{i}"), ..Mint::new(&issuer.issuer(), AUDIENCE) }.sign(key(1));
+            let start = start.clone();
+            thread::spawn(move || {
+                start.wait();
+                request(port, "GET", "/api/private", &[("Authorization", &format!("Bearer {token}"))]).status
+            })
+        })
+        .collect();
+    requests.into_iter().map(|r| r.join().unwrap()).collect()
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn concurrent_requests_on_a_cold_worker_or_at_rollover_cause_one_issuer_fetch() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    issuer.set_mode(Mode::Delay(Duration::from_millis(400)));
+    // No stale window: at max-age the keys go out of use, the other way onto the keyless path.
+    let vars = [("JWKS_MAX_AGE_SECONDS", "2"), ("JWKS_STALE_IF_ERROR_SECONDS", "0")];
+    let w = Worker::start(&issuer, &vars, &temp_dir("stampede"));
+    let n = 40;
+
+    let cold = all_at_once(&w, &issuer, "cold", n);
+    assert!(cold.iter().all(|&s| s == 200), "{cold:?}\n{}", w.log());
+    let cold_fetches = issuer.hits();
+
+    thread::sleep(Duration::from_millis(2500));
+    let rollover = all_at_once(&w, &issuer, "rollover", n);
+    assert!(rollover.iter().all(|&s| s == 200), "{rollover:?}\n{}", w.log());
+    let rollover_fetches = issuer.hits() - cold_fetches;
+
+    eprintln!("{n} concurrent requests: {cold_fetches} issuer fetch(es) cold, {rollover_fetches} at rollover");
+    assert_eq!((cold_fetches, rollover_fetches), (1, 1));
+}
+
+// ---------------------------------------------------------------- gateway mode
+
+const GATEWAY_ROUTES: &str = r#"[
+    {"path": "/public/*", "auth": "public"},
+    {"path": "/optional", "auth": "optional"},
+    {"path": "/orders/:id", "methods": ["GET"], "scopes": ["read:orders"]},
+    {"path": "/orders/:id", "methods": ["delete"], "any_scopes": ["admin", "owner"]},
+    {"path": "/admin/*", "scopes": ["admin"], "any_scopes": ["ops", "sre"]},
+    {"path": "/upload", "methods": ["POST"]},
+    {"path": "/__cookies", "auth": "public"},
+    {"path": "/__redirect", "auth": "public"},
+    {"path": "/__status/:code", "auth": "public"},
+    {"path": "/__slow/:ms", "auth": "public"},
+    {"path": "/__reset", "auth": "public"}
+]"#;
+const ORIGIN_SECRET: &str = "s3cret-from-the-edge";
+
+/// What the mock origin says it received.
+struct Received(Value);
+
+impl Received {
+    fn of(reply: &Reply) -> Received {
+        assert_eq!(reply.status, 200, "the origin should have answered: {}", reply.body);
+        Received(reply.json())
+    }
+
+    fn target(&self) -> &str {
+        self.0["target"].as_str().unwrap()
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        let headers = self.0["headers"].as_array().unwrap();
+        let found: Vec<&str> = headers.iter().filter(|h| h[0] == name).map(|h| h[1].as_str().unwrap()).collect();
+        (!found.is_empty()).then(|| found.join(", "))
+    }
+}
+
+fn gateway(issuer: &MockIssuer, origin: &MockOrigin, extra: &[(&str, &str)], name: &str) -> Worker {
+    let base = format!("{}/base/", origin.url());
+    let mut vars = vec![
+        ("ORIGIN_URL", base.as_str()),
+        ("ROUTES", GATEWAY_ROUTES),
+        ("ORIGIN_SECRET", ORIGIN_SECRET),
+        ("FORWARD_CLAIMS", "true"),
+        ("ORIGIN_TIMEOUT_SECONDS", "2"),
+    ];
+    vars.extend_from_slice(extra);
+    Worker::start_gateway(issuer, &vars, &temp_dir(name))
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn the_gateway_enforces_its_rules_before_anything_reaches_the_origin() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let origin = MockOrigin::start().unwrap();
+    let w = gateway(&issuer, &origin, &[], "gw-rules");
+    let mint = || Mint::new(&issuer.issuer(), AUDIENCE);
+    let bearer = |m: Mint| format!("Bearer {}", m.sign(key(1)));
+    let with_scope = |scope: &str| bearer(Mint { scope: Some(scope.into()), ..mint() });
+    let call = |method: &str, path: &str, authorization: Option<&str>| {
+        let headers: Vec<(&str, &str)> = authorization.map(|a| vec![("Authorization", a)]).unwrap_or_default();
+        request(w.port, method, path, &headers)
+    };
+
+    // Each refusal is the worker's own answer: the origin never sees the request.
+    let refusals: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
+        ("GET", "/orders/42", None, 401, "missing_authorization"),
+        ("GET", "/orders/42", Some("Bearer not.a.token".into()), 401, "invalid_token"),
+        ("GET", "/orders/42", Some(bearer(mint())), 403, "insufficient_scope"),
+        ("DELETE", "/orders/42", Some(with_scope("read:orders")), 403, "insufficient_scope"),
+        ("GET", "/admin/panel", Some(with_scope("admin")), 403, "insufficient_scope"),
+        ("GET", "/admin/panel", Some(with_scope("ops sre")), 403, "insufficient_scope"),
+        ("PUT", "/orders/42", Some(with_scope("read:orders")), 405, "method_not_allowed"),
+        ("GET", "/orders", Some(with_scope("read:orders")), 404, "not_found"),
+        ("GET", "/nothing/here", None, 404, "not_found"),
+        ("GET", "/optional", Some("Bearer not.a.token".into()), 401, "invalid_token"),
+        ("GET", "/public/..%2Fadmin", None, 400, "invalid_request"),
+        ("GET", "/public/a%5Cb", None, 400, "invalid_request"),
+        ("GET", "/public/a%2eb", None, 400, "invalid_request"),
+    ];
+    for (method, path, authorization, status, code) in refusals {
+        let r = call(method, path, authorization.as_deref());
+        assert_eq!((r.status, r.error().as_str()), (status, code), "{method} {path}: {}", r.body);
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{method} {path}");
+    }
+    assert_eq!(origin.hits(), 0, "no refused request may reach the origin");
+    let r = call("DELETE", "/orders/42", Some(&bearer(mint())));
+    assert!(r.header("www-authenticate").unwrap().contains(r#"scope="admin owner""#), "{:?}", r.headers);
+    let r = call("GET", "/admin/x", Some(&bearer(mint())));
+    assert!(r.header("www-authenticate").unwrap().contains(r#"scope="admin ops sre""#), "{:?}", r.headers);
+    assert_eq!(call("PUT", "/orders/42", None).header("allow"), Some("GET, HEAD, DELETE"));
+
+    // Admitted: each kind of rule.
+    assert_eq!(call("GET", "/public/x", None).status, 200);
+    assert_eq!(call("HEAD", "/public/x", None).status, 200);
+    assert_eq!(call("GET", "/orders/42", Some(&with_scope("read:orders"))).status, 200);
+    assert_eq!(call("HEAD", "/orders/42", Some(&with_scope("read:orders"))).status, 200, "GET takes HEAD");
+    assert_eq!(call("DELETE", "/orders/42", Some(&with_scope("owner"))).status, 200);
+    assert_eq!(call("GET", "/admin/a/b", Some(&with_scope("admin sre"))).status, 200);
+    let anonymous = Received::of(&call("GET", "/optional", None));
+    assert_eq!(anonymous.header("x-auth-subject"), None);
+    let known = Received::of(&call("GET", "/optional", Some(&bearer(mint()))));
+    assert_eq!(known.header("x-auth-subject").as_deref(), Some("dev-user|1"));
+    assert_eq!(origin.hits(), 8);
+
+    // A preflight is the worker's: no token, never forwarded.
+    let preflight = request(
+        w.port,
+        "OPTIONS",
+        "/orders/42",
+        &[("Origin", APP_ORIGIN), ("Access-Control-Request-Method", "DELETE")],
+    );
+    assert_eq!(preflight.status, 204);
+    assert_eq!(preflight.header("access-control-allow-origin"), Some(APP_ORIGIN));
+    assert_eq!(origin.hits(), 8);
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn the_origin_receives_the_request_exactly_with_the_verified_identity_and_nothing_spoofed() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let origin = MockOrigin::start().unwrap();
+    let w = gateway(&issuer, &origin, &[], "gw-forward");
+    let token = Mint {
+        scope: Some("read:orders write:orders read:orders".into()),
+        permissions: Some(vec!["admin".into(), "read:orders".into()]),
+        ..Mint::new(&issuer.issuer(), AUDIENCE)
+    }
+    .sign(key(1));
+    let bearer = format!("Bearer {token}");
+    let spoofed = [
+        ("Authorization", bearer.as_str()),
+        ("X-Auth-Subject", "admin"),
+        ("x-auth-scopes", "everything"),
+        ("X-Auth-Claims", "e30"),
+        ("X-Auth-Anything", "1"),
+        ("X-Edge-Auth-Secret", "guessed"),
+        ("X-Forwarded-Host", "evil.example"),
+        ("X-Custom", "kept"),
+    ];
+    let got = Received::of(&request(w.port, "GET", "/orders/7?next=%2Fhome&b=2&a=1&b=1", &spoofed));
+    // Path and query exactly as sent, under the origin's base path; the origin's own Host.
+    assert_eq!(got.target(), "/base/orders/7?next=%2Fhome&b=2&a=1&b=1");
+    assert_eq!(got.header("host"), Some(format!("127.0.0.1:{}", origin.port())));
+    assert_eq!(got.header("x-forwarded-host"), Some(format!("127.0.0.1:{}", w.port)));
+    // The edge speaks for itself only.
+    assert_eq!(got.header("x-auth-subject").as_deref(), Some("dev-user|1"));
+    assert_eq!(got.header("x-auth-scopes").as_deref(), Some("admin read:orders write:orders"));
+    assert_eq!(got.header("x-auth-claims").as_deref(), Some(token.split('.').nth(1).unwrap()));
+    assert_eq!(got.header("x-auth-anything"), None);
+    assert_eq!(got.header("x-edge-auth-secret").as_deref(), Some(ORIGIN_SECRET));
+    assert_eq!(got.header("x-custom").as_deref(), Some("kept"));
+    assert_eq!(got.header("authorization"), None, "Authorization is not forwarded by default");
+    // Public requests carry no identity, whatever the client claims.
+    let public = Received::of(&request(w.port, "GET", "/public/a//b;c?x", &spoofed[1..]));
+    assert_eq!(public.target(), "/base/public/a//b;c?x");
+    assert_eq!((public.header("x-auth-subject"), public.header("x-auth-scopes")), (None, None));
+    assert_eq!(public.header("x-edge-auth-secret").as_deref(), Some(ORIGIN_SECRET));
+
+    // A large upload is streamed through intact.
+    let body: Vec<u8> = (0..32u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let uploaded = Received::of(&send(w.port, "POST", "/upload", &[("Authorization", &bearer)], &body));
+    assert_eq!(uploaded.0["body_bytes"], json!(body.len()));
+    assert_eq!(uploaded.0["body_sha256"], json!(sha256_hex(&body)));
+
+    // The origin's answers come back as it gave them.
+    let cookies = request(w.port, "GET", "/__cookies", &[("Origin", APP_ORIGIN)]);
+    assert_eq!(cookies.status, 200);
+    let set: Vec<&str> = cookies.lines.iter().filter(|(n, _)| n == "set-cookie").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(set, ["a=1; Path=/", "b=2; Path=/; HttpOnly"], "{:?} {}", cookies.lines, cookies.body);
+    assert_eq!(cookies.header("access-control-allow-origin"), Some(APP_ORIGIN), "CORS added to the origin's answer");
+    let redirect = request(w.port, "GET", "/__redirect", &[]);
+    assert_eq!((redirect.status, redirect.header("location")), (302, Some("/elsewhere")), "not followed");
+    let failing = request(w.port, "GET", "/__status/503", &[]);
+    assert_eq!((failing.status, failing.json()), (503, json!({ "status": 503 })));
+
+    // The origin slow or gone: the gateway's own errors, logged.
+    let slow = request(w.port, "GET", "/__slow/5000", &[]);
+    assert_eq!((slow.status, slow.error().as_str()), (504, "origin_timeout"), "{}", slow.body);
+    assert_eq!(slow.header("cache-control"), Some("no-store"));
+    let reset = request(w.port, "GET", "/__reset", &[]);
+    assert_eq!((reset.status, reset.error().as_str()), (502, "origin_unreachable"), "{}", reset.body);
+    w.expect_line("origin_timeout", |e| e["event"] == "origin_timeout");
+    w.expect_line("origin_unreachable", |e| e["event"] == "origin_unreachable");
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn authorization_is_forwarded_only_when_asked_and_a_down_origin_is_502() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let origin = MockOrigin::start().unwrap();
+    let w = gateway(&issuer, &origin, &[("FORWARD_AUTHORIZATION", "true"), ("FORWARD_CLAIMS", "false")], "gw-authz");
+    let token = Mint { scope: Some("read:orders".into()), ..Mint::new(&issuer.issuer(), AUDIENCE) }.sign(key(1));
+    let bearer = format!("Bearer {token}");
+    let got = Received::of(&request(w.port, "GET", "/orders/1", &[("Authorization", &bearer)]));
+    assert_eq!(got.header("authorization").as_deref(), Some(bearer.as_str()));
+    assert_eq!(got.header("x-auth-claims"), None, "FORWARD_CLAIMS is off");
+    drop(w);
+
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let w = Worker::start_gateway(&issuer, &[("ORIGIN_URL", &down), ("ROUTES", GATEWAY_ROUTES)], &temp_dir("gw-down"));
+    let r = request(w.port, "GET", "/public/x", &[]);
+    assert_eq!((r.status, r.error().as_str()), (502, "origin_unreachable"), "{}", r.body);
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn a_gateway_that_cannot_read_its_configuration_forwards_nothing() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let origin = MockOrigin::start().unwrap();
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (
+            &[("ROUTES", r#"[{"path": "/a"}, {"path": "/b", "color": "red"}]"#)],
+            "ROUTES is invalid: rule 1: unknown field",
+        ),
+        (&[("ROUTES", "[{")], "ROUTES is invalid: not JSON"),
+        (&[("ORIGIN_URL", "http://api.example.com")], "ORIGIN_URL is invalid"),
+        (&[("ORIGIN_TIMEOUT_SECONDS", "0")], "ORIGIN_TIMEOUT_SECONDS is invalid"),
+    ];
+    for (i, (vars, problem)) in cases.into_iter().enumerate() {
+        let w = gateway(&issuer, &origin, vars, &format!("gw-misconfig-{i}"));
+        let r = request(w.port, "GET", "/public/x", &[]);
+        assert_eq!((r.status, r.error().as_str()), (500, "server_misconfigured"), "{vars:?}: {}", r.body);
+        let description = r.json()["error_description"].as_str().unwrap_or_default().to_owned();
+        assert!(description.starts_with(problem), "{vars:?}: {description}");
+        // The demo routes are not served in front of someone's API either.
+        assert_eq!(request(w.port, "GET", "/api/public", &[]).status, 500);
+        // Preflights are still answered.
+        let preflight = request(
+            w.port,
+            "OPTIONS",
+            "/public/x",
+            &[("Origin", APP_ORIGIN), ("Access-Control-Request-Method", "GET")],
+        );
+        assert_eq!(preflight.status, 204);
+    }
+    assert_eq!(origin.hits(), 0);
 }

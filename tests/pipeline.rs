@@ -3,32 +3,66 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashMap,
+};
 
 use common::*;
 use edge_auth::{
-    app::{self, Incoming, Keys, Outcome},
-    config::Config,
+    app::{self, Broken, Incoming, Keys, Outcome, Setup},
+    config::{self, Config},
     http::HttpResponse,
+    jwks::VerificationKey,
     keystore::{FetchError, KeyStore},
-    verify::RustRsa,
+    rules::Rules,
+    token_cache::TokenCache,
+    verify::{RustRsa, SignatureVerifier},
 };
 use edge_auth_dev_issuer::{b64, jwks, sign, Mint, SigningKey};
 use serde_json::{json, Value};
 
 struct World {
-    config: Result<Config, edge_auth::error::ConfigError>,
+    config: Result<(Config, Rules), edge_auth::error::ConfigError>,
+    /// `ORIGIN_URL` was given, whether or not the configuration could be read.
+    gateway: bool,
     store: KeyStore,
     io: FakeIo,
+    tokens: RefCell<TokenCache>,
+    verifier: CountingRsa,
+    /// The clock, in milliseconds; tests move it by hand.
+    now: Cell<u64>,
+}
+
+/// The pure-Rust engine, counting the signatures it is asked to check.
+#[derive(Default)]
+struct CountingRsa {
+    checks: Cell<usize>,
+}
+
+impl SignatureVerifier for CountingRsa {
+    async fn verify_rs256(&self, key: &VerificationKey, signing_input: &[u8], signature: &[u8]) -> bool {
+        self.checks.set(self.checks.get() + 1);
+        RustRsa.verify_rs256(key, signing_input, signature).await
+    }
 }
 
 fn world_with(vars: &[(&str, &str)], published: &[&SigningKey]) -> World {
     let mut map: HashMap<&str, &str> =
         [("AUTH0_DOMAIN", "tenant.example.auth0.com"), ("AUTH0_AUDIENCE", AUDIENCE)].into_iter().collect();
     map.extend(vars.iter().copied());
-    let config = Config::from_vars(|name| map.get(name).map(|v| v.to_string()));
-    let policy = config.as_ref().map(|c| c.jwks).unwrap_or_default();
-    World { config, store: KeyStore::new(ISSUER, JWKS_URL, policy), io: FakeIo::serving(&jwks(published)) }
+    let get = |name: &str| map.get(name).map(|v| Value::String(v.to_string()));
+    let config = Config::from_vars(get).and_then(|c| app::compile_rules(&c).map(|rules| (c, rules)));
+    let policy = config.as_ref().map(|(c, _)| c.jwks).unwrap_or_default();
+    World {
+        config,
+        gateway: config::gateway_requested(get),
+        store: KeyStore::new(ISSUER, JWKS_URL, policy),
+        io: FakeIo::serving(&jwks(published)),
+        tokens: RefCell::default(),
+        verifier: CountingRsa::default(),
+        now: Cell::new(NOW as u64 * 1000),
+    }
 }
 
 fn world() -> World {
@@ -37,9 +71,16 @@ fn world() -> World {
 
 impl World {
     fn call(&self, method: &str, path: &str, authorization: Option<&str>, origin: Option<&str>) -> Outcome {
-        let request = Incoming { method, path, authorization, origin };
-        let setup = self.config.as_ref().map(|c| (c, Keys { store: &self.store, io: &self.io, verifier: &RustRsa }));
-        block_on(app::handle(&request, setup, NOW as u64 * 1000))
+        self.send(&Incoming { method, path, authorization, origin, ..Incoming::default() })
+    }
+
+    fn send(&self, request: &Incoming<'_>) -> Outcome {
+        let keys = Keys { store: &self.store, io: &self.io, verifier: &self.verifier, tokens: &self.tokens };
+        let setup = match &self.config {
+            Ok((config, rules)) => Ok(Setup { config, rules, keys }),
+            Err(error) => Err(Broken { error, gateway: self.gateway }),
+        };
+        block_on(app::handle(request, setup, self.now.get()))
     }
 
     fn get(&self, path: &str, token: &str) -> HttpResponse {
@@ -543,15 +584,8 @@ fn stale_keys_ask_for_a_background_refresh() {
     let w = world();
     let fresh = w.call("GET", "/api/private", Some(&format!("Bearer {}", valid_token())), None);
     assert!(!fresh.background_refresh);
-    let request = Incoming {
-        method: "GET",
-        path: "/api/private",
-        authorization: Some(&format!("Bearer {}", valid_token())),
-        origin: None,
-    };
-    let later = NOW as u64 * 1000 + 601_000;
-    let setup = w.config.as_ref().map(|c| (c, Keys { store: &w.store, io: &w.io, verifier: &RustRsa }));
-    let outcome = block_on(app::handle(&request, setup, later));
+    w.now.set(NOW as u64 * 1000 + 601_000);
+    let outcome = w.call("GET", "/api/private", Some(&format!("Bearer {}", valid_token())), None);
     // The token (minted at NOW, valid for an hour) is still fine; the keys are stale.
     assert_eq!(outcome.response.status, 200);
     assert!(outcome.background_refresh);
@@ -565,4 +599,136 @@ fn status_route_is_off_unless_enabled() {
     let r = w.call("GET", app::STATUS_PATH, None, None).response;
     assert_eq!(r.status, 200);
     assert_eq!(body(&r)["tiers"]["memory"]["kids"], json!(["key-1"]));
+}
+
+// ---------------------------------------------------------------- verified-token cache
+
+#[test]
+fn a_repeated_token_is_verified_once() {
+    let w = world();
+    let token = valid_token();
+    for _ in 0..5 {
+        assert_eq!(w.get("/api/private", &token).status, 200);
+    }
+    assert_eq!(w.verifier.checks.get(), 1);
+}
+
+#[test]
+fn refused_tokens_are_not_cached() {
+    let w = world();
+    let forged = sign(&json!({ "alg": "RS256", "kid": "key-1" }), &mint().claims(), key(2));
+    for _ in 0..3 {
+        assert_invalid_token(&w.get("/api/private", &forged), "The token signature is invalid");
+    }
+    assert_eq!(w.verifier.checks.get(), 3);
+    let wrong_audience = token_with(|c| c["aud"] = json!("https://other.api"));
+    assert_eq!(w.get("/api/private", &wrong_audience).status, 401);
+    assert_eq!(w.get("/api/private", &wrong_audience).status, 401);
+    assert!(w.tokens.borrow().is_empty());
+}
+
+#[test]
+fn a_cached_token_is_refused_once_it_expires() {
+    let w = world();
+    let token = token_with(|c| c["exp"] = json!(NOW + 60));
+    assert_eq!(w.get("/api/private", &token).status, 200);
+    // Leeway is 30 s by default: valid until exp + 30.
+    w.now.set((NOW as u64 + 89) * 1000);
+    assert_eq!(w.get("/api/private", &token).status, 200);
+    w.now.set((NOW as u64 + 90) * 1000);
+    assert_invalid_token(&w.get("/api/private", &token), "The token is expired");
+    assert!(w.tokens.borrow().is_empty(), "an expired entry is dropped");
+    assert_eq!(w.verifier.checks.get(), 1);
+}
+
+#[test]
+fn a_cached_token_is_refused_once_its_key_leaves_the_key_set() {
+    let w = world_with(&[], &[key(1), key(2)]);
+    let token = valid_token();
+    assert_eq!(w.get("/api/private", &token).status, 200);
+    // Key 1 is withdrawn upstream; the next refresh (keys past max-age) drops it.
+    w.io.issuer_serves(&jwks(&[key(2)]));
+    let later = NOW as u64 * 1000 + 601_000;
+    block_on(w.store.refresh(later, &w.io));
+    w.now.set(later);
+    assert_invalid_token(&w.get("/api/private", &token), "The token is signed with an unknown key");
+    assert_eq!(w.verifier.checks.get(), 1, "refused on the key, not re-verified");
+}
+
+#[test]
+fn a_cached_token_is_verified_afresh_when_its_kid_names_a_new_key() {
+    let w = world();
+    let token = valid_token();
+    assert_eq!(w.get("/api/private", &token).status, 200);
+    // The issuer republishes "key-1" with other key material (a botched rotation, or an attack on
+    // the JWKS): the cached verdict was about the old key and no longer holds.
+    let mut impostor = key(2).public_jwk();
+    impostor["kid"] = json!("key-1");
+    w.io.issuer_serves(&json!({ "keys": [impostor] }));
+    let later = NOW as u64 * 1000 + 601_000;
+    block_on(w.store.refresh(later, &w.io));
+    w.now.set(later);
+    assert_invalid_token(&w.get("/api/private", &token), "The token signature is invalid");
+    assert_eq!(w.verifier.checks.get(), 2);
+}
+
+#[test]
+fn a_cached_token_still_needs_the_route_scope() {
+    let w = world();
+    let token = valid_token();
+    assert_eq!(w.get("/api/private", &token).status, 200);
+    assert_error(&w.get("/api/private-scoped", &token), 403, "insufficient_scope");
+    let scoped = Mint { scope: Some("read:messages".into()), ..mint() }.sign(key(1));
+    assert_eq!(w.get("/api/private", &scoped).status, 200);
+    assert_eq!(w.get("/api/private-scoped", &scoped).status, 200);
+    assert_eq!(w.verifier.checks.get(), 2);
+}
+
+#[test]
+fn a_cached_token_that_is_not_valid_yet_is_refused_until_it_is() {
+    let w = world();
+    // Accepted within the leeway, then the clock is set back (NTP step): the window still applies.
+    let token = token_with(|c| c["nbf"] = json!(NOW + 20));
+    assert_eq!(w.get("/api/private", &token).status, 200);
+    w.now.set((NOW as u64 - 30) * 1000);
+    assert_invalid_token(&w.get("/api/private", &token), "The token is not valid yet");
+}
+
+// ---- configuration that would break every challenge ----
+
+#[test]
+fn an_audience_that_cannot_be_a_header_value_is_a_misconfiguration_not_a_broken_challenge() {
+    let w = world_with(&[("AUTH0_AUDIENCE", "https://api.example.com\r\nX-Injected: 1")], &[key(1)]);
+    let r = w.get("/api/private", "not-a-token");
+    assert_error(&r, 500, "server_misconfigured");
+    assert!(body(&r)["error_description"].as_str().unwrap().starts_with("AUTH0_AUDIENCE"));
+    assert_eq!(r.header("www-authenticate"), None);
+}
+
+// ---------------------------------------------------------------- signature engines
+
+/// The corpus both engines are held to: the pure-Rust engine here, WebCrypto in workerd (e2e.rs).
+fn signature_vectors() -> Value {
+    serde_json::from_str(include_str!("vectors/signatures.json")).unwrap()
+}
+
+#[test]
+fn the_rust_engine_gives_every_signature_vector_its_verdict() {
+    let corpus = signature_vectors();
+    let issuer = corpus["issuer"].as_str().unwrap();
+    let audience = corpus["audience"].as_str().unwrap();
+    let w = world_with(&[("AUTH0_ISSUER", issuer), ("AUTH0_AUDIENCE", audience)], &[]);
+    w.io.issuer_serves(&corpus["jwks"]);
+    let vectors = corpus["vectors"].as_array().unwrap();
+    assert!(vectors.len() >= 40 && vectors.iter().any(|v| v["valid"] == json!(true)));
+    for vector in vectors {
+        let name = vector["name"].as_str().unwrap();
+        let response = w.get("/api/private", vector["token"].as_str().unwrap());
+        if vector["valid"] == json!(true) {
+            assert_eq!(response.status, 200, "{name}: {response:?}");
+        } else {
+            assert_error(&response, 401, "invalid_token");
+            assert_eq!(body(&response)["error_description"], json!("The token signature is invalid"), "{name}");
+        }
+    }
 }

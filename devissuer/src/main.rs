@@ -4,26 +4,32 @@
 //!   edge-auth-dev-issuer serve [--port 8788] [--dir .dev-issuer]
 //!   edge-auth-dev-issuer mint  [--scope "read:messages"] [--permissions a,b] [--aud URI]
 //!                              [--exp SECONDS] [--nbf SECONDS] [--sub ID] [--iss URL] [--port 8788]
+//!                              [--count N]
 //!
 //! The signing key is made on first use and kept (PKCS#8 PEM) under --dir, which git ignores.
 
 use std::{
     collections::HashMap,
     fs,
+    io::{BufWriter, Write},
     path::{Path, PathBuf},
     process::ExitCode,
 };
 
-use edge_auth_dev_issuer::{jwks, server::MockIssuer, Mint, SigningKey};
+use edge_auth_dev_issuer::{jwks, server::MockIssuer, sign, Mint, SigningKey};
+use serde_json::json;
 
 const DEFAULT_PORT: &str = "8788";
 const DEFAULT_AUDIENCE: &str = "https://edge-auth.local/api";
 const KID: &str = "dev-key-1";
+/// Enough for a benchmark's worth of distinct tokens, small enough to stay a typo guard.
+const MAX_COUNT: usize = 1_000_000;
 
 const USAGE: &str = "usage:
   edge-auth-dev-issuer serve [--port 8788] [--dir .dev-issuer]
   edge-auth-dev-issuer mint [--scope SCOPES] [--permissions A,B] [--aud URI] [--exp SECONDS]
-                            [--nbf SECONDS] [--sub ID] [--iss URL] [--port 8788] [--dir .dev-issuer]";
+                            [--nbf SECONDS] [--sub ID] [--iss URL] [--port 8788] [--dir .dev-issuer]
+                            [--count N]  (N distinct tokens, one a line)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -54,7 +60,7 @@ fn run(args: &[String]) -> Result<(), String> {
             }
         }
         "mint" => {
-            only_known(&flags, &["scope", "permissions", "aud", "exp", "nbf", "sub", "iss", "port", "dir"])?;
+            only_known(&flags, &["scope", "permissions", "aud", "exp", "nbf", "sub", "iss", "port", "dir", "count"])?;
             let issuer = flag("iss", &format!("http://127.0.0.1:{port}/"));
             let mut mint = Mint::new(&issuer, &flag("aud", DEFAULT_AUDIENCE));
             mint.scope = flags.get("scope").cloned();
@@ -64,8 +70,26 @@ fn run(args: &[String]) -> Result<(), String> {
             if let Some(sub) = flags.get("sub") {
                 mint.subject = sub.clone();
             }
-            println!("{}", mint.sign(&key));
-            Ok(())
+            let count = match flags.get("count") {
+                None => 1,
+                Some(n) => {
+                    n.parse().ok().filter(|n| (1..=MAX_COUNT).contains(n)).ok_or("--count takes 1 to 1000000")?
+                }
+            };
+            if count == 1 {
+                println!("{}", mint.sign(&key));
+                return Ok(());
+            }
+            // RS256 signatures are deterministic, so equal claims would give equal tokens: each
+            // token gets its own `jti` to make all of them distinct.
+            let header = json!({ "alg": "RS256", "typ": "JWT", "kid": key.kid });
+            let mut out = BufWriter::new(std::io::stdout().lock());
+            for i in 0..count {
+                let mut claims = mint.claims();
+                claims["jti"] = json!(format!("mint-{}-{i}", mint.now));
+                writeln!(out, "{}", sign(&header, &claims, &key)).map_err(|e| format!("cannot write: {e}"))?;
+            }
+            out.flush().map_err(|e| format!("cannot write: {e}"))
         }
         other => Err(format!("unknown command {other:?}")),
     }

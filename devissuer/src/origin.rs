@@ -1,0 +1,202 @@
+//! A stand-in origin API on 127.0.0.1 for the gateway: it answers every request with what it
+//! received (method, target, headers, body length and SHA-256), so a test or a newcomer can see
+//! exactly what the edge forwarded. A few paths misbehave on purpose (under any base path):
+//!
+//! - `/__status/NNN`: answers status NNN.
+//! - `/__cookies`: two `Set-Cookie` headers.
+//! - `/__redirect`: 302 to `/elsewhere` (a gateway must hand it back, not follow it).
+//! - `/__slow/MS`: answers after MS milliseconds.
+//! - `/__reset`: reads the request, then closes the connection without answering.
+//!
+//! One thread per connection, `Connection: close`, bodies streamed through SHA-256 (never held).
+
+use std::{
+    io::{self, BufRead, BufReader, Read, Write},
+    net::{Shutdown, TcpListener, TcpStream},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    thread,
+    time::Duration,
+};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+pub struct MockOrigin {
+    port: u16,
+    hits: Arc<AtomicUsize>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl MockOrigin {
+    pub fn start() -> io::Result<MockOrigin> {
+        Self::bind("127.0.0.1:0")
+    }
+
+    pub fn bind(address: &str) -> io::Result<MockOrigin> {
+        let listener = TcpListener::bind(address)?;
+        let port = listener.local_addr()?.port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (accept_hits, accept_stopped) = (hits.clone(), stopped.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if accept_stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let hits = accept_hits.clone();
+                thread::spawn(move || {
+                    let _ = serve(stream, &hits);
+                });
+            }
+        });
+        Ok(MockOrigin { port, hits, stopped })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for MockOrigin {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn serve(stream: TcpStream, hits: &AtomicUsize) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+    let mut headers: Vec<(String, String)> = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+        if let Some((name, value)) = line.trim_end().split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    if method.is_empty() {
+        return Ok(());
+    }
+    hits.fetch_add(1, Ordering::SeqCst);
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let length = header("content-length").and_then(|v| v.parse::<u64>().ok());
+    let (body_bytes, body_sha256) = read_body(&mut reader, chunked, length)?;
+
+    // The special paths work under any base path the gateway prefixes.
+    let path = target.split('?').next().unwrap_or("");
+    let path = path.find("/__").map_or(path, |i| &path[i..]);
+    let mut stream = stream;
+    if let Some(code) = path.strip_prefix("/__status/").and_then(|c| c.parse::<u16>().ok()) {
+        return respond(&mut stream, code, &[], &json!({ "status": code }));
+    }
+    match path {
+        "/__cookies" => {
+            let cookies = [("set-cookie", "a=1; Path=/"), ("set-cookie", "b=2; Path=/; HttpOnly")];
+            respond(&mut stream, 200, &cookies, &json!({ "cookies": 2 }))
+        }
+        "/__redirect" => respond(&mut stream, 302, &[("location", "/elsewhere")], &json!({ "redirect": true })),
+        "/__reset" => stream.shutdown(Shutdown::Both),
+        _ => {
+            if let Some(ms) = path.strip_prefix("/__slow/").and_then(|ms| ms.parse::<u64>().ok()) {
+                thread::sleep(Duration::from_millis(ms.min(60_000)));
+            }
+            let echo = json!({
+                "method": method,
+                "target": target,
+                "headers": headers.iter().map(|(n, v)| json!([n, v])).collect::<Vec<Value>>(),
+                "body_bytes": body_bytes,
+                "body_sha256": body_sha256,
+            });
+            respond(&mut stream, 200, &[], &echo)
+        }
+    }
+}
+
+/// Reads a request body (fixed length or chunked) through SHA-256, holding 64 KiB at most.
+fn read_body(reader: &mut impl BufRead, chunked: bool, length: Option<u64>) -> io::Result<(u64, String)> {
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut take = |reader: &mut dyn Read, mut remaining: u64, hasher: &mut Sha256| -> io::Result<u64> {
+        let mut read = 0;
+        while remaining > 0 {
+            let want = remaining.min(buffer.len() as u64) as usize;
+            let n = reader.read(&mut buffer[..want])?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            remaining -= n as u64;
+            read += n as u64;
+        }
+        Ok(read)
+    };
+    if chunked {
+        loop {
+            let mut size_line = String::new();
+            reader.read_line(&mut size_line)?;
+            let size = u64::from_str_radix(size_line.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+            if size == 0 {
+                // Trailers, then the blank line.
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                }
+                break;
+            }
+            total += take(reader, size, &mut hasher)?;
+            let mut crlf = String::new();
+            reader.read_line(&mut crlf)?;
+        }
+    } else if let Some(length) = length {
+        total = take(reader, length, &mut hasher)?;
+    }
+    Ok((total, hex(&hasher.finalize())))
+}
+
+/// SHA-256 of `data`, in lower-case hex, as the origin reports a body's.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn respond(stream: &mut TcpStream, status: u16, headers: &[(&str, &str)], body: &Value) -> io::Result<()> {
+    let body = body.to_string();
+    let mut head = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    stream.flush()
+}

@@ -1,0 +1,81 @@
+//! What the origin receives from the gateway: the target URL, which incoming headers are dropped,
+//! and the identity headers the edge adds. Pure: the edge only copies and sends.
+//!
+//! The origin may trust `X-Auth-*` because no client can send them: every incoming header named
+//! `X-Auth-*` or `X-Edge-Auth-Secret` is removed before anything is added.
+
+use crate::{claims::Principal, config::GatewayConfig};
+
+pub const SUBJECT: &str = "x-auth-subject";
+pub const SCOPES: &str = "x-auth-scopes";
+pub const CLAIMS: &str = "x-auth-claims";
+pub const SECRET: &str = "x-edge-auth-secret";
+pub const FORWARDED_HOST: &str = "x-forwarded-host";
+
+impl GatewayConfig {
+    /// The origin URL for a request: the base path, then the path and query exactly as the
+    /// runtime handed them over (no decoding, re-encoding or reordering).
+    pub fn target(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.origin)
+    }
+
+    /// Whether an incoming header stays behind. `host` is the origin's own (set from the URL).
+    pub fn drops(&self, name: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        lower.starts_with("x-auth-")
+            || lower == SECRET
+            || lower == "host"
+            || lower == FORWARDED_HOST
+            || (lower == "authorization" && !self.forward_authorization)
+    }
+
+    /// Headers the edge adds after the incoming ones were filtered.
+    /// `claims_segment` is the token's payload exactly as signed (base64url, no padding).
+    pub fn added_headers(
+        &self,
+        client_host: Option<&str>,
+        principal: Option<(&Principal, &str)>,
+    ) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::new();
+        if let Some(host) = client_host {
+            headers.push((FORWARDED_HOST, host.to_owned()));
+        }
+        if let Some(secret) = &self.secret {
+            headers.push((SECRET, secret.clone()));
+        }
+        if let Some((principal, claims_segment)) = principal {
+            if let Some(subject) = &principal.subject {
+                headers.push((SUBJECT, header_safe(subject)));
+            }
+            if !principal.scopes.is_empty() {
+                // A BTreeSet: de-duplicated and sorted already.
+                let scopes: Vec<String> = principal.scopes.iter().map(|s| header_safe(s)).collect();
+                headers.push((SCOPES, scopes.join(" ")));
+            }
+            if self.forward_claims {
+                headers.push((CLAIMS, claims_segment.to_owned()));
+            }
+        }
+        headers
+    }
+}
+
+/// Claims are JSON strings and may hold anything; a header value may not. Bytes outside
+/// printable ASCII, and `%` itself, are percent-encoded, so the value stays reversible.
+/// A space inside a scope would split it in `X-Auth-Scopes`, so it is encoded too.
+pub fn header_safe(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The payload segment of a compact JWS (what `X-Auth-Claims` carries).
+pub fn claims_segment(token: &str) -> &str {
+    token.split('.').nth(1).unwrap_or_default()
+}

@@ -1,0 +1,277 @@
+//! Which requirement applies to a request (Envoy's `matcher` / `requirement_map`): rules are data,
+//! parsed and checked once per isolate into a compiled form that a request only walks.
+//!
+//! The demo routes are a built-in table ([`Rules::demo`]) answered by the worker itself; `ROUTES`
+//! is a user's table answered by the origin. Both go through the same matcher and pipeline.
+
+use serde::Deserialize;
+
+/// Who answers a request once its rule admits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Responder {
+    /// The worker itself, with this message (the quickstart's routes).
+    Message(&'static str),
+    /// The origin behind the gateway.
+    Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Auth {
+    /// A valid token is needed.
+    Required,
+    /// No token is looked at.
+    Public,
+    /// No token: admitted without identity. A token that is present must be valid.
+    Optional,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    /// `:name`: one non-empty segment.
+    Param,
+}
+
+/// A compiled `path`: its segments, and whether a final `/*` lets anything follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pattern {
+    segments: Vec<Segment>,
+    prefix: bool,
+}
+
+impl Pattern {
+    fn parse(path: &str) -> Result<Pattern, String> {
+        let rest = path.strip_prefix('/').ok_or("path must start with /")?;
+        let (rest, prefix) = match rest.strip_suffix('*') {
+            // "/*" itself, or "/a/b/*".
+            Some("") => ("", true),
+            Some(head) => (head.strip_suffix('/').ok_or("* may only end a path, as /*")?, true),
+            None => (rest, false),
+        };
+        if prefix && rest.is_empty() {
+            return Ok(Pattern { segments: Vec::new(), prefix });
+        }
+        let segments = rest
+            .split('/')
+            .map(|segment| match segment.strip_prefix(':') {
+                Some(name) if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+                    Ok(Segment::Param)
+                }
+                Some(_) => Err(format!("bad parameter segment {segment:?}: use :name with letters, digits, _")),
+                None if segment.bytes().all(is_path_char) => Ok(Segment::Literal(segment.to_owned())),
+                None => Err(format!("segment {segment:?} holds characters a path cannot")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if segments.iter().any(|s| matches!(s, Segment::Literal(l) if has_encoded_separator(l))) {
+            return Err("a path may not hold %2F, %5C or %2E (such requests are refused before matching)".into());
+        }
+        Ok(Pattern { segments, prefix })
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        let Some(rest) = path.strip_prefix('/') else { return false };
+        if self.prefix && self.segments.is_empty() {
+            return true;
+        }
+        let mut parts = rest.split('/');
+        for segment in &self.segments {
+            match (segment, parts.next()) {
+                (Segment::Literal(literal), Some(part)) if literal == part => {}
+                (Segment::Param, Some(part)) if !part.is_empty() => {}
+                _ => return false,
+            }
+        }
+        self.prefix || parts.next().is_none()
+    }
+}
+
+/// RFC 3986 `pchar` minus `:` handling (a literal segment may hold one, just not lead with it).
+fn is_path_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()+,;=:@%".contains(&b)
+}
+
+/// An encoded `/`, `\` or `.`: the edge and the origin would read such a path differently.
+pub fn has_encoded_separator(path: &str) -> bool {
+    path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%' && matches!((w[1], w[2].to_ascii_uppercase()), (b'2', b'F') | (b'5', b'C') | (b'2', b'E'))
+    })
+}
+
+/// One compiled rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pattern: Pattern,
+    /// Upper-case; `None` admits every method. A rule listing GET also takes HEAD.
+    methods: Option<Vec<String>>,
+    pub auth: Auth,
+    /// Every one must be granted.
+    pub scopes: Vec<String>,
+    /// At least one must be granted (when any are listed).
+    pub any_scopes: Vec<String>,
+    pub responder: Responder,
+}
+
+impl Rule {
+    fn admits(&self, method: &str) -> bool {
+        self.methods.as_ref().is_none_or(|list| list.iter().any(|m| m == method || (method == "HEAD" && m == "GET")))
+    }
+
+    /// What the rule asks for, as `scope="..."` of a 403 lists it: `scopes`, then `any_scopes`.
+    pub fn scope_requirement(&self) -> String {
+        self.scopes.iter().chain(&self.any_scopes).map(String::as_str).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Whether the granted scopes satisfy this rule.
+    pub fn is_satisfied_by(&self, has: impl Fn(&str) -> bool) -> bool {
+        self.scopes.iter().all(|s| has(s)) && (self.any_scopes.is_empty() || self.any_scopes.iter().any(|s| has(s)))
+    }
+}
+
+/// The answer of the matcher.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Match<'a> {
+    Rule(&'a Rule),
+    /// Some rule's path matched but none took the method: these methods would have been taken.
+    MethodNotAllowed(Vec<String>),
+    NotFound,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    rules: Vec<Rule>,
+}
+
+/// A rule that cannot be understood: its 0-based index (if the array itself was fine) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesError {
+    pub index: Option<usize>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for RulesError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.index {
+            Some(index) => write!(f, "rule {index}: {}", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    path: String,
+    #[serde(default)]
+    methods: Option<Vec<String>>,
+    #[serde(default)]
+    auth: Option<Auth>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    any_scopes: Option<Vec<String>>,
+}
+
+impl Rules {
+    /// The quickstart's routes.
+    pub fn demo(public: &'static str, private: &'static str, scoped: &'static str, scope: &str) -> Rules {
+        let rule = |path: &str, auth, scopes: &[&str], message| Rule {
+            pattern: Pattern::parse(path).expect("built-in paths are valid"),
+            methods: Some(vec!["GET".into(), "OPTIONS".into()]),
+            auth,
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            any_scopes: Vec::new(),
+            responder: Responder::Message(message),
+        };
+        Rules {
+            rules: vec![
+                rule("/api/public", Auth::Public, &[], public),
+                rule("/api/private", Auth::Required, &[], private),
+                rule("/api/private-scoped", Auth::Required, &[scope], scoped),
+            ],
+        }
+    }
+
+    /// A user's `ROUTES`: a JSON array, given as JSON text (`--var`, a secret) or as the array
+    /// itself (a TOML array of tables under `[vars]`).
+    pub fn parse(value: &serde_json::Value) -> Result<Rules, RulesError> {
+        let whole = |reason: String| RulesError { index: None, reason };
+        let parsed;
+        let value = match value {
+            serde_json::Value::String(text) => {
+                parsed = serde_json::from_str::<serde_json::Value>(text)
+                    .map_err(|e| whole(format!("not JSON: {}", first_line(&e.to_string()))))?;
+                &parsed
+            }
+            other => other,
+        };
+        let list = value.as_array().ok_or_else(|| whole("must be a JSON array of rules".into()))?;
+        let rules = list
+            .iter()
+            .enumerate()
+            .map(|(index, raw)| Self::rule(raw).map_err(|reason| RulesError { index: Some(index), reason }))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Rules { rules })
+    }
+
+    fn rule(raw: &serde_json::Value) -> Result<Rule, String> {
+        let raw = RawRule::deserialize(raw).map_err(|e| first_line(&e.to_string()))?;
+        let pattern = Pattern::parse(&raw.path)?;
+        let methods = match raw.methods {
+            None => None,
+            Some(list) if list.is_empty() => return Err("methods must list at least one method".into()),
+            Some(list) => Some(
+                list.iter()
+                    .map(|m| {
+                        let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic());
+                        valid.then(|| m.to_ascii_uppercase()).ok_or_else(|| format!("{m:?} is not a method"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let auth = raw.auth.unwrap_or(Auth::Required);
+        let scopes = scope_list(raw.scopes, "scopes")?;
+        let any_scopes = scope_list(raw.any_scopes, "any_scopes")?;
+        if auth != Auth::Required && !(scopes.is_empty() && any_scopes.is_empty()) {
+            return Err("scopes and any_scopes need auth \"required\"".into());
+        }
+        Ok(Rule { pattern, methods, auth, scopes, any_scopes, responder: Responder::Origin })
+    }
+
+    /// The first rule whose path and method both match decides.
+    pub fn find(&self, method: &str, path: &str) -> Match<'_> {
+        let mut allowed: Vec<String> = Vec::new();
+        for rule in self.rules.iter().filter(|r| r.pattern.matches(path)) {
+            if rule.admits(method) {
+                return Match::Rule(rule);
+            }
+            for m in rule.methods.iter().flatten() {
+                let implied = (m == "GET").then(|| "HEAD".to_owned());
+                for m in std::iter::once(m.clone()).chain(implied) {
+                    if !allowed.contains(&m) {
+                        allowed.push(m);
+                    }
+                }
+            }
+        }
+        if allowed.is_empty() {
+            Match::NotFound
+        } else {
+            Match::MethodNotAllowed(allowed)
+        }
+    }
+}
+
+fn scope_list(list: Option<Vec<String>>, field: &str) -> Result<Vec<String>, String> {
+    let list = list.unwrap_or_default();
+    let valid = |s: &String| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+    match list.iter().find(|s| !valid(s)) {
+        Some(bad) => Err(format!("{field}: {bad:?} is not a scope (printable, no spaces, quotes or backslashes)")),
+        None => Ok(list),
+    }
+}
+
+/// serde's messages end with " at line 1 column 9"; keep the part that says what was wrong.
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or_default().chars().take(200).collect()
+}

@@ -1,0 +1,145 @@
+//! Route rules as a specification: how `ROUTES` is parsed and refused, and which rule a request meets.
+
+use edge_auth::rules::{has_encoded_separator, Auth, Match, Rules};
+use serde_json::{json, Value};
+
+fn rules(value: Value) -> Rules {
+    Rules::parse(&value).unwrap_or_else(|e| panic!("{value} should parse: {e}"))
+}
+
+fn refusal(value: Value) -> String {
+    Rules::parse(&value).expect_err(&format!("{value} should be refused")).to_string()
+}
+
+/// The index of the rule a request meets, or what the matcher said instead.
+fn decide(table: &Rules, method: &str, path: &str) -> String {
+    match table.find(method, path) {
+        Match::Rule(rule) => format!("{:?} {}", rule.auth, rule.scope_requirement()),
+        Match::MethodNotAllowed(allowed) => format!("405 {}", allowed.join(", ")),
+        Match::NotFound => "404".into(),
+    }
+}
+
+#[test]
+fn exact_paths_are_case_sensitive_and_a_trailing_slash_counts() {
+    let t = rules(json!([{ "path": "/users/me", "auth": "public" }]));
+    assert_eq!(decide(&t, "GET", "/users/me"), "Public ");
+    for other in ["/users/Me", "/users/me/", "/users", "/users/me/x", "/users/mex", "//users/me"] {
+        assert_eq!(decide(&t, "GET", other), "404", "{other}");
+    }
+}
+
+#[test]
+fn a_name_segment_matches_exactly_one_non_empty_segment() {
+    let t = rules(json!([{ "path": "/users/:id/orders", "auth": "public" }]));
+    assert_eq!(decide(&t, "GET", "/users/42/orders"), "Public ");
+    for other in ["/users//orders", "/users/42/43/orders", "/users/orders", "/users/42/orders/"] {
+        assert_eq!(decide(&t, "GET", other), "404", "{other}");
+    }
+}
+
+#[test]
+fn a_final_star_matches_the_prefix_and_everything_below_it() {
+    let t = rules(json!([{ "path": "/api/*", "auth": "public" }]));
+    for path in ["/api", "/api/", "/api/a", "/api/a/b/c"] {
+        assert_eq!(decide(&t, "GET", path), "Public ", "{path}");
+    }
+    for path in ["/apix", "/ap", "/", "/x/api"] {
+        assert_eq!(decide(&t, "GET", path), "404", "{path}");
+    }
+    let everything = rules(json!([{ "path": "/*", "auth": "public" }]));
+    for path in ["/", "/a", "/a/b/"] {
+        assert_eq!(decide(&everything, "DELETE", path), "Public ", "{path}");
+    }
+}
+
+#[test]
+fn the_first_rule_whose_path_and_method_match_decides() {
+    let t = rules(json!([
+        { "path": "/docs/*", "methods": ["GET"], "auth": "public" },
+        { "path": "/docs/*", "scopes": ["write:docs"] },
+        { "path": "/*", "auth": "optional" },
+    ]));
+    assert_eq!(decide(&t, "GET", "/docs/a"), "Public ");
+    assert_eq!(decide(&t, "PUT", "/docs/a"), "Required write:docs");
+    assert_eq!(decide(&t, "PUT", "/other"), "Optional ");
+}
+
+#[test]
+fn methods_are_matched_in_any_case_and_get_takes_head() {
+    let t = rules(json!([{ "path": "/a", "methods": ["get", "Post"], "auth": "public" }]));
+    for method in ["GET", "HEAD", "POST"] {
+        assert_eq!(decide(&t, method, "/a"), "Public ", "{method}");
+    }
+    assert_eq!(decide(&t, "PUT", "/a"), "405 GET, HEAD, POST");
+}
+
+#[test]
+fn a_405_lists_the_methods_of_every_rule_whose_path_matched() {
+    let t = rules(json!([
+        { "path": "/a/*", "methods": ["POST"], "auth": "public" },
+        { "path": "/a/b", "methods": ["GET", "POST"], "auth": "public" },
+        { "path": "/c", "methods": ["DELETE"], "auth": "public" },
+    ]));
+    assert_eq!(decide(&t, "PUT", "/a/b"), "405 POST, GET, HEAD");
+    assert_eq!(decide(&t, "PUT", "/a/x"), "405 POST");
+    assert_eq!(decide(&t, "PUT", "/nothing"), "404");
+}
+
+#[test]
+fn auth_defaults_to_required_and_scope_requirements_list_scopes_then_any_scopes() {
+    let t = rules(json!([{ "path": "/a", "scopes": ["read:a", "read:b"], "any_scopes": ["admin", "owner"] }]));
+    let Match::Rule(rule) = t.find("GET", "/a") else { panic!() };
+    assert_eq!(rule.auth, Auth::Required);
+    assert_eq!(rule.scope_requirement(), "read:a read:b admin owner");
+    let granted = |list: &'static [&'static str]| move |s: &str| list.contains(&s);
+    assert!(rule.is_satisfied_by(granted(&["read:a", "read:b", "owner"])));
+    assert!(!rule.is_satisfied_by(granted(&["read:a", "read:b"])), "any_scopes needs one of them");
+    assert!(!rule.is_satisfied_by(granted(&["read:a", "admin"])), "scopes needs every one");
+}
+
+#[test]
+fn routes_may_be_json_text_or_a_json_array() {
+    let text = json!(r#"[{"path": "/a", "auth": "public"}]"#);
+    assert_eq!(rules(text), rules(json!([{ "path": "/a", "auth": "public" }])));
+}
+
+#[test]
+fn rules_that_cannot_be_understood_are_refused_with_their_index() {
+    let cases = [
+        (json!("not json"), "not JSON"),
+        (json!({ "path": "/a" }), "must be a JSON array"),
+        (json!(42), "must be a JSON array"),
+        (json!([{ "path": "/a" }, { "path": "/b", "color": "red" }]), "rule 1: unknown field `color`"),
+        (json!([{ "methods": ["GET"] }]), "rule 0: missing field `path`"),
+        (json!([{ "path": 7 }]), "rule 0: invalid type"),
+        (json!([{ "path": "/a", "methods": "GET" }]), "rule 0: invalid type"),
+        (json!([{ "path": "/a", "methods": [] }]), "rule 0: methods must list"),
+        (json!([{ "path": "/a", "methods": ["GE T"] }]), "rule 0: \"GE T\" is not a method"),
+        (json!([{ "path": "/a", "auth": "sometimes" }]), "rule 0: unknown variant `sometimes`"),
+        (json!([{ "path": "a" }]), "rule 0: path must start with /"),
+        (json!([{ "path": "/a*" }]), "rule 0: * may only end a path"),
+        (json!([{ "path": "/a/*/b" }]), "rule 0: segment \"*\""),
+        (json!([{ "path": "/a/:" }]), "rule 0: bad parameter segment"),
+        (json!([{ "path": "/a b" }]), "rule 0: segment \"a b\""),
+        (json!([{ "path": "/a/..%2Fb" }]), "rule 0: a path may not hold %2F"),
+        (json!([{ "path": "/a", "auth": "public", "scopes": ["x"] }]), "rule 0: scopes and any_scopes need auth"),
+        (json!([{ "path": "/a", "auth": "optional", "any_scopes": ["x"] }]), "rule 0: scopes and any_scopes need auth"),
+        (json!([{ "path": "/a", "scopes": ["has space"] }]), "rule 0: scopes: \"has space\" is not a scope"),
+        (json!([{ "path": "/a", "scopes": [""] }]), "rule 0: scopes: \"\" is not a scope"),
+    ];
+    for (value, expected) in cases {
+        let message = refusal(value.clone());
+        assert!(message.starts_with(expected), "{value}: {message:?} should start with {expected:?}");
+    }
+}
+
+#[test]
+fn encoded_slashes_backslashes_and_dots_are_recognised_in_any_case() {
+    for path in ["/a%2Fb", "/a%2fb", "/a%5Cb", "/a%5cb", "/%2e%2e/admin", "/a/..%2F", "/x%2E"] {
+        assert!(has_encoded_separator(path), "{path}");
+    }
+    for path in ["/a/b", "/a%20b", "/a%252Fb", "/a%2", "/%", "/a;b", "//a"] {
+        assert!(!has_encoded_separator(path), "{path}");
+    }
+}
