@@ -14,8 +14,13 @@ pub const ALGORITHM: &str = "RS256";
 /// `jku`, `x5u`, `jwk` and `x5c` are never read: keys come only from the configured JWKS.
 #[derive(Debug, Default, Deserialize)]
 struct HeaderExtensions {
-    #[serde(default)]
-    crit: Option<serde_json::Value>,
+    /// Present at all, whatever its value: `"crit": null` is a `crit` header too.
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(deserializer).map(|_| true)
 }
 
 /// A token whose structure and header are acceptable, but whose signature and claims are not
@@ -33,7 +38,7 @@ impl<'a> UnverifiedToken<'a> {
             return Err(TokenProblem::UnsupportedAlgorithm);
         }
         // RFC 7515 §4.1.11: a recipient that does not understand a listed extension must reject.
-        if inner.header().other_fields.crit.is_some() {
+        if inner.header().other_fields.crit {
             return Err(TokenProblem::CriticalHeader);
         }
         Ok(Self { raw, inner })
