@@ -1,15 +1,19 @@
 #!/bin/sh
-# README command two: every test. Host tests of the pure core first (milliseconds), then the
-# end-to-end suite against the real worker in wrangler dev (workerd) and a mock issuer.
+# README command two: every test. Quality gates and host tests of the pure core first (seconds),
+# then the end-to-end suite against the real worker in wrangler dev (workerd) and local mocks.
 set -eu
 . "$(dirname "$0")/tools.sh"
 cd "$ROOT"
 export WRANGLER_SEND_METRICS=false
 
 ensure_tools
+say "quality gates: rustfmt, clippy (host and wasm32, warnings denied)"
+cargo fmt --all --check
+cargo clippy --quiet --workspace --all-targets -- -D warnings
+cargo clippy --quiet --target wasm32-unknown-unknown --lib -- -D warnings
 say "host tests (pure core, dev issuer)"
 cargo test --workspace --quiet
 say "building the worker once for the end-to-end suite"
 sh scripts/build.sh
-say "end-to-end tests (wrangler dev + mock issuer)"
+say "end-to-end tests (wrangler dev + mock issuer and origin)"
 EDGE_AUTH_PREBUILT=1 cargo test --quiet --test e2e -- --ignored --test-threads "${E2E_THREADS:-3}"

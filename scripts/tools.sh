@@ -33,6 +33,12 @@ ensure_tools() {
         say "adding the wasm32-unknown-unknown target"
         rustup target add wasm32-unknown-unknown
     fi
+    for component in clippy rustfmt; do
+        if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+            say "adding $component"
+            rustup component add "$component"
+        fi
+    done
     cargo_install wasm-bindgen-cli "$WASM_BINDGEN_VERSION" "$WASM_BINDGEN_BIN"
     stamp="$ROOT/node_modules/.edge-auth-installed"
     if [ ! -f "$stamp" ] || [ "$ROOT/package-lock.json" -nt "$stamp" ]; then
