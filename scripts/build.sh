@@ -13,7 +13,10 @@ if [ "${EDGE_AUTH_PREBUILT:-}" = 1 ] && [ -f build/worker.mjs ]; then
 fi
 ensure_tools
 cargo build --quiet --release --target wasm32-unknown-unknown --lib
-stage="$ROOT/build.tmp"
+# A staging folder of this build's own, swapped in at the end: a concurrent build (wrangler dev
+# rebuilding while the test suite builds) never sees or breaks a half-written one.
+stage="$ROOT/build.tmp.$$"
+trap 'rm -rf "$stage"' EXIT
 rm -rf "$stage"
 mkdir -p "$stage"
 "$WASM_BINDGEN_BIN" target/wasm32-unknown-unknown/release/edge_auth.wasm --out-dir "$stage" --out-name glue \
@@ -29,5 +32,7 @@ cp src/edge/entry.mjs "$stage/entry.mjs"
 "$ESBUILD_BIN" "$stage/entry.mjs" --bundle --format=esm --minify --log-level=warning \
     --external:./glue_bg.wasm --external:'cloudflare:*' --outfile="$stage/worker.mjs"
 rm -rf "$stage/entry.mjs" "$stage/glue.js" "$stage/snippets"
-rm -rf build
+rm -rf build.old
+[ -d build ] && mv build build.old
 mv "$stage" build
+rm -rf build.old

@@ -5,6 +5,7 @@
 //!   edge-auth-dev-issuer mint  [--scope "read:messages"] [--permissions a,b] [--aud URI]
 //!                              [--exp SECONDS] [--nbf SECONDS] [--sub ID] [--iss URL] [--port 8788]
 //!                              [--count N]
+//!   edge-auth-dev-issuer origin [--port 8790]   (an echo origin API for trying the gateway)
 //!
 //! The signing key is made on first use and kept (PKCS#8 PEM) under --dir, which git ignores.
 
@@ -29,7 +30,8 @@ const USAGE: &str = "usage:
   edge-auth-dev-issuer serve [--port 8788] [--dir .dev-issuer]
   edge-auth-dev-issuer mint [--scope SCOPES] [--permissions A,B] [--aud URI] [--exp SECONDS]
                             [--nbf SECONDS] [--sub ID] [--iss URL] [--port 8788] [--dir .dev-issuer]
-                            [--count N]  (N distinct tokens, one a line)";
+                            [--count N]  (N distinct tokens, one a line)
+  edge-auth-dev-issuer origin [--port 8790]  (an origin API that answers with what it received)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,6 +50,16 @@ fn run(args: &[String]) -> Result<(), String> {
     let flag = |name: &str, default: &str| flags.get(name).cloned().unwrap_or_else(|| default.to_owned());
     let dir = PathBuf::from(flag("dir", ".dev-issuer"));
     let port = flag("port", DEFAULT_PORT);
+    if command == "origin" {
+        only_known(&flags, &["port"])?;
+        let port = flag("port", "8790");
+        let origin = edge_auth_dev_issuer::origin::MockOrigin::bind(&format!("127.0.0.1:{port}"))
+            .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+        println!("echo origin: {} (answers every request with what it received)", origin.url());
+        loop {
+            std::thread::park();
+        }
+    }
     let key = load_or_create_key(&dir)?;
     match command.as_str() {
         "serve" => {
