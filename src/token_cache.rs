@@ -14,8 +14,9 @@
 //!   the token per request; a bounded map of strings needs no such argument.
 //! - Only verified tokens are inserted. There is no failure cache: invalid tokens cannot evict good
 //!   entries or grow memory, and a refusal is already cheap (it stops at the first failed check).
-//! - Bounded at [`CAPACITY`] entries, first in first out; expired entries are dropped first. Entries
-//!   never outlive their token's `exp` (plus leeway): an expired hit is removed and refused.
+//! - Bounded at [`CAPACITY`] entries, first in first out; expired entries are swept out first (at
+//!   most once a second, as a sweep costs a pass over the map). Entries never outlive their token's
+//!   `exp` (plus leeway): an expired hit is removed and refused.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -54,6 +55,8 @@ pub struct TokenCache {
     /// Insertion order for eviction; holds stale places of removed entries until they are popped.
     order: VecDeque<(Rc<str>, u64)>,
     next_serial: u64,
+    /// When expired entries were last swept out (a full sweep is O(capacity): once a second at most).
+    swept_at_secs: i64,
 }
 
 impl Default for TokenCache {
@@ -64,7 +67,7 @@ impl Default for TokenCache {
 
 impl TokenCache {
     pub fn with_capacity(capacity: usize) -> Self {
-        TokenCache { capacity, entries: HashMap::new(), order: VecDeque::new(), next_serial: 0 }
+        TokenCache { capacity, entries: HashMap::new(), order: VecDeque::new(), next_serial: 0, swept_at_secs: i64::MIN }
     }
 
     pub fn len(&self) -> usize {
@@ -91,7 +94,10 @@ impl TokenCache {
             return;
         }
         if self.entries.len() >= self.capacity && !self.entries.contains_key(token) {
-            self.entries.retain(|_, e| e.verified.validity.check(now_secs, leeway_secs).is_ok());
+            if self.swept_at_secs != now_secs {
+                self.swept_at_secs = now_secs;
+                self.entries.retain(|_, e| e.verified.validity.check(now_secs, leeway_secs).is_ok());
+            }
             while self.entries.len() >= self.capacity {
                 let Some((oldest, serial)) = self.order.pop_front() else { break };
                 if self.entries.get(&oldest).is_some_and(|e| e.serial == serial) {
