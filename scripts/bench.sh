@@ -1,0 +1,18 @@
+#!/bin/sh
+# The benchmark: edge-auth against a plain JavaScript worker (jose) on bare workerd, driven by wrk.
+# Never part of ./scripts/test.sh. Usage: ./scripts/bench.sh [seconds-per-run] [rounds]
+# (defaults 10 and 3; more options: python3 bench/bench.py --help). The table goes to stdout and
+# to bench/results/<UTC time>.md. EDGE_AUTH_PREBUILT=1 benches the build/ already there.
+set -eu
+. "$(dirname "$0")/tools.sh"
+cd "$ROOT"
+export WRANGLER_SEND_METRICS=false
+
+ensure_tools
+if ! command -v wrk >/dev/null 2>&1; then
+    say "installing wrk (Debian package)"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk
+fi
+exec python3 bench/bench.py "$@"
