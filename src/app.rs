@@ -145,10 +145,9 @@ async fn respond<I: KeyIo, V: SignatureVerifier>(
             _ => Err(ApiError::MethodNotAllowed(http::ALLOW.into())),
         };
     }
-    // Match on exactly the path that will be forwarded; an encoded separator would be read one way
-    // here and another way by the origin.
-    if rules::has_encoded_separator(request.path) {
-        return Err(ApiError::InvalidRequest(RequestProblem::EncodedPathSeparator));
+    // Match on exactly the path that will be forwarded, and only on a path that means one thing.
+    if rules::is_ambiguous_path(request.path) {
+        return Err(ApiError::InvalidRequest(RequestProblem::AmbiguousPath));
     }
     let demo;
     let table = match setup {

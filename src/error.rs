@@ -38,8 +38,8 @@ pub enum RequestProblem {
     EmptyCredential,
     MultipleCredentials,
     NotB64Token,
-    /// `%2F`, `%5C` or `%2E` in the path: the edge and the origin would read it differently.
-    EncodedPathSeparator,
+    /// A path an origin could read as another one (`rules::is_ambiguous_path`).
+    AmbiguousPath,
 }
 
 impl RequestProblem {
@@ -48,7 +48,7 @@ impl RequestProblem {
             Self::EmptyCredential => "The Bearer credential is empty",
             Self::MultipleCredentials => "More than one credential was sent",
             Self::NotB64Token => "The Bearer credential is not a valid b64token",
-            Self::EncodedPathSeparator => "The path holds an encoded slash, backslash or dot",
+            Self::AmbiguousPath => "The path could be read as another path (encoded characters, // or ;)",
         }
     }
 }

@@ -20,8 +20,10 @@ impl GatewayConfig {
     }
 
     /// Whether an incoming header stays behind. `host` is the origin's own (set from the URL).
+    /// Underscores count as dashes: CGI and WSGI servers read `X_Auth_Subject` and `X-Auth-Subject`
+    /// alike (`HTTP_X_AUTH_SUBJECT`).
     pub fn drops(&self, name: &str) -> bool {
-        let lower = name.to_ascii_lowercase();
+        let lower = name.to_ascii_lowercase().replace('_', "-");
         lower.starts_with("x-auth-")
             || lower == SECRET
             || lower == "host"

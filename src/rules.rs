@@ -91,6 +91,43 @@ fn is_path_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()+,;=:@%".contains(&b)
 }
 
+/// Whether an origin could read this path as another path than the one rules are matched on
+/// (Envoy's `normalize_path` / `path_with_escaped_slashes_action`, as a refusal: the path is
+/// forwarded exactly, so it must mean one thing). Refused:
+/// - an encoded `/`, `\` or `.` ([`has_encoded_separator`]): `/public/..%2Fadmin`;
+/// - any other encoded unreserved character: `/%61dmin` is `/admin` to an origin that decodes;
+/// - an escape that is malformed, or bytes that are not UTF-8 once decoded (overlong forms such as
+///   `%C0%AF` are read as `/` by lax decoders);
+/// - an empty segment (`//admin`: nginx merges slashes) and `;` (`/admin;x/panel`: Tomcat, Jetty and
+///   Spring drop path parameters, `..;/` is a classic traversal);
+/// - a raw `\` (the runtime turns it into `/`; on other hosts an origin may too).
+pub fn is_ambiguous_path(path: &str) -> bool {
+    if path.contains("//") || path.contains(';') || path.contains('\\') {
+        return true;
+    }
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            decoded.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        let hex = |b: u8| (b as char).to_digit(16);
+        let Some(value) = bytes.get(i + 1..i + 3).and_then(|h| Some(hex(h[0])? * 16 + hex(h[1])?)) else {
+            return true;
+        };
+        let value = value as u8;
+        if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~' | b'/' | b'\\') {
+            return true;
+        }
+        decoded.push(value);
+        i += 3;
+    }
+    std::str::from_utf8(&decoded).is_err()
+}
+
 /// An encoded `/`, `\` or `.`: the edge and the origin would read such a path differently.
 pub fn has_encoded_separator(path: &str) -> bool {
     path.as_bytes().windows(3).any(|w| {

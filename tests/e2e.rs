@@ -686,6 +686,9 @@ fn the_gateway_enforces_its_rules_before_anything_reaches_the_origin() {
         ("GET", "/public/..%2Fadmin", None, 400, "invalid_request"),
         ("GET", "/public/a%5Cb", None, 400, "invalid_request"),
         ("GET", "/public/a%2eb", None, 400, "invalid_request"),
+        ("GET", "/public//admin", None, 400, "invalid_request"),
+        ("GET", "/public/a;b", None, 400, "invalid_request"),
+        ("GET", "/public/%61", None, 400, "invalid_request"),
     ];
     for (method, path, authorization, status, code) in refusals {
         let r = call(method, path, authorization.as_deref());
@@ -761,8 +764,8 @@ fn the_origin_receives_the_request_exactly_with_the_verified_identity_and_nothin
     assert_eq!(got.header("x-custom").as_deref(), Some("kept"));
     assert_eq!(got.header("authorization"), None, "Authorization is not forwarded by default");
     // Public requests carry no identity, whatever the client claims.
-    let public = Received::of(&request(w.port, "GET", "/public/a//b;c?x", &spoofed[1..]));
-    assert_eq!(public.target(), "/base/public/a//b;c?x");
+    let public = Received::of(&request(w.port, "GET", "/public/a/b:c@d%20e?x=%2F&&y", &spoofed[1..]));
+    assert_eq!(public.target(), "/base/public/a/b:c@d%20e?x=%2F&&y");
     assert_eq!((public.header("x-auth-subject"), public.header("x-auth-scopes")), (None, None));
     assert_eq!(public.header("x-edge-auth-secret").as_deref(), Some(ORIGIN_SECRET));
 
@@ -844,4 +847,125 @@ fn a_gateway_that_cannot_read_its_configuration_forwards_nothing() {
         assert_eq!(preflight.status, 204);
     }
     assert_eq!(origin.hits(), 0);
+}
+
+// ---------------------------------------------------------------- the attack corpus
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn every_attack_row_gets_its_answer_from_the_real_worker() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // The rows tests/attacks.rs runs through the host pipeline, here over HTTP in workerd.
+    let corpus: Value = serde_json::from_str(include_str!("vectors/attacks.json")).unwrap();
+    let text = |key: &str| corpus[key].as_str().unwrap().to_owned();
+
+    // Every URL in a token (jku, x5u) points at the canary: a listener that counts connections.
+    let canary_address = text("canary").trim_start_matches("http://").to_owned();
+    let canary = TcpListener::bind(&canary_address)
+        .unwrap_or_else(|e| panic!("the canary address {canary_address} must be free: {e}"));
+    let canary_hits = Arc::new(AtomicUsize::new(0));
+    let hits = canary_hits.clone();
+    thread::spawn(move || {
+        for stream in canary.incoming() {
+            hits.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+
+    // One issuer per worker; a cooldown as long as max-age, so the cold start is each worker's only
+    // fetch and any other hit would have to come from something in a token.
+    let (issuer, audience) = (text("issuer"), text("audience"));
+    let vars =
+        [("AUTH0_ISSUER", issuer.as_str()), ("AUTH0_AUDIENCE", audience.as_str()), ("JWKS_COOLDOWN_SECONDS", "600")];
+    let demo_issuer = MockIssuer::start(&corpus["jwks"]).unwrap();
+    let demo = Worker::start(&demo_issuer, &vars, &temp_dir("attacks-demo"));
+    let gateway_issuer = MockIssuer::start(&corpus["jwks"]).unwrap();
+    let origin = MockOrigin::start().unwrap();
+    let origin_url = format!("{}/base", origin.url());
+    let routes = corpus["gateway_routes"].to_string();
+    let mut gateway_vars = vars.to_vec();
+    gateway_vars.extend([("ORIGIN_URL", origin_url.as_str()), ("ROUTES", routes.as_str())]);
+    let extra = corpus["gateway_vars"].as_object().unwrap();
+    gateway_vars.extend(extra.iter().map(|(name, value)| (name.as_str(), value.as_str().unwrap())));
+    let gateway = Worker::start_gateway(&gateway_issuer, &gateway_vars, &temp_dir("attacks-gateway"));
+
+    let rows = corpus["rows"].as_array().unwrap();
+    let mut failures = Vec::new();
+    let mut sent = HashMap::new();
+    for (mode, worker) in [("demo", &demo), ("gateway", &gateway)] {
+        for row in rows.iter().filter(|r| r["mode"] == mode || r["mode"] == "both") {
+            let name = row["name"].as_str().unwrap();
+            let headers: Vec<(&str, &str)> = row["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| (h[0].as_str().unwrap(), h[1].as_str().unwrap()))
+                .collect();
+            let before = origin.hits();
+            let r = request(worker.port, row["method"].as_str().unwrap(), row["path"].as_str().unwrap(), &headers);
+            *sent.entry(mode).or_insert(0) += 1;
+            let mut fail = |problem: String| failures.push(format!("[{mode}] {name}: {problem}"));
+            let expected = (row["status"].as_u64().unwrap() as u16, row["error"].as_str().unwrap_or_default());
+            let got = (r.status, r.error());
+            if (got.0, got.1.as_str()) != expected {
+                // The mock origin's echo names the target it was sent; an error body says why.
+                let said = r.json().get("target").map_or_else(|| r.body.clone(), |t| format!("forwarded to {t}"));
+                fail(format!("answered {got:?}, expected {expected:?}: {said}"));
+            }
+            if r.status >= 500 {
+                fail(format!("a 5xx: {}", r.status));
+            }
+            let reached = origin.hits() - before;
+            let admitted = (200..300).contains(&expected.0);
+            if mode == "demo" || !admitted {
+                if reached != 0 {
+                    fail(format!("the origin was reached {reached} time(s)"));
+                }
+                continue;
+            }
+            if reached != 1 || !(200..300).contains(&r.status) {
+                fail(format!("admitted, but the origin was reached {reached} time(s)"));
+                continue;
+            }
+            // What the origin received, as its echo reports it (names in lower case).
+            let echo = r.json();
+            let values = |name: &str| -> Vec<String> {
+                let all = echo["headers"].as_array().map(Vec::as_slice).unwrap_or_default();
+                let lower = name.to_ascii_lowercase();
+                all.iter().filter(|h| h[0] == lower.as_str()).map(|h| h[1].as_str().unwrap().to_owned()).collect()
+            };
+            for name in row["origin_must_not_see"].as_array().into_iter().flatten() {
+                let seen = values(name.as_str().unwrap());
+                if !seen.is_empty() {
+                    fail(format!("the origin saw {name}: {seen:?}"));
+                }
+            }
+            for pair in row["origin_must_see"].as_array().into_iter().flatten() {
+                let (name, value) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+                let seen = values(name);
+                if seen != [value] {
+                    fail(format!("the origin saw {name}: {seen:?}, expected exactly {value:?}"));
+                }
+            }
+        }
+    }
+    let (demo_fetches, gateway_fetches) = (demo_issuer.hits(), gateway_issuer.hits());
+    let canary_connections = canary_hits.load(Ordering::SeqCst);
+    eprintln!(
+        "attack corpus: {} rows ({} demo, {} gateway), {} requests to the demo worker, {} to the gateway; \
+         issuer fetches {demo_fetches} and {gateway_fetches}, origin hits {}, canary connections {canary_connections}",
+        rows.len(),
+        rows.iter().filter(|r| r["mode"] != "gateway").count(),
+        rows.iter().filter(|r| r["mode"] != "demo").count(),
+        sent.get("demo").unwrap_or(&0),
+        sent.get("gateway").unwrap_or(&0),
+        origin.hits(),
+    );
+    assert!(failures.is_empty(), "{} row(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert_eq!(canary_connections, 0, "the worker connected to a URL taken from a token");
+    assert!(
+        demo_fetches <= 1 && gateway_fetches <= 1,
+        "issuer fetches beyond the cold start: {demo_fetches}, {gateway_fetches}"
+    );
 }

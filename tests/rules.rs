@@ -1,6 +1,6 @@
 //! Route rules as a specification: how `ROUTES` is parsed and refused, and which rule a request meets.
 
-use edge_auth::rules::{has_encoded_separator, Auth, Match, Rules};
+use edge_auth::rules::{has_encoded_separator, is_ambiguous_path, Auth, Match, Rules};
 use serde_json::{json, Value};
 
 fn rules(value: Value) -> Rules {
@@ -141,5 +141,38 @@ fn encoded_slashes_backslashes_and_dots_are_recognised_in_any_case() {
     }
     for path in ["/a/b", "/a%20b", "/a%252Fb", "/a%2", "/%", "/a;b", "//a"] {
         assert!(!has_encoded_separator(path), "{path}");
+    }
+}
+
+#[test]
+fn paths_an_origin_could_read_as_another_path_are_ambiguous() {
+    let ambiguous = [
+        "/public/..%2Fadmin",
+        "/a%5cb",
+        "/a%2eb",
+        "/%61dmin/panel",
+        "/api/private%2Dscoped",
+        "/a%7Eb",
+        "/a%5Fb",
+        "/public/a%C0%AFb",
+        "/%c0%afadmin",
+        "/public/a%E0%80%AFb",
+        "/a%ff",
+        "/a%2",
+        "/a%zz",
+        "/%",
+        "//admin/panel",
+        "/public//x",
+        "/admin;x/panel",
+        "/api/private;jsessionid=1",
+        "/public/..;/admin",
+        "/a\\b",
+    ];
+    for path in ambiguous {
+        assert!(is_ambiguous_path(path), "{path}");
+    }
+    let plain = ["/", "/a/b/", "/a%20b", "/caf%C3%A9", "/a%252Fb", "/a:b@c", "/a-b.c_d~e", "/a%40b", "/a%3Fb"];
+    for path in plain {
+        assert!(!is_ambiguous_path(path), "{path}");
     }
 }

@@ -1,0 +1,88 @@
+//! What the origin receives, as a specification: which incoming headers stay behind, which the
+//! edge adds, and how claim values become header values.
+
+use std::collections::BTreeSet;
+
+use edge_auth::{
+    claims::Principal,
+    config::GatewayConfig,
+    forward::{claims_segment, header_safe},
+};
+use serde_json::json;
+
+fn gateway(forward_authorization: bool, forward_claims: bool, secret: Option<&str>) -> GatewayConfig {
+    GatewayConfig {
+        origin: "https://origin.example.com/v1".into(),
+        routes: json!([]),
+        timeout_ms: 30_000,
+        forward_authorization,
+        forward_claims,
+        secret: secret.map(str::to_owned),
+    }
+}
+
+#[test]
+fn headers_that_speak_for_the_edge_never_pass_from_the_client() {
+    let g = gateway(false, false, None);
+    for name in [
+        "X-Auth-Subject",
+        "x-auth-scopes",
+        "X-AUTH-CLAIMS",
+        "X-Auth-Anything",
+        "X_Auth_Subject",
+        "x_auth_scopes",
+        "X-Edge-Auth-Secret",
+        "X_Edge_Auth_Secret",
+        "Host",
+        "X-Forwarded-Host",
+        "Authorization",
+    ] {
+        assert!(g.drops(name), "{name}");
+    }
+    for name in ["X-Authx", "X-Custom", "Content-Type", "Cookie", "X-Forwarded-For", "Authorization-Extra"] {
+        assert!(!g.drops(name), "{name}");
+    }
+    assert!(!gateway(true, false, None).drops("Authorization"), "kept with FORWARD_AUTHORIZATION");
+}
+
+#[test]
+fn the_target_is_the_base_path_then_the_path_and_query_as_received() {
+    assert_eq!(
+        gateway(false, false, None).target("/orders/7?next=%2F&b=2&a=1"),
+        "https://origin.example.com/v1/orders/7?next=%2F&b=2&a=1"
+    );
+}
+
+#[test]
+fn identity_headers_carry_subject_sorted_scopes_claims_and_the_secret() {
+    let principal = Principal {
+        subject: Some("auth0|42".into()),
+        scopes: BTreeSet::from(["write:a".to_owned(), "admin".to_owned(), "read:a".to_owned()]),
+    };
+    let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhdXRoMHw0MiJ9.c2ln";
+    let added = gateway(false, true, Some("s3cret"))
+        .added_headers(Some("api.example.com"), Some((&principal, claims_segment(token))));
+    assert_eq!(
+        added,
+        vec![
+            ("x-forwarded-host", "api.example.com".to_owned()),
+            ("x-edge-auth-secret", "s3cret".to_owned()),
+            ("x-auth-subject", "auth0|42".to_owned()),
+            ("x-auth-scopes", "admin read:a write:a".to_owned()),
+            ("x-auth-claims", "eyJzdWIiOiJhdXRoMHw0MiJ9".to_owned()),
+        ]
+    );
+    let anonymous = gateway(false, true, None).added_headers(None, None);
+    assert!(anonymous.is_empty(), "no identity without a verified token: {anonymous:?}");
+    let silent = Principal { subject: None, scopes: BTreeSet::new() };
+    assert!(gateway(false, false, None).added_headers(None, Some((&silent, "e30"))).is_empty());
+}
+
+#[test]
+fn claim_values_become_reversible_header_values() {
+    assert_eq!(header_safe("auth0|abc-123"), "auth0|abc-123");
+    assert_eq!(header_safe("a b"), "a%20b");
+    assert_eq!(header_safe("line\r\nX-Injected: 1"), "line%0D%0AX-Injected:%201");
+    assert_eq!(header_safe("100%"), "100%25");
+    assert_eq!(header_safe("café"), "caf%C3%A9");
+}
