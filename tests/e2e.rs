@@ -135,6 +135,17 @@ impl Worker {
     }
 
     fn launch(issuer: &MockIssuer, extra: &[(&str, &str)], state: &Path, ready: impl Fn(u16) -> bool) -> Worker {
+        Self::launch_with(issuer, extra, state, None, ready)
+    }
+
+    /// With `config`, wrangler reads that file instead of wrangler.toml.
+    fn launch_with(
+        issuer: &MockIssuer,
+        extra: &[(&str, &str)],
+        state: &Path,
+        config: Option<&Path>,
+        ready: impl Fn(u16) -> bool,
+    ) -> Worker {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         assert!(root.join("build/worker.mjs").exists(), "no built worker: {NEEDS}");
         let wrangler = root.join("node_modules/.bin/wrangler");
@@ -168,6 +179,9 @@ impl Worker {
             .stderr(Stdio::piped());
         for (name, value) in &vars {
             command.arg("--var").arg(format!("{name}:{value}"));
+        }
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
         }
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let mut child = command.spawn().expect("start wrangler dev");
@@ -968,4 +982,103 @@ fn every_attack_row_gets_its_answer_from_the_real_worker() {
         demo_fetches <= 1 && gateway_fetches <= 1,
         "issuer fetches beyond the cold start: {demo_fetches}, {gateway_fetches}"
     );
+}
+
+// ---------------------------------------------------------------- faults
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn issuer_faults_are_refused_logged_and_never_replace_good_keys() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let faults = [
+        (Mode::Redirect, "HTTP status 302"),
+        (Mode::Oversized, "response too large"),
+        (Mode::Deep, "malformed JWKS"),
+        (Mode::Truncated, "network error"),
+        (Mode::Status(500), "HTTP status 500"),
+        (Mode::Down, "network error"),
+    ];
+
+    // Cold: no keys anywhere, so each fault is a 503 with Retry-After (never a 500), and logged.
+    let cold = Worker::start(&issuer, &[("JWKS_COOLDOWN_SECONDS", "1")], &temp_dir("faults-cold"));
+    for (mode, reason) in &faults {
+        issuer.set_mode(mode.clone());
+        thread::sleep(Duration::from_millis(1100));
+        let r = cold.get("/api/private", &token_for(&issuer, key(1)));
+        assert_eq!((r.status, r.error().as_str()), (503, "temporarily_unavailable"), "{mode:?}: {}", r.body);
+        assert!(r.header("retry-after").is_some(), "{mode:?}");
+        cold.expect_event(reason, |e| e["event"] == "fetch_failed" && e["reason"] == *reason);
+    }
+    drop(cold);
+
+    // Warm: keys held survive every fault, refreshed in the background and failing each time.
+    issuer.set_mode(Mode::Serve);
+    let w =
+        Worker::start(&issuer, &[("JWKS_COOLDOWN_SECONDS", "1"), ("JWKS_MAX_AGE_SECONDS", "1")], &temp_dir("faults"));
+    let token = token_for(&issuer, key(1));
+    assert_eq!(w.get("/api/private", &token).status, 200);
+    for (mode, _) in &faults {
+        issuer.set_mode(mode.clone());
+        let before = issuer.hits();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(2500) {
+            let r = w.get("/api/private", &token);
+            assert_eq!(r.status, 200, "{mode:?}: {}", r.body);
+            thread::sleep(Duration::from_millis(100));
+        }
+        assert!(issuer.hits() > before, "{mode:?}: the stale keys should have been refreshed");
+    }
+    assert_eq!(issuer.other_hits(), 0, "the redirect was followed");
+    w.expect_event("served_stale", |e| e["event"] == "served_stale");
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn without_a_kv_binding_the_worker_still_serves_and_garbage_in_kv_is_ignored() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let token = token_for(&issuer, key(1));
+
+    // No KV binding at all: memory and the issuer are enough; the status route says KV is absent.
+    let config_dir = temp_dir("no-kv-config");
+    let config = config_dir.join("wrangler.toml");
+    let main = root.join("build/worker.mjs");
+    std::fs::write(
+        &config,
+        format!("name = \"edge-auth\"\nmain = \"{}\"\ncompatibility_date = \"2026-11-01\"\n", main.display()),
+    )
+    .unwrap();
+    let ready = |port| request(port, "GET", "/api/public", &[]).status == 200;
+    let w = Worker::launch_with(&issuer, &[("STATUS_ENDPOINT", "true")], &temp_dir("no-kv"), Some(&config), ready);
+    assert_eq!(w.get("/api/private", &token).status, 200);
+    let status = request(w.port, "GET", "/.well-known/edge-auth/status", &[]).json();
+    assert_eq!(status["tiers"]["kv"]["available"], json!(false), "{status}");
+    drop(w);
+
+    // KV holding garbage under the worker's key, the issuer down: the garbage is ignored (logged),
+    // never trusted, and the answer is 503 until the issuer is back.
+    let state = temp_dir("kv-garbage");
+    let kv_key = format!("jwks/v1/{}|{}", issuer.issuer(), issuer.jwks_url());
+    let put = Command::new(root.join("node_modules/.bin/wrangler"))
+        .current_dir(root)
+        .env(
+            "PATH",
+            format!("{}:{}", root.join("node_modules/.bin").display(), std::env::var("PATH").unwrap_or_default()),
+        )
+        .env("WRANGLER_SEND_METRICS", "false")
+        .args(["kv", "key", "put", "--local", "--binding", "JWKS_KV", "--persist-to"])
+        .arg(&state)
+        .arg(&kv_key)
+        .arg(r#"{"v":1,"issuer":"garbage","jwks":"[[["}"#)
+        .output()
+        .expect("wrangler kv key put");
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    issuer.set_mode(Mode::Down);
+    let w = Worker::start(&issuer, &[("JWKS_COOLDOWN_SECONDS", "1")], &state);
+    let r = w.get("/api/private", &token);
+    assert_eq!((r.status, r.error().as_str()), (503, "temporarily_unavailable"), "{}", r.body);
+    w.expect_event("ignored_tier", |e| e["event"] == "ignored_tier" && e["tier"] == "kv");
+    issuer.set_mode(Mode::Serve);
+    thread::sleep(Duration::from_millis(1100));
+    assert_eq!(w.get("/api/private", &token).status, 200);
 }

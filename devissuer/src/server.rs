@@ -16,6 +16,8 @@ use std::{
 use serde_json::Value;
 
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+/// Where `Mode::Redirect` points: a path that serves the JWKS too, so following it would "work".
+pub const REDIRECT_TARGET: &str = "/moved/jwks.json";
 
 /// How the JWKS endpoint answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,12 +30,22 @@ pub enum Mode {
     Status(u16),
     /// Answer after this long: a distant issuer, or, past the client's timeout, a hung one.
     Delay(Duration),
+    /// 302 to another path of this server, which serves the JWKS: a client must not follow it.
+    Redirect,
+    /// 200 with a well-formed JWKS padded past 64 KiB.
+    Oversized,
+    /// 200 with JSON nested 10,000 arrays deep.
+    Deep,
+    /// Headers promising more body than is sent, then the connection closes mid-body.
+    Truncated,
 }
 
 struct Shared {
     jwks: Mutex<String>,
     mode: Mutex<Mode>,
     hits: AtomicUsize,
+    /// Requests for any other path (a followed redirect would land here).
+    other_hits: AtomicUsize,
     stopped: AtomicBool,
 }
 
@@ -55,6 +67,7 @@ impl MockIssuer {
             jwks: Mutex::new(jwks.to_string()),
             mode: Mutex::new(Mode::Serve),
             hits: AtomicUsize::new(0),
+            other_hits: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
         });
         let accept_shared = shared.clone();
@@ -102,6 +115,11 @@ impl MockIssuer {
     pub fn hits(&self) -> usize {
         self.shared.hits.load(Ordering::SeqCst)
     }
+
+    /// Requests for any other path.
+    pub fn other_hits(&self) -> usize {
+        self.shared.other_hits.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for MockIssuer {
@@ -127,6 +145,11 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
     if method != "GET" || path != JWKS_PATH {
+        shared.other_hits.fetch_add(1, Ordering::SeqCst);
+        if path == REDIRECT_TARGET {
+            let body = shared.jwks.lock().unwrap().clone();
+            return respond(stream, 200, "application/json", &body);
+        }
         return respond(stream, 404, "application/json", r#"{"error":"not_found"}"#);
     }
     shared.hits.fetch_add(1, Ordering::SeqCst);
@@ -143,6 +166,36 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
             thread::sleep(duration);
             let body = shared.jwks.lock().unwrap().clone();
             respond(stream, 200, "application/json", &body)
+        }
+        Mode::Redirect => {
+            let mut stream = stream;
+            let head = format!(
+                "HTTP/1.1 302 Found\r\nlocation: {REDIRECT_TARGET}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes())?;
+            stream.flush()
+        }
+        Mode::Oversized => {
+            let jwks = shared.jwks.lock().unwrap().clone();
+            let padding = "x".repeat(70 * 1024);
+            let body = format!("{{\"padding\":\"{padding}\",{}", jwks.trim_start_matches('{'));
+            respond(stream, 200, "application/json", &body)
+        }
+        Mode::Deep => {
+            let body = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+            respond(stream, 200, "application/json", &body)
+        }
+        Mode::Truncated => {
+            let mut stream = stream;
+            let body = shared.jwks.lock().unwrap().clone();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len() * 2
+            );
+            stream.write_all(head.as_bytes())?;
+            stream.write_all(&body.as_bytes()[..body.len() / 2])?;
+            stream.flush()?;
+            stream.shutdown(Shutdown::Both)
         }
     }
 }
