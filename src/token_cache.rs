@@ -67,7 +67,13 @@ impl Default for TokenCache {
 
 impl TokenCache {
     pub fn with_capacity(capacity: usize) -> Self {
-        TokenCache { capacity, entries: HashMap::new(), order: VecDeque::new(), next_serial: 0, swept_at_secs: i64::MIN }
+        TokenCache {
+            capacity,
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            next_serial: 0,
+            swept_at_secs: i64::MIN,
+        }
     }
 
     pub fn len(&self) -> usize {
