@@ -43,15 +43,18 @@ struct Pattern {
 impl Pattern {
     fn parse(path: &str) -> Result<Pattern, String> {
         let rest = path.strip_prefix('/').ok_or("path must start with /")?;
+        // A request path that means two things is refused before matching; a pattern like it would
+        // never match, or (as `//*` once did) match more than it says.
+        if is_ambiguous_path(path.trim_end_matches('*')) {
+            return Err("a path may not hold //, ;, a backslash or escapes such requests are refused for".into());
+        }
         let (rest, prefix) = match rest.strip_suffix('*') {
-            // "/*" itself, or "/a/b/*".
-            Some("") => ("", true),
+            // "/*" itself: everything.
+            Some("") => return Ok(Pattern { segments: Vec::new(), prefix: true }),
+            // "/a/b/*".
             Some(head) => (head.strip_suffix('/').ok_or("* may only end a path, as /*")?, true),
             None => (rest, false),
         };
-        if prefix && rest.is_empty() {
-            return Ok(Pattern { segments: Vec::new(), prefix });
-        }
         let segments = rest
             .split('/')
             .map(|segment| match segment.strip_prefix(':') {
@@ -63,9 +66,6 @@ impl Pattern {
                 None => Err(format!("segment {segment:?} holds characters a path cannot")),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if segments.iter().any(|s| matches!(s, Segment::Literal(l) if has_encoded_separator(l))) {
-            return Err("a path may not hold %2F, %5C or %2E (such requests are refused before matching)".into());
-        }
         Ok(Pattern { segments, prefix })
     }
 
