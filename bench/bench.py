@@ -54,10 +54,12 @@ SCENARIOS = [
 ]
 WORKERS = ["ours", "peer"]
 NAMES = {"ours": "edge-auth", "peer": "jose peer"}
+# The prefix of progress lines; bench/soak.py, which imports this module, sets its own.
+TAG = "bench"
 
 
 def say(message):
-    print(f"bench: {message}", file=sys.stderr, flush=True)
+    print(f"{TAG}: {message}", file=sys.stderr, flush=True)
 
 
 def run(cmd, **kwargs):
@@ -84,6 +86,13 @@ def compatibility():
 
 
 def build(workdir):
+    ours, upload = build_worker(workdir)
+    return ours, bundle_peer(workdir), upload
+
+
+def build_worker(workdir):
+    """The release worker (and the dev issuer), bundled as `wrangler deploy` would ship it, in
+    workdir/ours. Returns that folder and wrangler's "Total Upload" line."""
     # scripts/build.sh honours EDGE_AUTH_PREBUILT=1 (bench the build/ already there).
     run(["sh", "scripts/build.sh"])
     run(["cargo", "build", "--quiet", "--release", "-p", "edge-auth-dev-issuer"])
@@ -96,14 +105,22 @@ def build(workdir):
     out = run(["npx", "wrangler", "deploy", "--dry-run", "--outdir", ours],
               env=env, stdout=subprocess.PIPE, text=True)  # errors go straight to the terminal
     upload = next((line.strip() for line in out.stdout.splitlines() if "Total Upload" in line), "")
+    return ours, upload
 
+
+def bundle_peer(workdir):
     peer = workdir / "peer"
     shutil.rmtree(peer, ignore_errors=True)
     # The conditions wrangler uses, so jose resolves to the build a deployed peer would get.
     run([ROOT / "node_modules" / ".bin" / "esbuild", PEER_SOURCE, "--bundle", "--format=esm",
          "--platform=neutral", "--main-fields=module,main", "--conditions=workerd,worker,browser",
          "--log-level=warning", f"--outfile={peer / 'worker.js'}"])
-    return ours, peer, upload
+    return peer
+
+
+def main_stem():
+    """The file name (without suffix) of wrangler.toml's `main`: the bundle's entry module."""
+    return Path(re.search(r'^main\s*=\s*"([^"]+)"', (ROOT / "wrangler.toml").read_text(), re.M).group(1)).stem
 
 
 def modules_of(bundle_dir, main_stem):
@@ -449,7 +466,7 @@ def main():
         raise SystemExit(f"bench: no .wasm module in {ours_dir}")
     wasm_bytes = b"".join(p.read_bytes() for p in wasm)  # one module today; all of them if ever more
     peer_bytes = (peer_dir / "worker.js").read_bytes()
-    main_stem = Path(re.search(r'^main\s*=\s*"([^"]+)"', (ROOT / "wrangler.toml").read_text(), re.M).group(1)).stem
+    entry_stem = main_stem()
 
     procs = Processes()
     # SIGTERM (e.g. from a CI timeout) unwinds through `finally` like Ctrl-C does.
@@ -482,7 +499,7 @@ def main():
             "peer": {"ISSUER": issuer_url, "JWKS_URL": f"{issuer_url}.well-known/jwks.json",
                      "AUTH0_AUDIENCE": AUDIENCE},
         }
-        modules = {"ours": modules_of(ours_dir, main_stem), "peer": [("worker.js", "esModule", peer_dir / "worker.js")]}
+        modules = {"ours": modules_of(ours_dir, entry_stem), "peer": [("worker.js", "esModule", peer_dir / "worker.js")]}
         servers = {}
         for w in WORKERS:
             config = WORK / f"{w}.capnp"

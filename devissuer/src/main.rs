@@ -1,13 +1,15 @@
 //! `edge-auth-dev-issuer`: a local Auth0 stand-in, so the worker can be tried with real tokens
 //! and no tenant.
 //!
-//!   edge-auth-dev-issuer serve [--port 8788] [--dir .dev-issuer]
+//!   edge-auth-dev-issuer serve [--port 8788] [--dir .dev-issuer] [--kid dev-key-1]
 //!   edge-auth-dev-issuer mint  [--scope "read:messages"] [--permissions a,b] [--aud URI]
 //!                              [--exp SECONDS] [--nbf SECONDS] [--sub ID] [--iss URL] [--port 8788]
-//!                              [--count N]
+//!                              [--count N] [--kid dev-key-1]
 //!   edge-auth-dev-issuer origin [--port 8790]   (an echo origin API for trying the gateway)
 //!
 //! The signing key is made on first use and kept (PKCS#8 PEM) under --dir, which git ignores.
+//! `--kid` names it (default `dev-key-1`): two key dirs under two kids make a key rotation, and a
+//! token minted under a kid its issuer does not publish is signed by a real key all the same.
 
 use std::{
     collections::HashMap,
@@ -27,10 +29,11 @@ const KID: &str = "dev-key-1";
 const MAX_COUNT: usize = 1_000_000;
 
 const USAGE: &str = "usage:
-  edge-auth-dev-issuer serve [--port 8788] [--dir .dev-issuer]
+  edge-auth-dev-issuer serve [--port 8788] [--dir .dev-issuer] [--kid dev-key-1]
   edge-auth-dev-issuer mint [--scope SCOPES] [--permissions A,B] [--aud URI] [--exp SECONDS]
                             [--nbf SECONDS] [--sub ID] [--iss URL] [--port 8788] [--dir .dev-issuer]
                             [--count N]  (N distinct tokens, one a line)
+                            [--kid dev-key-1]  (the kid the key is published and minted under)
   edge-auth-dev-issuer origin [--port 8790]  (an origin API that answers with what it received)";
 
 fn main() -> ExitCode {
@@ -60,10 +63,10 @@ fn run(args: &[String]) -> Result<(), String> {
             std::thread::park();
         }
     }
-    let key = load_or_create_key(&dir)?;
+    let key = load_or_create_key(&dir, &flag("kid", KID))?;
     match command.as_str() {
         "serve" => {
-            only_known(&flags, &["port", "dir"])?;
+            only_known(&flags, &["port", "dir", "kid"])?;
             let server = MockIssuer::bind(&format!("127.0.0.1:{port}"), &jwks(&[&key]))
                 .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
             println!("dev issuer: {} (JWKS at {})", server.issuer(), server.jwks_url());
@@ -72,7 +75,8 @@ fn run(args: &[String]) -> Result<(), String> {
             }
         }
         "mint" => {
-            only_known(&flags, &["scope", "permissions", "aud", "exp", "nbf", "sub", "iss", "port", "dir", "count"])?;
+            let known = ["scope", "permissions", "aud", "exp", "nbf", "sub", "iss", "port", "dir", "count", "kid"];
+            only_known(&flags, &known)?;
             let issuer = flag("iss", &format!("http://127.0.0.1:{port}/"));
             let mut mint = Mint::new(&issuer, &flag("aud", DEFAULT_AUDIENCE));
             mint.scope = flags.get("scope").cloned();
@@ -129,13 +133,16 @@ fn number(value: &str, name: &str) -> Result<i64, String> {
     value.parse().map_err(|_| format!("{name} takes a whole number of seconds"))
 }
 
-fn load_or_create_key(dir: &Path) -> Result<SigningKey, String> {
+fn load_or_create_key(dir: &Path, kid: &str) -> Result<SigningKey, String> {
+    if kid.is_empty() {
+        return Err("--kid takes a non-empty key id".into());
+    }
     let path = dir.join("signing-key.pem");
     if let Ok(pem) = fs::read_to_string(&path) {
-        return SigningKey::from_pem(KID, &pem).map_err(|e| format!("{}: {e}", path.display()));
+        return SigningKey::from_pem(kid, &pem).map_err(|e| format!("{}: {e}", path.display()));
     }
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let key = SigningKey::generate(KID, 2048);
+    let key = SigningKey::generate(kid, 2048);
     fs::write(&path, key.to_pem()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(key)
 }
