@@ -1,6 +1,7 @@
 #!/bin/sh
 # The benchmark: edge-auth against a plain JavaScript worker (jose) on bare workerd, driven by wrk.
 # Never part of ./scripts/test.sh. Usage: ./scripts/bench.sh [seconds-per-run] [rounds]
+# ./scripts/bench.sh --gateway [seconds] [rounds]: the latency the gateway hop adds to a local origin.
 # (defaults 10 and 3; more options: python3 bench/bench.py --help). The table goes to stdout and
 # to bench/results/<UTC time>.md. EDGE_AUTH_PREBUILT=1 benches the build/ already there.
 set -eu
@@ -14,5 +15,9 @@ if ! command -v wrk >/dev/null 2>&1; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo
     $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk
+fi
+if [ "${1:-}" = --gateway ]; then
+    shift
+    exec python3 bench/gateway.py "$@"
 fi
 exec python3 bench/bench.py "$@"

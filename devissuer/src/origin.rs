@@ -8,7 +8,7 @@
 //! - `/__slow/MS`: answers after MS milliseconds.
 //! - `/__reset`: reads the request, then closes the connection without answering.
 //!
-//! One thread per connection, `Connection: close`, bodies streamed through SHA-256 (never held).
+//! One thread per connection, HTTP/1.1 keep-alive, bodies streamed through SHA-256 (never held).
 
 use std::{
     io::{self, BufRead, BufReader, Read, Write},
@@ -78,12 +78,24 @@ impl Drop for MockOrigin {
 }
 
 fn serve(stream: TcpStream, hits: &AtomicUsize) -> io::Result<()> {
+    // Head and body go out as separate writes: without this, Nagle's algorithm holds the body back
+    // until the client's delayed ACK (tens of ms) and every answer looks slow.
+    stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
+    let mut stream = stream;
+    // HTTP/1.1 keep-alive, as a real origin does: the gateway's outbound connections are reused.
+    while serve_one(&mut reader, &mut stream, hits)? {}
+    Ok(())
+}
+
+/// Answers one request; `false` when the connection is done.
+fn serve_one(reader: &mut BufReader<TcpStream>, stream: &mut TcpStream, hits: &AtomicUsize) -> io::Result<bool> {
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut parts = request_line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+    let http10 = parts.next() == Some("HTTP/1.0");
     let mut headers: Vec<(String, String)> = Vec::new();
     loop {
         let mut line = String::new();
@@ -95,28 +107,32 @@ fn serve(stream: TcpStream, hits: &AtomicUsize) -> io::Result<()> {
         }
     }
     if method.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     hits.fetch_add(1, Ordering::SeqCst);
     let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
     let length = header("content-length").and_then(|v| v.parse::<u64>().ok());
-    let (body_bytes, body_sha256) = read_body(&mut reader, chunked, length)?;
+    let close = http10 || header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    let (body_bytes, body_sha256) = read_body(reader, chunked, length)?;
 
     // The special paths work under any base path the gateway prefixes.
     let path = target.split('?').next().unwrap_or("");
     let path = path.find("/__").map_or(path, |i| &path[i..]);
-    let mut stream = stream;
     if let Some(code) = path.strip_prefix("/__status/").and_then(|c| c.parse::<u16>().ok()) {
-        return respond(&mut stream, code, &[], &json!({ "status": code }));
+        respond(stream, code, &[], &json!({ "status": code }), close)?;
+        return Ok(!close);
     }
     match path {
         "/__cookies" => {
             let cookies = [("set-cookie", "a=1; Path=/"), ("set-cookie", "b=2; Path=/; HttpOnly")];
-            respond(&mut stream, 200, &cookies, &json!({ "cookies": 2 }))
+            respond(stream, 200, &cookies, &json!({ "cookies": 2 }), close)?;
         }
-        "/__redirect" => respond(&mut stream, 302, &[("location", "/elsewhere")], &json!({ "redirect": true })),
-        "/__reset" => stream.shutdown(Shutdown::Both),
+        "/__redirect" => respond(stream, 302, &[("location", "/elsewhere")], &json!({ "redirect": true }), close)?,
+        "/__reset" => {
+            stream.shutdown(Shutdown::Both)?;
+            return Ok(false);
+        }
         _ => {
             if let Some(ms) = path.strip_prefix("/__slow/").and_then(|ms| ms.parse::<u64>().ok()) {
                 thread::sleep(Duration::from_millis(ms.min(60_000)));
@@ -128,9 +144,10 @@ fn serve(stream: TcpStream, hits: &AtomicUsize) -> io::Result<()> {
                 "body_bytes": body_bytes,
                 "body_sha256": body_sha256,
             });
-            respond(&mut stream, 200, &[], &echo)
+            respond(stream, 200, &[], &echo, close)?;
         }
     }
+    Ok(!close)
 }
 
 /// Reads a request body (fixed length or chunked) through SHA-256, holding 64 KiB at most.
@@ -186,10 +203,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn respond(stream: &mut TcpStream, status: u16, headers: &[(&str, &str)], body: &Value) -> io::Result<()> {
+fn respond(stream: &mut TcpStream, status: u16, headers: &[(&str, &str)], body: &Value, close: bool) -> io::Result<()> {
     let body = body.to_string();
+    let connection = if close { "close" } else { "keep-alive" };
     let mut head = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: {connection}\r\n",
         body.len()
     );
     for (name, value) in headers {

@@ -131,6 +131,9 @@ impl Drop for MockIssuer {
 }
 
 fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
+    // Head and body go out as separate writes: without this, Nagle's algorithm holds the body back
+    // until the client's delayed ACK (tens of ms) and every answer looks slow.
+    stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();

@@ -1,11 +1,6 @@
 //! The key store's runtime side: the Cache API, Workers KV, the issuer fetch and the log.
 
-use std::{
-    future::{poll_fn, Future},
-    pin::pin,
-    task::Poll,
-    time::Duration,
-};
+use std::{future::poll_fn, time::Duration};
 
 use futures_core::Stream;
 use worker::{
@@ -87,19 +82,6 @@ async fn read_capped(response: &mut Response, cap: usize) -> Result<Vec<u8>, Fet
     }
 }
 
-/// `work`, or `None` once `timeout` has passed.
-async fn within<T>(timeout: Duration, work: impl Future<Output = T>) -> Option<T> {
-    let mut work = pin!(work);
-    let mut timer = pin!(super::timer::sleep(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)));
-    poll_fn(|cx| {
-        if let Poll::Ready(value) = work.as_mut().poll(cx) {
-            return Poll::Ready(Some(value));
-        }
-        timer.as_mut().poll(cx).map(|()| None)
-    })
-    .await
-}
-
 impl KeyIo for WorkerIo {
     fn has_tier(&self, tier: SharedTier) -> bool {
         match tier {
@@ -146,7 +128,8 @@ impl KeyIo for WorkerIo {
 
     async fn fetch_issuer(&self) -> Result<Vec<u8>, FetchError> {
         let controller = AbortController::default();
-        match within(self.fetch_timeout, self.fetch_body(&controller)).await {
+        let timeout_ms = u64::try_from(self.fetch_timeout.as_millis()).unwrap_or(u64::MAX);
+        match super::timer::race(self.fetch_body(&controller), timeout_ms).await {
             Some(result) => result,
             None => {
                 controller.abort();

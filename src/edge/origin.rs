@@ -2,13 +2,25 @@
 //! answer back. What is sent (which headers stay, which are added) was decided by the core
 //! (`forward`); this only copies, streams and times.
 
-use js_sys::{Function, Promise, Reflect};
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::{prelude::wasm_bindgen, JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{AbortController, Headers, Request, RequestInit, RequestRedirect, Response};
+use web_sys::{Headers, Request, RequestInit, RequestRedirect, Response};
 
 use crate::{config::GatewayConfig, error::ApiError};
 
+#[wasm_bindgen(inline_js = "
+export function fetch_within(request, ms) {
+  // Aborts only while waiting for the response headers: the timer is cleared as soon as they
+  // arrive (or the fetch fails), so a slow body streams on and no timer outlives its request.
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new DOMException('origin timeout', 'TimeoutError')), ms);
+  return fetch(request, { signal: controller.signal }).finally(() => clearTimeout(timer));
+}
+")]
+extern "C" {
+    /// `fetch(request)`, rejected with a `TimeoutError` if no response headers came within `ms`.
+    fn fetch_within(request: &Request, ms: f64) -> js_sys::Promise;
+}
 /// Sends `request` to the origin at `path_and_query`, the body streamed through (never buffered:
 /// uploads of any size pass), redirects handed back rather than followed. The origin's answer is
 /// returned as the runtime gave it, with `extra` headers (CORS) added.
@@ -30,32 +42,23 @@ pub async fn forward(
     for (name, value) in added {
         let _ = headers.append(name, value);
     }
-    let controller = AbortController::new().ok();
     let init = RequestInit::new();
     let method = request.method();
     init.set_method(&method);
     init.set_headers_headers(&headers);
     init.set_redirect(RequestRedirect::Manual);
-    init.set_signal(controller.as_ref().map(|c| c.signal()).as_ref());
     if method != "GET" && method != "HEAD" {
         init.set_body_opt_readable_stream(request.body().as_ref());
     }
     let outgoing =
         Request::new_with_str_and_init(&gateway.target(path_and_query), &init).map_err(|_| unreachable_origin())?;
-    let sent = call_fetch(&outgoing).ok_or_else(unreachable_origin)?;
-
-    // The timeout covers the response headers only: a slow body is the origin's to stream.
-    let timed = crate::edge::timer::race(JsFuture::from(sent), gateway.timeout_ms).await;
-    let response: Response = match timed {
-        None => {
-            if let Some(controller) = controller {
-                controller.abort();
-            }
+    let response: Response = match JsFuture::from(fetch_within(&outgoing, gateway.timeout_ms as f64)).await {
+        Ok(value) => value.dyn_into().map_err(|_| unreachable_origin())?,
+        Err(error) if error_name(&error).as_deref() == Some("TimeoutError") => {
             log("origin_timeout");
             return Err(ApiError::OriginTimeout);
         }
-        Some(Err(_)) => return Err(unreachable_origin()),
-        Some(Ok(value)) => value.dyn_into().map_err(|_| unreachable_origin())?,
+        Err(_) => return Err(unreachable_origin()),
     };
     if extra.is_empty() {
         return Ok(response);
@@ -72,9 +75,8 @@ pub async fn forward(
     Ok(rewrapped)
 }
 
-fn call_fetch(request: &Request) -> Option<Promise> {
-    let fetch: Function = Reflect::get(&js_sys::global(), &"fetch".into()).ok()?.dyn_into().ok()?;
-    fetch.call1(&JsValue::NULL, request).ok()?.dyn_into().ok()
+fn error_name(error: &JsValue) -> Option<String> {
+    js_sys::Reflect::get(error, &"name".into()).ok()?.as_string()
 }
 
 fn unreachable_origin() -> ApiError {
