@@ -7,6 +7,8 @@ The origin is the dev issuer's echo origin (`edge-auth-dev-issuer origin`, HTTP/
 a thread per connection). wrk keeps its 8 connections open in both set-ups; workerd keeps its own
 to the origin. Two routes are measured through the gateway: a public one (no token looked at) and a
 required one with one valid token (so a warm key and the verified-token cache, the steady state).
+For scale, the same hop through a plain JavaScript pass-through worker that checks nothing
+(`bench/peer/passthrough.js`) on the same workerd: most of the hop is workerd's own outbound fetch.
 """
 
 import argparse
@@ -77,9 +79,18 @@ def main():
         bench.capnp_config(config, bench.modules_of(ours_dir, bench.main_stem()), bindings, gateway_port, date, flags)
         gateway = procs.start([bench.workerd_binary(), "serve", config], WORK / "gateway.log")
         bench.wait_until_serving(gateway, gateway_port, "/public/x", WORK / "gateway.log")
+        passthrough_port = bench.free_port()
+        passthrough_config = WORK / "passthrough.capnp"
+        passthrough_js = bench.ROOT / "bench" / "peer" / "passthrough.js"
+        bench.capnp_config(passthrough_config, [("passthrough.js", "esModule", passthrough_js)],
+                           {"ORIGIN_URL": f"http://127.0.0.1:{origin_port}"}, passthrough_port, date, flags)
+        passthrough = procs.start([bench.workerd_binary(), "serve", passthrough_config], WORK / "passthrough.log")
+        bench.wait_until_serving(passthrough, passthrough_port, "/public/x", WORK / "passthrough.log")
 
         runs = {
             "origin, straight": lambda s: wrk(f"http://127.0.0.1:{origin_port}/public/x", s),
+            "through a JavaScript pass-through (checks nothing)": lambda s: wrk(
+                f"http://127.0.0.1:{passthrough_port}/public/x", s),
             "through the gateway, public rule": lambda s: wrk(f"http://127.0.0.1:{gateway_port}/public/x", s),
             "through the gateway, required rule": lambda s: wrk(
                 f"http://127.0.0.1:{gateway_port}/private/x", s, f"Authorization: Bearer {token}"),
