@@ -68,8 +68,10 @@ pub struct Setup<'a, I, V> {
 pub fn compile_rules(config: &Config) -> Result<Rules, ConfigError> {
     match &config.gateway {
         None => Ok(demo_rules()),
-        Some(gateway) => Rules::parse(&gateway.routes)
-            .map_err(|e| ConfigError { variable: "ROUTES", problem: ConfigProblem::Described(e.to_string()) }),
+        Some(gateway) => Rules::parse(&gateway.routes).map_err(|e| ConfigError {
+            variable: "ROUTES",
+            problem: ConfigProblem::InvalidRule { index: e.index, detail: e.reason },
+        }),
     }
 }
 
@@ -94,6 +96,8 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {
     pub headers: Vec<(&'static str, String)>,
+    /// The request's token was verified (its `Authorization` may reach the origin, if asked for).
+    pub verified: bool,
 }
 
 enum Answer {
@@ -205,7 +209,7 @@ fn answer<I, V>(
             let token = request.authorization.and_then(|a| extract::bearer_token(Some(a)).ok()).unwrap_or_default();
             let identity = principal.map(|p| (p, forward::claims_segment(token)));
             let headers = gateway.map(|g| g.added_headers(request.host, identity)).unwrap_or_default();
-            Ok(Answer::Forward(Forward { headers }))
+            Ok(Answer::Forward(Forward { headers, verified: principal.is_some() }))
         }
         // An origin rule only comes from a configuration that was read; this is for completeness.
         (Responder::Origin, Err(broken)) => Err(ApiError::Misconfigured(broken.error.clone())),
@@ -284,6 +288,11 @@ pub fn refusal(error: &ApiError, config: &Config, origin: Option<&str>) -> HttpR
 }
 
 /// The JSON body of a misconfiguration, for logs (the response says the same).
+/// The log line says everything, including what a response leaves out (see `ConfigProblem`).
 pub fn describe_config_error(error: &ConfigError) -> serde_json::Value {
-    json!({ "component": "edge-auth.config", "event": "misconfigured", "variable": error.variable, "problem": error.to_string() })
+    let mut line = json!({ "component": "edge-auth.config", "event": "misconfigured", "variable": error.variable, "problem": error.to_string() });
+    if let ConfigProblem::InvalidRule { detail, .. } = &error.problem {
+        line["detail"] = detail.clone().into();
+    }
+    line
 }

@@ -106,8 +106,12 @@ pub enum ConfigProblem {
     Missing,
     /// What a valid value looks like.
     Invalid(&'static str),
-    /// What exactly is wrong with a structured value (which rule of `ROUTES`, and why).
-    Described(String),
+    /// Which rule of `ROUTES` is wrong, and why. The why may quote the configuration (a secret,
+    /// perhaps), so responses name the rule only and the log line carries the detail.
+    InvalidRule {
+        index: Option<usize>,
+        detail: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -115,7 +119,12 @@ impl fmt::Display for ConfigError {
         match &self.problem {
             ConfigProblem::Missing => write!(f, "{} is required but missing or empty", self.variable),
             ConfigProblem::Invalid(expected) => write!(f, "{} is invalid: {expected}", self.variable),
-            ConfigProblem::Described(what) => write!(f, "{} is invalid: {what}", self.variable),
+            ConfigProblem::InvalidRule { index: Some(index), .. } => {
+                write!(f, "{} is invalid: rule {index} (the worker's log says why)", self.variable)
+            }
+            ConfigProblem::InvalidRule { index: None, .. } => {
+                write!(f, "{} is invalid: not a JSON array of rules (the worker's log says why)", self.variable)
+            }
         }
     }
 }

@@ -11,6 +11,10 @@ pub const SCOPES: &str = "x-auth-scopes";
 pub const CLAIMS: &str = "x-auth-claims";
 pub const SECRET: &str = "x-edge-auth-secret";
 pub const FORWARDED_HOST: &str = "x-forwarded-host";
+/// Headers some frameworks let override the path or method: the rule was decided on the request's
+/// own path and method, so the origin must not act on others.
+const OVERRIDES: [&str; 5] =
+    ["x-original-url", "x-rewrite-url", "x-http-method-override", "x-http-method", "x-method-override"];
 
 impl GatewayConfig {
     /// The origin URL for a request: the base path, then the path and query exactly as the
@@ -21,14 +25,16 @@ impl GatewayConfig {
 
     /// Whether an incoming header stays behind. `host` is the origin's own (set from the URL).
     /// Underscores count as dashes: CGI and WSGI servers read `X_Auth_Subject` and `X-Auth-Subject`
-    /// alike (`HTTP_X_AUTH_SUBJECT`).
-    pub fn drops(&self, name: &str) -> bool {
+    /// alike (`HTTP_X_AUTH_SUBJECT`). `Authorization` reaches the origin only when asked for and
+    /// only on a request whose token the edge verified (`verified`): never an unchecked one.
+    pub fn drops(&self, name: &str, verified: bool) -> bool {
         let lower = name.to_ascii_lowercase().replace('_', "-");
         lower.starts_with("x-auth-")
             || lower == SECRET
             || lower == "host"
             || lower == FORWARDED_HOST
-            || (lower == "authorization" && !self.forward_authorization)
+            || OVERRIDES.contains(&lower.as_str())
+            || (lower == "authorization" && !(self.forward_authorization && verified))
     }
 
     /// Headers the edge adds after the incoming ones were filtered.

@@ -98,11 +98,19 @@ fn is_path_char(b: u8) -> bool {
 /// - any other encoded unreserved character: `/%61dmin` is `/admin` to an origin that decodes;
 /// - an escape that is malformed, or bytes that are not UTF-8 once decoded (overlong forms such as
 ///   `%C0%AF` are read as `/` by lax decoders);
+/// - an encoded control character (`%00` truncates paths in some stacks), and an encoded `%`
+///   followed by two hex digits (`%252F` is `/` to an origin that decodes twice);
 /// - an empty segment (`//admin`: nginx merges slashes) and `;` (`/admin;x/panel`: Tomcat, Jetty and
 ///   Spring drop path parameters, `..;/` is a classic traversal);
-/// - a raw `\` (the runtime turns it into `/`; on other hosts an origin may too).
+/// - a `.` or `..` segment: the URL the edge forwards is parsed again, which resolves them
+///   (`/public/../admin` would be matched as a public path and sent as `/admin`). Cloudflare's URL
+///   normalisation usually resolves them first, but not with it turned off, nor on bare workerd;
+/// - a raw `\\` (URL parsers may read it as `/`).
 pub fn is_ambiguous_path(path: &str) -> bool {
     if path.contains("//") || path.contains(';') || path.contains('\\') {
+        return true;
+    }
+    if path.split('/').any(|segment| segment == "." || segment == "..") {
         return true;
     }
     let bytes = path.as_bytes();
@@ -120,6 +128,13 @@ pub fn is_ambiguous_path(path: &str) -> bool {
         };
         let value = value as u8;
         if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~' | b'/' | b'\\') {
+            return true;
+        }
+        if value.is_ascii_control() {
+            return true;
+        }
+        let hex_digit = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
+        if value == b'%' && hex_digit(i + 3) && hex_digit(i + 4) {
             return true;
         }
         decoded.push(value);

@@ -134,7 +134,8 @@ impl Isolate {
     /// request's own minus those the gateway drops, then the ones it adds.
     fn origin_view(&self, row: &Row, outcome: &Outcome) -> Vec<(String, String)> {
         let gateway = self.config.gateway.as_ref().expect("a gateway isolate");
-        let kept = row.headers.iter().filter(|(name, _)| !gateway.drops(name)).cloned();
+        let verified = outcome.forward.as_ref().is_some_and(|f| f.verified);
+        let kept = row.headers.iter().filter(|(name, _)| !gateway.drops(name, verified)).cloned();
         let added = outcome.forward.iter().flat_map(|f| &f.headers).map(|(n, v)| (n.to_string(), v.clone()));
         kept.chain(added).collect()
     }

@@ -170,11 +170,32 @@ fn paths_an_origin_could_read_as_another_path_are_ambiguous() {
         "/api/private;jsessionid=1",
         "/public/..;/admin",
         "/a\\b",
+        "/public/../admin",
+        "/public/x/../../admin",
+        "/public/./x",
+        "/public/..",
+        "/admin%00",
+        "/admin%0a",
+        "/admin%7F",
+        "/public/..%252fadmin",
+        "/a%2541",
     ];
     for path in ambiguous {
         assert!(is_ambiguous_path(path), "{path}");
     }
-    let plain = ["/", "/a/b/", "/a%20b", "/caf%C3%A9", "/a%252Fb", "/a:b@c", "/a-b.c_d~e", "/a%40b", "/a%3Fb"];
+    let plain = [
+        "/",
+        "/a/b/",
+        "/a%20b",
+        "/caf%C3%A9",
+        "/a:b@c",
+        "/a-b.c_d~e",
+        "/a%40b",
+        "/a%3Fb",
+        "/a..b",
+        "/.well-known/x",
+        "/a%25",
+    ];
     for path in plain {
         assert!(!is_ambiguous_path(path), "{path}");
     }

@@ -175,8 +175,7 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
         };
         if let (Some(forward), Ok(ready)) = (&outcome.forward, isolate.as_ref()) {
             if let Some(gateway) = &ready.config.gateway {
-                let sent =
-                    origin::forward(&request, gateway, path_and_query, &forward.headers, &outcome.response.headers);
+                let sent = origin::forward(&request, gateway, path_and_query, forward, &outcome.response.headers);
                 return match sent.await {
                     Ok(response) => response,
                     Err(error) => {

@@ -6,7 +6,7 @@ use wasm_bindgen::{prelude::wasm_bindgen, JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Headers, Request, RequestInit, RequestRedirect, Response};
 
-use crate::{config::GatewayConfig, error::ApiError};
+use crate::{app::Forward, config::GatewayConfig, error::ApiError};
 
 #[wasm_bindgen(inline_js = "
 export function fetch_within(request, ms) {
@@ -28,18 +28,18 @@ pub async fn forward(
     request: &Request,
     gateway: &GatewayConfig,
     path_and_query: &str,
-    added: &[(&'static str, String)],
+    forward: &Forward,
     extra: &[(&'static str, String)],
 ) -> Result<Response, ApiError> {
     let headers = Headers::new().map_err(|_| ApiError::OriginUnreachable)?;
     for entry in js_sys::try_iter(&request.headers()).ok().flatten().into_iter().flatten().flatten() {
         let pair: js_sys::Array = entry.unchecked_into();
         let (name, value) = (pair.get(0).as_string().unwrap_or_default(), pair.get(1).as_string().unwrap_or_default());
-        if !gateway.drops(&name) {
+        if !gateway.drops(&name, forward.verified) {
             let _ = headers.append(&name, &value);
         }
     }
-    for (name, value) in added {
+    for (name, value) in &forward.headers {
         let _ = headers.append(name, value);
     }
     let init = RequestInit::new();
