@@ -1,9 +1,10 @@
 //! Raw bytes → a request path (lossy UTF-8) → the two path checks of `rules`, each against the
 //! plainest reading of its rule:
 //! - `has_encoded_separator`: lower-case the path and look for `%2f`, `%5c` or `%2e`;
-//! - `is_ambiguous_path` (the pipeline's gate): `//`, `;` or `\`; a `%` not followed by two hex
-//!   digits; an escape of an unreserved character, `/` or `\`; or escapes that decode to bytes
-//!   that are not UTF-8.
+//! - `is_ambiguous_path` (the pipeline's gate): `//`, `;` or `\`; a `.` or `..` segment; a `%` not
+//!   followed by two hex digits; an escape of an unreserved character, `/`, `\` or a control
+//!   character; an escaped `%` followed by two hex digits; or escapes that decode to bytes that are
+//!   not UTF-8.
 //!
 //! And every path with an encoded separator is ambiguous.
 
@@ -16,6 +17,9 @@ fn ambiguous(path: &str) -> bool {
     if path.contains("//") || path.contains(';') || path.contains('\\') {
         return true;
     }
+    if path.split('/').any(|segment| segment == "." || segment == "..") {
+        return true;
+    }
     let mut chunks = path.split('%');
     let mut decoded = chunks.next().unwrap_or_default().as_bytes().to_vec();
     for chunk in chunks {
@@ -24,7 +28,10 @@ fn ambiguous(path: &str) -> bool {
             _ => return true,
         };
         let byte = u8::from_str_radix(hex, 16).expect("two hex digits");
-        if byte.is_ascii_alphanumeric() || b"-._~/\\".contains(&byte) {
+        if byte.is_ascii_alphanumeric() || b"-._~/\\".contains(&byte) || byte.is_ascii_control() {
+            return true;
+        }
+        if byte == b'%' && chunk.len() >= 4 && chunk.as_bytes()[2..4].iter().all(u8::is_ascii_hexdigit) {
             return true;
         }
         decoded.push(byte);
