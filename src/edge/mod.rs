@@ -118,7 +118,7 @@ pub fn fetch(request: Request, env: JsValue, ctx: JsValue) -> JsValue {
     // Poll once in place: most answers (public routes, refusals, cached tokens) need no I/O and are
     // returned without a promise. A future that pends is polled again by the promise's executor,
     // and the Future contract has it wake that later waker, not this no-op one. (worker's `Delay`
-    // breaks that contract by keeping its first waker; `io` uses its own timer for that reason.)
+    // breaks that contract by keeping its first waker; `timer.rs` is ours for that reason.)
     match answer.as_mut().poll(&mut TaskContext::from_waker(Waker::noop())) {
         Poll::Ready(response) => response.into(),
         Poll::Pending => wasm_bindgen_futures::future_to_promise(async move { Ok(answer.await.into()) }).into(),
@@ -134,7 +134,8 @@ struct Parts {
 }
 
 /// The host, and the path with its query, of an absolute URL exactly as the runtime hands it
-/// over (already normalised by the runtime, never decoded or re-encoded here).
+/// over, never decoded or re-encoded here. (wrangler dev and Cloudflare's URL normalisation
+/// resolve `..` first, bare workerd does not: the pipeline refuses dot segments either way.)
 fn split_url(url: &str) -> (&str, &str) {
     let after_scheme = url.find("://").map_or(url, |i| &url[i + 3..]);
     match after_scheme.find(['/', '?']) {
