@@ -175,8 +175,8 @@ async fn respond<I: KeyIo, V: SignatureVerifier>(
         return answer(rule, None, setup, request);
     }
     let Setup { config, keys, .. } = setup.as_ref().map_err(|broken| ApiError::Misconfigured(broken.error.clone()))?;
-    let principal = match authenticate(request.authorization, config, keys, now_ms, background_refresh).await {
-        Ok(principal) => principal,
+    let (principal, token) = match authenticate(request.authorization, config, keys, now_ms, background_refresh).await {
+        Ok(verified) => verified,
         // An optional rule admits a request that carries no token (a non-Bearer scheme is no token).
         Err(ApiError::MissingAuthorization) if rule.auth == Auth::Optional => {
             return answer(rule, None, setup, request);
@@ -186,13 +186,14 @@ async fn respond<I: KeyIo, V: SignatureVerifier>(
     if !rule.is_satisfied_by(|scope| principal.has_scope(scope)) {
         return Err(ApiError::InsufficientScope { required: rule.scope_requirement() });
     }
-    answer(rule, Some(principal.as_ref()), setup, request)
+    answer(rule, Some((principal.as_ref(), token)), setup, request)
 }
 
 /// What an admitted request gets: the worker's message, or the way to the origin.
+/// `identity` is the verified caller and the token that proved it.
 fn answer<I, V>(
     rule: &rules::Rule,
-    principal: Option<&Principal>,
+    identity: Option<(&Principal, &str)>,
     setup: &Result<Setup<'_, I, V>, Broken<'_>>,
     request: &Incoming<'_>,
 ) -> Result<Answer, ApiError> {
@@ -201,15 +202,14 @@ fn answer<I, V>(
             let response = HttpResponse::message(message);
             // Answers that depend on who asked must not be cached by anyone in between.
             let response =
-                if principal.is_some() { response.with_header("cache-control", "no-store") } else { response };
+                if identity.is_some() { response.with_header("cache-control", "no-store") } else { response };
             Ok(Answer::Respond(response))
         }
         (Responder::Origin, Ok(setup)) => {
             let gateway = setup.config.gateway.as_ref();
-            let token = request.authorization.and_then(|a| extract::bearer_token(Some(a)).ok()).unwrap_or_default();
-            let identity = principal.map(|p| (p, forward::claims_segment(token)));
-            let headers = gateway.map(|g| g.added_headers(request.host, identity)).unwrap_or_default();
-            Ok(Answer::Forward(Forward { headers, verified: principal.is_some() }))
+            let claims = identity.map(|(principal, token)| (principal, forward::claims_segment(token)));
+            let headers = gateway.map(|g| g.added_headers(request.host, claims)).unwrap_or_default();
+            Ok(Answer::Forward(Forward { headers, verified: identity.is_some() }))
         }
         // An origin rule only comes from a configuration that was read; this is for completeness.
         (Responder::Origin, Err(broken)) => Err(ApiError::Misconfigured(broken.error.clone())),
@@ -225,19 +225,20 @@ fn preflight<I, V>(setup: &Result<Setup<'_, I, V>, Broken<'_>>, request: &Incomi
 
 /// Header → token → key → signature → claims, each step refusing with the check that failed.
 /// A token verified before skips the parse and the signature, never the key, clock or scope.
-async fn authenticate<I: KeyIo, V: SignatureVerifier>(
-    authorization: Option<&str>,
+/// Answers the caller and the token that proved who it is.
+async fn authenticate<'t, I: KeyIo, V: SignatureVerifier>(
+    authorization: Option<&'t str>,
     config: &Config,
     keys: &Keys<'_, I, V>,
     now_ms: u64,
     background_refresh: &mut bool,
-) -> Result<Rc<Principal>, ApiError> {
+) -> Result<(Rc<Principal>, &'t str), ApiError> {
     let raw = extract::bearer_token(authorization)?;
     let now_secs = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
     let cached = keys.tokens.borrow().get(raw);
     if let Some(verified) = cached {
         match recheck(&verified, config, keys, now_ms, now_secs, background_refresh).await {
-            Ok(true) => return Ok(verified.principal),
+            Ok(true) => return Ok((verified.principal, raw)),
             // The token's key id now names other key material: verify the token afresh.
             Ok(false) => keys.tokens.borrow_mut().remove(raw),
             Err(error) => {
@@ -262,7 +263,7 @@ async fn authenticate<I: KeyIo, V: SignatureVerifier>(
     let verified =
         Verified { kid: token.kid().map(Rc::from), key: resolved.key, principal: principal.clone(), validity };
     keys.tokens.borrow_mut().insert(raw, verified, now_secs, config.leeway_secs);
-    Ok(principal)
+    Ok((principal, raw))
 }
 
 /// What a cached verification must still pass: the clock, and its key still being held.

@@ -94,7 +94,7 @@ fn is_path_char(b: u8) -> bool {
 /// Whether an origin could read this path as another path than the one rules are matched on
 /// (Envoy's `normalize_path` / `path_with_escaped_slashes_action`, as a refusal: the path is
 /// forwarded exactly, so it must mean one thing). Refused:
-/// - an encoded `/`, `\` or `.` ([`has_encoded_separator`]): `/public/..%2Fadmin`;
+/// - an encoded `/`, `\` or `.`: `/public/..%2Fadmin`;
 /// - any other encoded unreserved character: `/%61dmin` is `/admin` to an origin that decodes;
 /// - an escape that is malformed, or bytes that are not UTF-8 once decoded (overlong forms such as
 ///   `%C0%AF` are read as `/` by lax decoders);
@@ -141,13 +141,6 @@ pub fn is_ambiguous_path(path: &str) -> bool {
         i += 3;
     }
     std::str::from_utf8(&decoded).is_err()
-}
-
-/// An encoded `/`, `\` or `.`: the edge and the origin would read such a path differently.
-pub fn has_encoded_separator(path: &str) -> bool {
-    path.as_bytes().windows(3).any(|w| {
-        w[0] == b'%' && matches!((w[1], w[2].to_ascii_uppercase()), (b'2', b'F') | (b'5', b'C') | (b'2', b'E'))
-    })
 }
 
 /// One compiled rule.

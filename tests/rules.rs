@@ -1,6 +1,6 @@
 //! Route rules as a specification: how `ROUTES` is parsed and refused, and which rule a request meets.
 
-use edge_auth::rules::{has_encoded_separator, is_ambiguous_path, Auth, Match, Rules};
+use edge_auth::rules::{is_ambiguous_path, Auth, Match, Rules};
 use serde_json::{json, Value};
 
 fn rules(value: Value) -> Rules {
@@ -138,12 +138,9 @@ fn rules_that_cannot_be_understood_are_refused_with_their_index() {
 }
 
 #[test]
-fn encoded_slashes_backslashes_and_dots_are_recognised_in_any_case() {
+fn encoded_slashes_backslashes_and_dots_are_ambiguous_in_any_case() {
     for path in ["/a%2Fb", "/a%2fb", "/a%5Cb", "/a%5cb", "/%2e%2e/admin", "/a/..%2F", "/x%2E"] {
-        assert!(has_encoded_separator(path), "{path}");
-    }
-    for path in ["/a/b", "/a%20b", "/a%252Fb", "/a%2", "/%", "/a;b", "//a"] {
-        assert!(!has_encoded_separator(path), "{path}");
+        assert!(is_ambiguous_path(path), "{path}");
     }
 }
 
