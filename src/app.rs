@@ -9,12 +9,17 @@ use std::{cell::RefCell, rc::Rc};
 use serde_json::json;
 
 use crate::{
-    claims::{self, ClaimsPolicy, Principal},
-    config::Config,
-    error::{ApiError, ConfigError, ConfigProblem, RequestProblem},
-    extract, forward,
-    http::{self, HttpResponse},
-    keystore::{KeyIo, KeyStore},
+    claims::{self, Binding, ClaimsPolicy, Principal},
+    config::{Config, DpopMode},
+    error::{ApiError, ConfigError, ConfigProblem, ProofProblem, RequestProblem, TokenProblem},
+    extract::{self, Scheme},
+    forward,
+    http::{self, Challenge, HttpResponse},
+    issuers::Issuers,
+    keystore::KeyIo,
+    nonce,
+    proof::{self, ProofError, ProofRequest, ProofVerifier},
+    replay::{Remembered, ReplayCache},
     rules::{self, Auth, Match, Responder, Rules},
     token::UnverifiedToken,
     token_cache::{TokenCache, Verified},
@@ -37,9 +42,13 @@ pub fn demo_rules() -> Rules {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Incoming<'a> {
     pub method: &'a str,
+    /// The URL the client called, whole (a DPoP proof's `htu` names it).
+    pub url: &'a str,
     /// The path exactly as the runtime handed it over (still percent-encoded).
     pub path: &'a str,
     pub authorization: Option<&'a str>,
+    /// The `DPoP` header(s), joined by the runtime; read only for the DPoP scheme.
+    pub dpop: Option<&'a str>,
     pub origin: Option<&'a str>,
     /// The `Host` the client asked for (forwarded as `X-Forwarded-Host`).
     pub host: Option<&'a str>,
@@ -49,10 +58,12 @@ pub struct Incoming<'a> {
 
 /// The runtime pieces that protected routes need, most of them held by the isolate.
 pub struct Keys<'a, I, V> {
-    pub store: &'a KeyStore,
+    pub issuers: &'a Issuers,
     pub io: &'a I,
     pub verifier: &'a V,
     pub tokens: &'a RefCell<TokenCache>,
+    /// DPoP proofs accepted by this isolate, until they are too old to be accepted again.
+    pub proofs: &'a RefCell<ReplayCache>,
 }
 
 /// What the pipeline runs on once the configuration was read: it, its compiled rule table, and
@@ -89,8 +100,9 @@ pub struct Outcome {
     pub response: HttpResponse,
     /// Send the request on to the origin, with these headers added to what the gateway keeps.
     pub forward: Option<Forward>,
-    /// The key store asks for a refresh after this response (stale-while-revalidate).
-    pub background_refresh: bool,
+    /// The key store of this issuer (an index into the isolate's `Issuers`) asks for a refresh
+    /// after this response (stale-while-revalidate).
+    pub background_refresh: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,30 +117,64 @@ enum Answer {
     Forward(Forward),
 }
 
-pub async fn handle<I: KeyIo, V: SignatureVerifier>(
+/// What the pipeline learns about a request on the way, beyond its answer.
+#[derive(Debug, Default)]
+struct Facts {
+    /// The issuer whose keys want a background refresh. Set by the first lookup that asks, never
+    /// cleared by a later one in the same request (the claim to refresh was already taken).
+    refresh: Option<usize>,
+    /// The scheme the credential came under: its challenge carries the error.
+    scheme: Option<Scheme>,
+    /// A fresh DPoP nonce for the answer (the client's is aging).
+    nonce: Option<String>,
+}
+
+impl Facts {
+    fn ask_refresh(&mut self, issuer: usize, asked: bool) {
+        if asked && self.refresh.is_none() {
+            self.refresh = Some(issuer);
+        }
+    }
+}
+
+pub trait Verifier: SignatureVerifier + ProofVerifier {}
+impl<T: SignatureVerifier + ProofVerifier> Verifier for T {}
+
+pub async fn handle<I: KeyIo, V: Verifier>(
     request: &Incoming<'_>,
     setup: Result<Setup<'_, I, V>, Broken<'_>>,
     now_ms: u64,
 ) -> Outcome {
-    let mut background_refresh = false;
-    let result = respond(request, &setup, now_ms, &mut background_refresh).await;
+    let mut facts = Facts::default();
+    let result = respond(request, &setup, now_ms, &mut facts).await;
     let (response, forward) = match result {
         Ok(Answer::Respond(response)) => (response, None),
         Ok(Answer::Forward(forward)) => (HttpResponse::empty(200), Some(forward)),
-        Err(error) => (http::error_response(&error, setup.as_ref().ok().map(|s| s.config.realm())), None),
+        Err(error) => {
+            let challenge = setup.as_ref().ok().map(|s| challenge(s.config, facts.scheme));
+            (http::error_response(&error, challenge.as_ref()), None)
+        }
+    };
+    let response = match facts.nonce {
+        Some(nonce) => response.with_header("dpop-nonce", nonce),
+        None => response,
     };
     let response = match &setup {
         Ok(setup) => http::with_cors(response, &setup.config.cors, request.origin),
         Err(_) => response,
     };
-    Outcome { response, forward, background_refresh }
+    Outcome { response, forward, background_refresh: facts.refresh }
 }
 
-async fn respond<I: KeyIo, V: SignatureVerifier>(
+fn challenge(config: &Config, scheme: Option<Scheme>) -> Challenge<'_> {
+    Challenge { realm: config.realm(), dpop: config.dpop.mode, scheme }
+}
+
+async fn respond<I: KeyIo, V: Verifier>(
     request: &Incoming<'_>,
     setup: &Result<Setup<'_, I, V>, Broken<'_>>,
     now_ms: u64,
-    background_refresh: &mut bool,
+    facts: &mut Facts,
 ) -> Result<Answer, ApiError> {
     let gateway = match setup {
         Ok(setup) => setup.config.gateway.is_some(),
@@ -143,7 +189,7 @@ async fn respond<I: KeyIo, V: SignatureVerifier>(
     {
         return match request.method {
             "GET" | "HEAD" => Ok(Answer::Respond(
-                HttpResponse::json(200, &keys.store.status(now_ms, keys.io)).with_header("cache-control", "no-store"),
+                HttpResponse::json(200, &keys.issuers.status(now_ms, keys.io)).with_header("cache-control", "no-store"),
             )),
             "OPTIONS" => Ok(Answer::Respond(preflight(setup, request))),
             _ => Err(ApiError::MethodNotAllowed(http::ALLOW.into())),
@@ -175,7 +221,7 @@ async fn respond<I: KeyIo, V: SignatureVerifier>(
         return answer(rule, None, setup, request);
     }
     let Setup { config, keys, .. } = setup.as_ref().map_err(|broken| ApiError::Misconfigured(broken.error.clone()))?;
-    let (principal, token) = match authenticate(request.authorization, config, keys, now_ms, background_refresh).await {
+    let (principal, token) = match authenticate(request, config, keys, now_ms, facts).await {
         Ok(verified) => verified,
         // An optional rule admits a request that carries no token (a non-Bearer scheme is no token).
         Err(ApiError::MissingAuthorization) if rule.auth == Auth::Optional => {
@@ -223,22 +269,48 @@ fn preflight<I, V>(setup: &Result<Setup<'_, I, V>, Broken<'_>>, request: &Incomi
     }
 }
 
-/// Header → token → key → signature → claims, each step refusing with the check that failed.
-/// A token verified before skips the parse and the signature, never the key, clock or scope.
-/// Answers the caller and the token that proved who it is.
-async fn authenticate<'t, I: KeyIo, V: SignatureVerifier>(
-    authorization: Option<&'t str>,
+/// Header → token → issuer → key → signature → claims → binding, each step refusing with the
+/// check that failed. A token verified before skips the parse and the signature, never the key,
+/// clock, binding, proof or scope. Answers the caller and the token that proved who it is.
+async fn authenticate<'t, I: KeyIo, V: Verifier>(
+    request: &Incoming<'t>,
     config: &Config,
     keys: &Keys<'_, I, V>,
     now_ms: u64,
-    background_refresh: &mut bool,
+    facts: &mut Facts,
 ) -> Result<(Rc<Principal>, &'t str), ApiError> {
-    let raw = extract::bearer_token(authorization)?;
+    let (scheme, raw) = extract::credential(request.authorization, config.dpop.mode)?;
+    facts.scheme = Some(scheme);
+    if scheme == Scheme::Bearer && config.dpop.mode == DpopMode::Required {
+        return Err(ApiError::InvalidToken(TokenProblem::DpopRequired));
+    }
     let now_secs = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+    let principal = verify_token(raw, config, keys, now_ms, now_secs, facts).await?;
+    match (&principal.binding, scheme) {
+        (Binding::Unsupported, _) => Err(ApiError::InvalidToken(TokenProblem::UnsupportedConfirmation)),
+        (Binding::None, Scheme::Bearer) => Ok((principal, raw)),
+        (Binding::None, Scheme::Dpop) => Err(ApiError::InvalidToken(TokenProblem::UnboundTokenAsDpop)),
+        (Binding::Jkt(_), Scheme::Bearer) => Err(ApiError::InvalidToken(TokenProblem::BoundTokenAsBearer)),
+        (Binding::Jkt(jkt), Scheme::Dpop) => {
+            check_proof(request, raw, jkt, config, keys, now_secs, facts).await?;
+            Ok((principal, raw))
+        }
+    }
+}
+
+/// The token's own checks, from the cache when it was verified before.
+async fn verify_token<I: KeyIo, V: Verifier>(
+    raw: &str,
+    config: &Config,
+    keys: &Keys<'_, I, V>,
+    now_ms: u64,
+    now_secs: i64,
+    facts: &mut Facts,
+) -> Result<Rc<Principal>, ApiError> {
     let cached = keys.tokens.borrow().get(raw);
     if let Some(verified) = cached {
-        match recheck(&verified, config, keys, now_ms, now_secs, background_refresh).await {
-            Ok(true) => return Ok((verified.principal, raw)),
+        match recheck(&verified, config, keys, now_ms, now_secs, facts).await {
+            Ok(true) => return Ok(verified.principal),
             // The token's key id now names other key material: verify the token afresh.
             Ok(false) => keys.tokens.borrow_mut().remove(raw),
             Err(error) => {
@@ -249,43 +321,91 @@ async fn authenticate<'t, I: KeyIo, V: SignatureVerifier>(
     }
 
     let token = UnverifiedToken::parse(raw).map_err(ApiError::InvalidToken)?;
-    let resolved = keys.store.resolve(token.kid(), now_ms, keys.io).await?;
-    *background_refresh = resolved.background_refresh;
-    let signed = verify::check_signature(&token, &resolved.key, keys.verifier).await.map_err(ApiError::InvalidToken)?;
+    // The issuer is chosen before any key is looked at: an unknown one costs no fetch, and one
+    // issuer's keys never verify another's token.
+    let (index, issuer) = token
+        .claimed_issuer()
+        .and_then(|iss| keys.issuers.find(iss))
+        .ok_or(ApiError::InvalidToken(TokenProblem::UntrustedIssuer))?;
+    let kid = token.kid().map(Rc::from);
+    let resolved = issuer.store.resolve(kid.as_deref(), now_ms, keys.io).await?;
+    facts.ask_refresh(index, resolved.background_refresh);
+    let signed = verify::check_signature(token, &resolved.key, keys.verifier).await.map_err(ApiError::InvalidToken)?;
     let policy = ClaimsPolicy {
-        issuer: &config.issuer,
-        audiences: &config.audiences,
+        issuer: &issuer.config.issuer,
+        audiences: &issuer.config.audiences,
         leeway_secs: config.leeway_secs,
         scope_source: config.scope_source,
     };
     let (principal, validity) = claims::validate(signed, &policy, now_secs).map_err(ApiError::InvalidToken)?;
     let principal = Rc::new(principal);
-    let verified =
-        Verified { kid: token.kid().map(Rc::from), key: resolved.key, principal: principal.clone(), validity };
+    let verified = Verified { issuer: index, kid, key: resolved.key, principal: principal.clone(), validity };
     keys.tokens.borrow_mut().insert(raw, verified, now_secs, config.leeway_secs);
-    Ok((principal, raw))
+    Ok(principal)
 }
 
-/// What a cached verification must still pass: the clock, and its key still being held.
-/// `Ok(false)` when the token's key id now names other key material.
-async fn recheck<I: KeyIo, V: SignatureVerifier>(
+/// What a cached verification must still pass: the clock, and its key still being held by its
+/// issuer. `Ok(false)` when the token's key id now names other key material.
+async fn recheck<I: KeyIo, V: Verifier>(
     verified: &Verified,
     config: &Config,
     keys: &Keys<'_, I, V>,
     now_ms: u64,
     now_secs: i64,
-    background_refresh: &mut bool,
+    facts: &mut Facts,
 ) -> Result<bool, ApiError> {
     verified.validity.check(now_secs, config.leeway_secs).map_err(ApiError::InvalidToken)?;
-    let resolved = keys.store.resolve(verified.kid.as_deref(), now_ms, keys.io).await?;
-    *background_refresh = resolved.background_refresh;
+    let issuer = keys.issuers.get(verified.issuer).ok_or(ApiError::InvalidToken(TokenProblem::UntrustedIssuer))?;
+    let resolved = issuer.store.resolve(verified.kid.as_deref(), now_ms, keys.io).await?;
+    facts.ask_refresh(verified.issuer, resolved.background_refresh);
     Ok(resolved.key == verified.key)
+}
+
+/// RFC 9449 for a bound token sent with the DPoP scheme: the proof's own checks, then that the
+/// token is bound to the proof's key (§4.3 step 12), then that the proof is new to this isolate.
+/// Never skipped by the token cache.
+async fn check_proof<I: KeyIo, V: Verifier>(
+    request: &Incoming<'_>,
+    token: &str,
+    jkt: &str,
+    config: &Config,
+    keys: &Keys<'_, I, V>,
+    now_secs: i64,
+    facts: &mut Facts,
+) -> Result<(), ApiError> {
+    let proof_request =
+        ProofRequest { header: request.dpop, method: request.method, url: request.url, access_token: token };
+    let checked = match proof::check(&proof_request, &config.dpop, config.leeway_secs, now_secs, keys.verifier).await {
+        Ok(checked) => checked,
+        Err(ProofError::Invalid(problem)) => return Err(ApiError::InvalidDpopProof(problem)),
+        Err(ProofError::UseNonce) => {
+            let nonce = config.dpop.nonce.as_ref().map(|n| nonce::issue(n, now_secs)).unwrap_or_default();
+            return Err(ApiError::UseDpopNonce { nonce });
+        }
+    };
+    if checked.thumbprint != jkt {
+        return Err(ApiError::InvalidToken(TokenProblem::KeyBindingMismatch));
+    }
+    // Remembered until the proof could no longer be accepted anyway.
+    let max_age = i64::try_from(config.dpop.max_age_secs + config.leeway_secs).unwrap_or(i64::MAX);
+    let forget_at = checked.issued_at.max(now_secs).saturating_add(max_age);
+    match keys.proofs.borrow_mut().remember(&checked.thumbprint, &checked.jti, forget_at, now_secs) {
+        Remembered::Fresh => {}
+        Remembered::FreshEvicting => {
+            keys.io.log(r#"{"component":"edge-auth.dpop","event":"replay_memory_full"}"#);
+        }
+        Remembered::Replayed => return Err(ApiError::InvalidDpopProof(ProofProblem::Replayed)),
+    }
+    if checked.nonce_aging {
+        facts.nonce = config.dpop.nonce.as_ref().map(|n| nonce::issue(n, now_secs));
+    }
+    Ok(())
 }
 
 /// The error answer for a failure after the pipeline (the origin down or slow), shaped like
 /// every other: JSON, `no-store`, CORS for an allowed origin.
 pub fn refusal(error: &ApiError, config: &Config, origin: Option<&str>) -> HttpResponse {
-    http::with_cors(http::error_response(error, Some(config.realm())), &config.cors, origin)
+    http::with_cors(http::error_response(error, Some(&challenge(config, None))), &config.cors, origin)
 }
 
 /// The JSON body of a misconfiguration, for logs (the response says the same).

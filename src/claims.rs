@@ -10,7 +10,8 @@ use crate::{config::ScopeSource, error::TokenProblem, verify::SignedClaims};
 /// A member of the wrong JSON type fails deserialization, which is reported as malformed claims.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AccessClaims {
-    #[serde(default)]
+    /// Read before any key is looked at, to pick the issuer: anything but a string is no issuer.
+    #[serde(default, deserialize_with = "string_or_none")]
     pub iss: Option<String>,
     #[serde(default)]
     pub aud: Option<Audience>,
@@ -21,6 +22,41 @@ pub struct AccessClaims {
     /// Auth0 RBAC: granted permissions, when "Add Permissions in the Access Token" is on.
     #[serde(default)]
     pub permissions: Option<Vec<String>>,
+    /// RFC 7800 confirmation: present at all (even `null`) means the token is bound to something.
+    #[serde(default, deserialize_with = "any_value")]
+    pub cnf: Option<serde_json::Value>,
+}
+
+fn string_or_none<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+fn any_value<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
+}
+
+/// What key, if any, a token is bound to (RFC 9449 §6: `cnf.jkt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    None,
+    /// The base64url SHA-256 thumbprint (RFC 7638) of the key whose proofs must come with it.
+    Jkt(String),
+    /// A `cnf` that is not exactly `{"jkt": "<thumbprint>"}`: a binding this edge cannot check,
+    /// so the token is refused whatever the scheme (never silently treated as unbound).
+    Unsupported,
+}
+
+impl Binding {
+    fn of(cnf: Option<&serde_json::Value>) -> Binding {
+        let Some(cnf) = cnf else { return Binding::None };
+        match cnf.as_object().filter(|members| members.len() == 1).and_then(|m| m.get("jkt")).and_then(|j| j.as_str()) {
+            Some(jkt) if !jkt.is_empty() && jkt.len() <= 128 => Binding::Jkt(jkt.to_owned()),
+            _ => Binding::Unsupported,
+        }
+    }
 }
 
 /// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
@@ -54,6 +90,7 @@ pub struct ClaimsPolicy<'a> {
 pub struct Principal {
     pub subject: Option<String>,
     pub scopes: BTreeSet<String>,
+    pub binding: Binding,
 }
 
 impl Principal {
@@ -103,7 +140,7 @@ pub fn validate(
 
     let custom = claims.custom;
     if custom.iss.as_deref() != Some(policy.issuer) {
-        return Err(TokenProblem::WrongIssuer);
+        return Err(TokenProblem::UntrustedIssuer);
     }
     if !custom.aud.as_ref().is_some_and(|aud| aud.contains_any(policy.audiences)) {
         return Err(TokenProblem::WrongAudience);
@@ -118,5 +155,6 @@ pub fn validate(
     if policy.scope_source != ScopeSource::ScopeClaim {
         scopes.extend(custom.permissions.into_iter().flatten());
     }
-    Ok((Principal { subject: custom.sub, scopes }, validity))
+    let binding = Binding::of(custom.cnf.as_ref());
+    Ok((Principal { subject: custom.sub, scopes, binding }, validity))
 }

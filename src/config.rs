@@ -25,9 +25,12 @@ pub const DEFAULT_JWKS_FETCH_TIMEOUT_SECONDS: u64 = 5;
 /// Settings for one deployment. Built only by [`Config::from_vars`], so every instance is valid.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    pub issuer: String,
-    pub audiences: Vec<String>,
-    pub jwks_url: String,
+    /// Every issuer trusted, never empty, each `issuer` distinct: the one that `AUTH0_DOMAIN` /
+    /// `AUTH0_ISSUER` describe first (when set), then `ISSUERS` in order.
+    pub issuers: Vec<IssuerConfig>,
+    /// The realm of every `WWW-Authenticate`: the first of `AUTH0_AUDIENCE`, else the first
+    /// issuer's first audience.
+    pub realm: String,
     pub leeway_secs: u64,
     pub cors: CorsPolicy,
     pub scope_source: ScopeSource,
@@ -35,7 +38,60 @@ pub struct Config {
     pub status_endpoint: bool,
     /// Set by `ORIGIN_URL`: the worker is a gateway in front of that origin.
     pub gateway: Option<GatewayConfig>,
+    pub dpop: DpopPolicy,
 }
+
+/// One issuer the worker trusts: a token whose `iss` is exactly `issuer` is checked with keys
+/// from `jwks_url` only, against `audiences` only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerConfig {
+    pub issuer: String,
+    pub jwks_url: String,
+    pub audiences: Vec<String>,
+}
+
+/// At most this many `ISSUERS` entries: each has its own key store, tiers and issuer fetches.
+pub const MAX_ISSUERS: usize = 20;
+
+/// Which credentials are accepted (`DPOP`). A DPoP-bound token is never accepted as Bearer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpopMode {
+    /// Bearer for unbound tokens, DPoP for bound ones.
+    Allowed,
+    /// Only DPoP-bound tokens with their proof.
+    Required,
+    /// Bearer only: the DPoP scheme counts as no credential, and bound tokens are refused.
+    Off,
+}
+
+/// How DPoP proofs are judged (RFC 9449).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopPolicy {
+    pub mode: DpopMode,
+    /// A proof's `iat` may be at most this old; each isolate remembers used `jti`s as long.
+    pub max_age_secs: u64,
+    /// `DPOP_NONCE_SECRET`: when set, every proof carries a nonce the edge issued (RFC 9449 §9).
+    pub nonce: Option<NoncePolicy>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct NoncePolicy {
+    pub secret: Vec<u8>,
+    /// A nonce is good for the step it was issued in and the next one.
+    pub step_secs: u64,
+}
+
+impl std::fmt::Debug for NoncePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret, even in a test failure.
+        f.debug_struct("NoncePolicy").field("step_secs", &self.step_secs).finish_non_exhaustive()
+    }
+}
+
+pub const DEFAULT_DPOP_MAX_AGE_SECONDS: u64 = 300;
+pub const DEFAULT_DPOP_NONCE_SECONDS: u64 = 60;
+/// An HMAC key shorter than this is guessable.
+pub const MIN_DPOP_NONCE_SECRET_BYTES: usize = 32;
 
 /// The gateway's settings. `ROUTES` is kept as given; the pipeline compiles it once per isolate.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,27 +166,20 @@ impl Config {
     pub fn from_vars(get: impl Fn(&str) -> Option<Value>) -> Result<Config, ConfigError> {
         let vars = Vars(get);
 
-        // Host names are case-insensitive, but `iss` is compared exactly, and Auth0 writes it in lower case.
-        let domain = vars.text("AUTH0_DOMAIN", DOMAIN_EXPECTED)?.ok_or(missing("AUTH0_DOMAIN"))?.to_ascii_lowercase();
-        let host = parse_domain(&domain).ok_or(invalid("AUTH0_DOMAIN", DOMAIN_EXPECTED))?;
-        // A loopback issuer (the local dev issuer, a test double) has no TLS certificate.
-        let scheme = if is_loopback(host) { "http" } else { "https" };
-
-        let audiences = vars.list("AUTH0_AUDIENCE", AUDIENCE_EXPECTED)?.ok_or(missing("AUTH0_AUDIENCE"))?;
-        // The first one is the realm of every `WWW-Authenticate`: it must make a valid header value.
-        let header_safe =
-            |a: &String| !a.is_empty() && a.bytes().all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\');
-        if !audiences.iter().all(header_safe) {
+        let listed = vars.get("ISSUERS");
+        let audiences = vars.list("AUTH0_AUDIENCE", AUDIENCE_EXPECTED)?;
+        if audiences.as_ref().is_some_and(|list| !list.iter().all(|a| header_safe(a))) {
             return Err(invalid("AUTH0_AUDIENCE", AUDIENCE_EXPECTED));
         }
-
-        let url_or = |name: &'static str, default: String| match vars.text(name, URL_EXPECTED)? {
-            Some(url) if url.len() <= MAX_URL_LEN && check_url(&url).is_some() => Ok(url),
-            Some(_) => Err(invalid(name, URL_EXPECTED)),
-            None => Ok(default),
-        };
-        let issuer = url_or("AUTH0_ISSUER", format!("{scheme}://{domain}/"))?;
-        let jwks_url = url_or("AUTH0_JWKS_URL", format!("{scheme}://{domain}/.well-known/jwks.json"))?;
+        let mut issuers = Vec::new();
+        if let Some((issuer, jwks_url)) = primary_issuer(&vars, listed.is_none())? {
+            let audiences = audiences.clone().ok_or(missing("AUTH0_AUDIENCE"))?;
+            issuers.push(IssuerConfig { issuer, jwks_url, audiences });
+        }
+        if let Some(listed) = listed {
+            issuers.extend(parse_issuers(listed, audiences.as_deref(), &issuers)?);
+        }
+        let realm = audiences.as_ref().unwrap_or(&issuers[0].audiences)[0].clone();
 
         let leeway_secs = vars.seconds("CLOCK_SKEW_SECONDS", DEFAULT_CLOCK_SKEW_SECONDS, 0, MAX_CLOCK_SKEW_SECONDS)?;
         let cors = match vars.list("CORS_ALLOWED_ORIGINS", ORIGINS_EXPECTED)? {
@@ -159,14 +208,168 @@ impl Config {
         };
         let status_endpoint = vars.switch("STATUS_ENDPOINT")?;
         let gateway = gateway(&vars)?;
+        let dpop = dpop(&vars)?;
 
-        Ok(Config { issuer, audiences, jwks_url, leeway_secs, cors, scope_source, jwks, status_endpoint, gateway })
+        Ok(Config { issuers, realm, leeway_secs, cors, scope_source, jwks, status_endpoint, gateway, dpop })
     }
 
     /// The realm named in `WWW-Authenticate`: the protected API's identifier.
     pub fn realm(&self) -> &str {
-        &self.audiences[0]
+        &self.realm
     }
+}
+
+/// An audience is the realm of `WWW-Authenticate` (the first one) and must make a valid header value.
+fn header_safe(audience: &str) -> bool {
+    !audience.is_empty() && audience.bytes().all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\')
+}
+
+/// The issuer `AUTH0_DOMAIN` (or `AUTH0_ISSUER`) and `AUTH0_JWKS_URL` describe, if any: required
+/// unless `ISSUERS` is given.
+fn primary_issuer<F: Fn(&str) -> Option<Value>>(
+    vars: &Vars<F>,
+    required: bool,
+) -> Result<Option<(String, String)>, ConfigError> {
+    let url = |name: &'static str| match vars.text(name, URL_EXPECTED)? {
+        Some(url) if url.len() <= MAX_URL_LEN && check_url(&url).is_some() => Ok(Some(url)),
+        Some(_) => Err(invalid(name, URL_EXPECTED)),
+        None => Ok(None),
+    };
+    let (issuer, jwks_url) = (url("AUTH0_ISSUER")?, url("AUTH0_JWKS_URL")?);
+    match vars.text("AUTH0_DOMAIN", DOMAIN_EXPECTED)? {
+        Some(domain) => {
+            let (derived_issuer, derived_jwks) =
+                derive_from_domain(&domain).ok_or(invalid("AUTH0_DOMAIN", DOMAIN_EXPECTED))?;
+            Ok(Some((issuer.unwrap_or(derived_issuer), jwks_url.unwrap_or(derived_jwks))))
+        }
+        None if required => Err(missing("AUTH0_DOMAIN")),
+        None => match (issuer, jwks_url) {
+            (Some(issuer), jwks_url) => {
+                let default = default_jwks_url(&issuer);
+                match jwks_url {
+                    Some(url) => Ok(Some((issuer, url))),
+                    None if default.len() <= MAX_URL_LEN => Ok(Some((issuer, default))),
+                    None => Err(invalid("AUTH0_ISSUER", URL_EXPECTED)),
+                }
+            }
+            (None, Some(_)) => Err(invalid("AUTH0_JWKS_URL", "used with AUTH0_DOMAIN or AUTH0_ISSUER only")),
+            (None, None) => Ok(None),
+        },
+    }
+}
+
+/// The issuer and JWKS URL of an Auth0 domain: `https://` (plain `http://` for a loopback host,
+/// such as the local dev issuer, which has no TLS certificate).
+fn derive_from_domain(domain: &str) -> Option<(String, String)> {
+    // Host names are case-insensitive, but `iss` is compared exactly, and Auth0 writes it in lower case.
+    let domain = domain.to_ascii_lowercase();
+    let host = parse_domain(&domain)?;
+    let scheme = if is_loopback(host) { "http" } else { "https" };
+    Some((format!("{scheme}://{domain}/"), format!("{scheme}://{domain}/.well-known/jwks.json")))
+}
+
+/// Where an issuer that is not a bare Auth0 domain publishes its keys by default.
+fn default_jwks_url(issuer: &str) -> String {
+    let separator = if issuer.ends_with('/') { "" } else { "/" };
+    format!("{issuer}{separator}.well-known/jwks.json")
+}
+
+/// One `ISSUERS` entry as written.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuerEntry {
+    domain: Option<String>,
+    issuer: Option<String>,
+    jwks_url: Option<String>,
+    audiences: Option<Value>,
+}
+
+/// `ISSUERS`: a JSON array as text, or an array of tables. Errors name the 0-based entry.
+fn parse_issuers(
+    value: Value,
+    default_audiences: Option<&[String]>,
+    earlier: &[IssuerConfig],
+) -> Result<Vec<IssuerConfig>, ConfigError> {
+    let fail = |index: Option<usize>, detail: String| ConfigError {
+        variable: "ISSUERS",
+        problem: ConfigProblem::InvalidRule { index, detail },
+    };
+    let value = match value {
+        Value::String(text) => serde_json::from_str(&text).map_err(|e| fail(None, e.to_string()))?,
+        value => value,
+    };
+    let Value::Array(entries) = value else { return Err(fail(None, "not an array of issuers".into())) };
+    if entries.len() > MAX_ISSUERS {
+        return Err(fail(None, format!("at most {MAX_ISSUERS} issuers")));
+    }
+    let mut issuers: Vec<IssuerConfig> = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let fail = |detail: &str| fail(Some(index), detail.to_owned());
+        let entry: IssuerEntry = serde_json::from_value(entry).map_err(|e| fail(&e.to_string()))?;
+        let checked_url = |url: String| (url.len() <= MAX_URL_LEN && check_url(&url).is_some()).then_some(url);
+        let (issuer, jwks_url) = match (entry.domain, entry.issuer) {
+            (Some(domain), None) => {
+                let (issuer, derived) = derive_from_domain(domain.trim()).ok_or_else(|| fail(DOMAIN_EXPECTED))?;
+                (issuer, entry.jwks_url.map(checked_url).unwrap_or(Some(derived)))
+            }
+            (None, Some(issuer)) => {
+                let issuer = checked_url(issuer).ok_or_else(|| fail("issuer must be an https:// URL"))?;
+                let default = default_jwks_url(&issuer);
+                let jwks_url = entry.jwks_url.map_or_else(|| checked_url(default), checked_url);
+                (issuer, jwks_url)
+            }
+            _ => return Err(fail("give exactly one of domain and issuer")),
+        };
+        let jwks_url = jwks_url.ok_or_else(|| fail("jwks_url must be an https:// URL of at most 200 characters"))?;
+        let audiences = match entry.audiences {
+            None => default_audiences.map(<[String]>::to_vec),
+            Some(Value::String(s)) => Some(s.split(',').map(|a| a.trim().to_owned()).collect()),
+            Some(Value::Array(items)) => {
+                let items: Option<Vec<String>> =
+                    items.iter().map(|a| a.as_str().map(|a| a.trim().to_owned())).collect();
+                Some(items.ok_or_else(|| fail("audiences must be a string or an array of strings"))?)
+            }
+            Some(_) => return Err(fail("audiences must be a string or an array of strings")),
+        };
+        let audiences = audiences
+            .filter(|list| !list.is_empty())
+            .ok_or_else(|| fail("no audiences: give audiences here or set AUTH0_AUDIENCE"))?;
+        if !audiences.iter().all(|a| header_safe(a)) {
+            return Err(fail(AUDIENCE_EXPECTED));
+        }
+        if earlier.iter().chain(&issuers).any(|known| known.issuer == issuer) {
+            return Err(fail(
+                "this issuer is already trusted (listed twice, or also set by AUTH0_DOMAIN / AUTH0_ISSUER)",
+            ));
+        }
+        issuers.push(IssuerConfig { issuer, jwks_url, audiences });
+    }
+    if issuers.is_empty() && earlier.is_empty() {
+        return Err(fail(None, "no issuers".into()));
+    }
+    Ok(issuers)
+}
+
+const DPOP_MODES: &str = "one of allowed, required, off";
+
+fn dpop<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<DpopPolicy, ConfigError> {
+    let mode = match vars.text("DPOP", DPOP_MODES)?.as_deref() {
+        None | Some("allowed") => DpopMode::Allowed,
+        Some("required") => DpopMode::Required,
+        Some("off") => DpopMode::Off,
+        Some(_) => return Err(invalid("DPOP", DPOP_MODES)),
+    };
+    let max_age_secs = vars.seconds("DPOP_MAX_AGE_SECONDS", DEFAULT_DPOP_MAX_AGE_SECONDS, 1, 3600)?;
+    const SECRET: &str = "at least 32 characters of printable ASCII (a random secret)";
+    let nonce = match vars.text("DPOP_NONCE_SECRET", SECRET)? {
+        None => None,
+        Some(secret) if secret.len() >= MIN_DPOP_NONCE_SECRET_BYTES && secret.bytes().all(|b| b.is_ascii_graphic()) => {
+            let step_secs = vars.seconds("DPOP_NONCE_SECONDS", DEFAULT_DPOP_NONCE_SECONDS, 10, 3600)?;
+            Some(NoncePolicy { secret: secret.into_bytes(), step_secs })
+        }
+        Some(_) => return Err(invalid("DPOP_NONCE_SECRET", SECRET)),
+    };
+    Ok(DpopPolicy { mode, max_age_secs, nonce })
 }
 
 fn missing(variable: &'static str) -> ConfigError {
@@ -378,9 +581,9 @@ mod tests {
     #[test]
     fn defaults_follow_the_domain() {
         let c = with(&[]).unwrap();
-        assert_eq!(c.issuer, "https://example.eu.auth0.com/");
-        assert_eq!(c.jwks_url, "https://example.eu.auth0.com/.well-known/jwks.json");
-        assert_eq!(c.audiences, vec!["https://api.example.com"]);
+        assert_eq!(c.issuers[0].issuer, "https://example.eu.auth0.com/");
+        assert_eq!(c.issuers[0].jwks_url, "https://example.eu.auth0.com/.well-known/jwks.json");
+        assert_eq!(c.issuers[0].audiences, vec!["https://api.example.com"]);
         assert_eq!(c.leeway_secs, 30);
         assert_eq!(c.cors, CorsPolicy::None);
         assert_eq!(c.scope_source, ScopeSource::Both);
@@ -391,8 +594,8 @@ mod tests {
     #[test]
     fn loopback_domain_uses_plain_http() {
         let c = config(&[("AUTH0_DOMAIN", "127.0.0.1:8788"), ("AUTH0_AUDIENCE", "a")]).unwrap();
-        assert_eq!(c.issuer, "http://127.0.0.1:8788/");
-        assert_eq!(c.jwks_url, "http://127.0.0.1:8788/.well-known/jwks.json");
+        assert_eq!(c.issuers[0].issuer, "http://127.0.0.1:8788/");
+        assert_eq!(c.issuers[0].jwks_url, "http://127.0.0.1:8788/.well-known/jwks.json");
     }
 
     #[test]
@@ -424,7 +627,7 @@ mod tests {
     #[test]
     fn several_audiences_split_on_commas() {
         let c = with(&[("AUTH0_AUDIENCE", "https://a, https://b")]).unwrap();
-        assert_eq!(c.audiences, vec!["https://a", "https://b"]);
+        assert_eq!(c.issuers[0].audiences, vec!["https://a", "https://b"]);
         assert_eq!(failing_variable(with(&[("AUTH0_AUDIENCE", "https://a,,https://b")])), "AUTH0_AUDIENCE");
     }
 
@@ -433,8 +636,8 @@ mod tests {
         let c =
             with(&[("AUTH0_ISSUER", "https://login.example.com/"), ("AUTH0_JWKS_URL", "http://localhost:9000/jwks")])
                 .unwrap();
-        assert_eq!(c.issuer, "https://login.example.com/");
-        assert_eq!(c.jwks_url, "http://localhost:9000/jwks");
+        assert_eq!(c.issuers[0].issuer, "https://login.example.com/");
+        assert_eq!(c.issuers[0].jwks_url, "http://localhost:9000/jwks");
         assert_eq!(failing_variable(with(&[("AUTH0_JWKS_URL", "http://example.com/jwks")])), "AUTH0_JWKS_URL");
         assert_eq!(failing_variable(with(&[("AUTH0_JWKS_URL", "ftp://example.com/jwks")])), "AUTH0_JWKS_URL");
         assert_eq!(failing_variable(with(&[("AUTH0_ISSUER", "example.com")])), "AUTH0_ISSUER");
@@ -490,7 +693,7 @@ mod tests {
     #[test]
     fn empty_optional_variables_fall_back_to_defaults() {
         let c = with(&[("AUTH0_ISSUER", ""), ("CLOCK_SKEW_SECONDS", ""), ("CORS_ALLOWED_ORIGINS", " ")]).unwrap();
-        assert_eq!(c.issuer, "https://example.eu.auth0.com/");
+        assert_eq!(c.issuers[0].issuer, "https://example.eu.auth0.com/");
         assert_eq!(c.leeway_secs, 30);
         assert_eq!(c.cors, CorsPolicy::None);
     }
@@ -539,10 +742,10 @@ mod tests {
     #[test]
     fn domain_case_is_normalised_in_the_derived_issuer_and_jwks_url() {
         let c = config(&[("AUTH0_DOMAIN", "Tenant.EU.Auth0.com"), ("AUTH0_AUDIENCE", "a")]).unwrap();
-        assert_eq!(c.issuer, "https://tenant.eu.auth0.com/");
-        assert_eq!(c.jwks_url, "https://tenant.eu.auth0.com/.well-known/jwks.json");
+        assert_eq!(c.issuers[0].issuer, "https://tenant.eu.auth0.com/");
+        assert_eq!(c.issuers[0].jwks_url, "https://tenant.eu.auth0.com/.well-known/jwks.json");
         let local = config(&[("AUTH0_DOMAIN", "LocalHost:8788"), ("AUTH0_AUDIENCE", "a")]).unwrap();
-        assert_eq!(local.issuer, "http://localhost:8788/");
+        assert_eq!(local.issuers[0].issuer, "http://localhost:8788/");
     }
 
     #[test]
@@ -564,7 +767,7 @@ mod tests {
             c.jwks,
             JwksPolicy { max_age_ms: 120_000, cooldown_ms: 5_000, stale_if_error_ms: 0, fetch_timeout_ms: 2_000 }
         );
-        assert_eq!(c.audiences, vec!["https://a", "https://b"]);
+        assert_eq!(c.issuers[0].audiences, vec!["https://a", "https://b"]);
         assert_eq!(c.cors, CorsPolicy::Origins(vec!["https://app.example.com".into()]));
         assert!(!typed_with(&[("STATUS_ENDPOINT", json!(false))]).unwrap().status_endpoint);
         assert_eq!(typed_with(&[("CORS_ALLOWED_ORIGINS", json!(["*"]))]).unwrap().cors, CorsPolicy::Any);
@@ -592,5 +795,140 @@ mod tests {
         for (variable, value) in cases {
             assert_eq!(failing_variable(typed_with(&[(variable, value.clone())])), variable, "{value}");
         }
+    }
+
+    fn issuers_of(c: &Config) -> Vec<(&str, &str, Vec<&str>)> {
+        c.issuers
+            .iter()
+            .map(|i| (i.issuer.as_str(), i.jwks_url.as_str(), i.audiences.iter().map(String::as_str).collect()))
+            .collect()
+    }
+
+    fn failing_entry(result: Result<Config, ConfigError>) -> Option<usize> {
+        let error = result.expect_err("ISSUERS should be rejected");
+        assert_eq!(error.variable, "ISSUERS", "{error}");
+        match error.problem {
+            ConfigProblem::InvalidRule { index, .. } => index,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn issuers_add_to_the_auth0_domain_issuer_a_custom_domain_move_is_one_entry() {
+        let c = with(&[("ISSUERS", r#"[{"issuer": "https://login.example.com/"}]"#)]).unwrap();
+        assert_eq!(
+            issuers_of(&c),
+            vec![
+                (
+                    "https://example.eu.auth0.com/",
+                    "https://example.eu.auth0.com/.well-known/jwks.json",
+                    vec!["https://api.example.com"]
+                ),
+                (
+                    "https://login.example.com/",
+                    "https://login.example.com/.well-known/jwks.json",
+                    vec!["https://api.example.com"]
+                ),
+            ]
+        );
+        assert_eq!(c.realm(), "https://api.example.com");
+    }
+
+    #[test]
+    fn issuers_alone_need_no_auth0_domain_and_take_their_own_audiences() {
+        let c = typed(&[(
+            "ISSUERS",
+            json!([
+                { "domain": "Dev.EU.auth0.com", "audiences": "https://dev-api" },
+                { "issuer": "https://staging.example.com", "jwks_url": "https://keys.example.com/jwks", "audiences": ["a", "b"] },
+                { "domain": "127.0.0.1:8788", "audiences": ["local"] }
+            ]),
+        )])
+        .unwrap();
+        assert_eq!(
+            issuers_of(&c),
+            vec![
+                (
+                    "https://dev.eu.auth0.com/",
+                    "https://dev.eu.auth0.com/.well-known/jwks.json",
+                    vec!["https://dev-api"]
+                ),
+                ("https://staging.example.com", "https://keys.example.com/jwks", vec!["a", "b"]),
+                ("http://127.0.0.1:8788/", "http://127.0.0.1:8788/.well-known/jwks.json", vec!["local"]),
+            ]
+        );
+        assert_eq!(c.realm(), "https://dev-api");
+    }
+
+    #[test]
+    fn an_issuer_alone_by_auth0_issuer_derives_its_jwks_url() {
+        let c = typed(&[
+            ("AUTH0_ISSUER", json!("https://login.example.com/")),
+            ("AUTH0_AUDIENCE", json!("a")),
+            ("ISSUERS", json!([{ "domain": "t.auth0.com" }])),
+        ])
+        .unwrap();
+        assert_eq!(c.issuers[0].jwks_url, "https://login.example.com/.well-known/jwks.json");
+        assert_eq!(c.issuers[1].issuer, "https://t.auth0.com/");
+    }
+
+    #[test]
+    fn bad_issuers_entries_are_named_by_index() {
+        let cases = [
+            (json!([{ "domain": "a.auth0.com" }, { "domain": "a.auth0.com" }]), Some(1)),
+            (json!([{ "domain": "example.eu.auth0.com" }]), Some(0)),
+            (json!([{ "issuer": "https://example.eu.auth0.com/" }]), Some(0)),
+            (json!([{ "domain": "a.auth0.com", "issuer": "https://a.auth0.com/" }]), Some(0)),
+            (json!([{ "audiences": "x" }]), Some(0)),
+            (json!([{ "domain": "a.auth0.com" }, { "domain": "b.auth0.com", "color": "red" }]), Some(1)),
+            (json!([{ "issuer": "http://evil.example.com/" }]), Some(0)),
+            (json!([{ "issuer": "https://a.example.com/", "jwks_url": "ftp://x" }]), Some(0)),
+            (json!([{ "domain": "https://a.auth0.com" }]), Some(0)),
+            (json!([{ "domain": "a.auth0.com", "audiences": [] }]), Some(0)),
+            (json!([{ "domain": "a.auth0.com", "audiences": [1] }]), Some(0)),
+            (json!([{ "domain": "a.auth0.com", "audiences": "a\"b" }]), Some(0)),
+            (json!({ "domain": "a.auth0.com" }), None),
+            (json!("not json"), None),
+            (json!((0..21).map(|i| json!({ "domain": format!("t{i}.auth0.com") })).collect::<Vec<_>>()), None),
+        ];
+        for (value, index) in cases {
+            assert_eq!(failing_entry(typed_with(&[("ISSUERS", value.clone())])), index, "{value}");
+        }
+        // No audience anywhere.
+        let alone = typed(&[("ISSUERS", json!([{ "domain": "a.auth0.com" }]))]);
+        assert_eq!(failing_entry(alone), Some(0));
+        assert!(typed_with(&[(
+            "ISSUERS",
+            json!((0..19).map(|i| json!({ "domain": format!("t{i}.auth0.com") })).collect::<Vec<_>>())
+        )])
+        .is_ok());
+    }
+
+    #[test]
+    fn dpop_settings_default_to_allowed_without_nonces() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.dpop, DpopPolicy { mode: DpopMode::Allowed, max_age_secs: 300, nonce: None });
+        let c = with(&[
+            ("DPOP", "required"),
+            ("DPOP_MAX_AGE_SECONDS", "60"),
+            ("DPOP_NONCE_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("DPOP_NONCE_SECONDS", "30"),
+        ])
+        .unwrap();
+        assert_eq!(c.dpop.mode, DpopMode::Required);
+        assert_eq!(c.dpop.max_age_secs, 60);
+        assert_eq!(c.dpop.nonce.as_ref().map(|n| n.step_secs), Some(30));
+        assert!(!format!("{:?}", c.dpop).contains("0123456789"), "the secret never prints");
+        assert_eq!(with(&[("DPOP", "off")]).unwrap().dpop.mode, DpopMode::Off);
+        for (name, bad) in [
+            ("DPOP", "yes"),
+            ("DPOP_MAX_AGE_SECONDS", "0"),
+            ("DPOP_NONCE_SECRET", "short"),
+            ("DPOP_NONCE_SECRET", "0123456789abcdef 0123456789abcdef"),
+        ] {
+            assert_eq!(failing_variable(with(&[(name, bad)])), name, "{bad}");
+        }
+        let step = with(&[("DPOP_NONCE_SECRET", "0123456789abcdef0123456789abcdef"), ("DPOP_NONCE_SECONDS", "5")]);
+        assert_eq!(failing_variable(step), "DPOP_NONCE_SECONDS");
     }
 }

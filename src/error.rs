@@ -18,6 +18,13 @@ pub enum ApiError {
     MissingAuthorization,
     InvalidRequest(RequestProblem),
     InvalidToken(TokenProblem),
+    /// A DPoP proof that fails one of RFC 9449 §4.3's checks (`invalid_dpop_proof`).
+    InvalidDpopProof(ProofProblem),
+    /// The proof carries no nonce, or one this edge did not issue recently (`use_dpop_nonce`):
+    /// the client retries with `nonce`, sent in `DPoP-Nonce`.
+    UseDpopNonce {
+        nonce: String,
+    },
     /// The rule's `scopes` then `any_scopes`, space-separated (from configuration, never a token).
     InsufficientScope {
         required: String,
@@ -69,8 +76,19 @@ pub enum TokenProblem {
     Expired,
     NotYetValid,
     IssuedInFuture,
-    WrongIssuer,
+    /// `iss` missing, not a string, or not one of the configured issuers.
+    UntrustedIssuer,
     WrongAudience,
+    /// A DPoP-bound token (`cnf.jkt`) sent as Bearer: it is worthless without its key's proof.
+    BoundTokenAsBearer,
+    /// The DPoP scheme with a token that is bound to no key.
+    UnboundTokenAsDpop,
+    /// `DPOP=required` and the token came as Bearer.
+    DpopRequired,
+    /// A `cnf` claim that is not one `jkt` (mTLS `x5t#S256`, say): a binding this edge cannot check.
+    UnsupportedConfirmation,
+    /// `cnf.jkt` is not the thumbprint of the key that signed the proof.
+    KeyBindingMismatch,
 }
 
 impl TokenProblem {
@@ -88,8 +106,62 @@ impl TokenProblem {
             Self::Expired => "The token is expired",
             Self::NotYetValid => "The token is not valid yet",
             Self::IssuedInFuture => "The token was issued in the future",
-            Self::WrongIssuer => "The token issuer is not accepted",
+            Self::UntrustedIssuer => "The token issuer is not trusted",
             Self::WrongAudience => "The token audience is not accepted",
+            Self::BoundTokenAsBearer => "The token is bound to a key; send it with the DPoP scheme and a proof",
+            Self::UnboundTokenAsDpop => "The token is not bound to a key; send it with the Bearer scheme",
+            Self::DpopRequired => "A DPoP-bound token with its proof is required",
+            Self::UnsupportedConfirmation => "The token is bound by a confirmation method that is not supported",
+            Self::KeyBindingMismatch => "The token is bound to another key than the one that signed the proof",
+        }
+    }
+}
+
+/// Which check a DPoP proof failed (RFC 9449 §4.3), in the order they are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProofProblem {
+    Missing,
+    Multiple,
+    TooLarge,
+    Malformed,
+    WrongType,
+    UnsupportedAlgorithm,
+    MissingKey,
+    PrivateKey,
+    /// Not a public key of the kind `alg` names, or an RSA key outside 2048–4096 bits.
+    UnusableKey,
+    BadSignature,
+    BadJti,
+    MethodMismatch,
+    UrlMismatch,
+    MissingIssuedAt,
+    TooOld,
+    IssuedInFuture,
+    AccessTokenHashMismatch,
+    Replayed,
+}
+
+impl ProofProblem {
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::Missing => "No DPoP proof was sent",
+            Self::Multiple => "More than one DPoP proof was sent",
+            Self::TooLarge => "The DPoP proof is too large",
+            Self::Malformed => "The DPoP proof is not a well-formed JWS compact serialization",
+            Self::WrongType => "The DPoP proof typ is not dpop+jwt",
+            Self::UnsupportedAlgorithm => "The DPoP proof alg is not one of ES256, RS256, PS256, EdDSA",
+            Self::MissingKey => "The DPoP proof header has no jwk",
+            Self::PrivateKey => "The DPoP proof jwk holds private key members",
+            Self::UnusableKey => "The DPoP proof jwk is not a usable public key for its alg",
+            Self::BadSignature => "The DPoP proof signature is invalid",
+            Self::BadJti => "The DPoP proof jti is missing, not a string or too long",
+            Self::MethodMismatch => "The DPoP proof htm does not match the request method",
+            Self::UrlMismatch => "The DPoP proof htu does not match the request URL",
+            Self::MissingIssuedAt => "The DPoP proof has no iat",
+            Self::TooOld => "The DPoP proof is too old",
+            Self::IssuedInFuture => "The DPoP proof was issued in the future",
+            Self::AccessTokenHashMismatch => "The DPoP proof ath is missing or not the hash of the access token",
+            Self::Replayed => "The DPoP proof was already used",
         }
     }
 }
@@ -120,11 +192,23 @@ impl fmt::Display for ConfigError {
             ConfigProblem::Missing => write!(f, "{} is required but missing or empty", self.variable),
             ConfigProblem::Invalid(expected) => write!(f, "{} is invalid: {expected}", self.variable),
             ConfigProblem::InvalidRule { index: Some(index), .. } => {
-                write!(f, "{} is invalid: rule {index} (the worker's log says why)", self.variable)
+                write!(f, "{} is invalid: {} {index} (the worker's log says why)", self.variable, self.entry_name())
             }
             ConfigProblem::InvalidRule { index: None, .. } => {
-                write!(f, "{} is invalid: not a JSON array of rules (the worker's log says why)", self.variable)
+                let entries = format!("{}s", self.entry_name());
+                write!(f, "{} is invalid: not a JSON array of {entries} (the worker's log says why)", self.variable)
             }
+        }
+    }
+}
+
+impl ConfigError {
+    /// What one element of a list variable is called in messages.
+    fn entry_name(&self) -> &'static str {
+        if self.variable == "ROUTES" {
+            "rule"
+        } else {
+            "entry"
         }
     }
 }

@@ -1,6 +1,33 @@
-//! Cutting the one Bearer token out of an `Authorization` header (RFC 6750 §2.1).
+//! Cutting the one token out of an `Authorization` header: `Bearer` (RFC 6750 §2.1) or `DPoP`
+//! (RFC 9449 §7.1, the same token68 syntax).
 
-use crate::error::{ApiError, RequestProblem, TokenProblem};
+use crate::{
+    config::DpopMode,
+    error::{ApiError, RequestProblem, TokenProblem},
+};
+
+/// The scheme a credential came under; it decides which challenge carries the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+/// The token of `Authorization: Bearer <token>` or (unless DPoP is off) `Authorization: DPoP <token>`.
+/// Any other scheme is no credential at all.
+pub fn credential(authorization: Option<&str>, mode: DpopMode) -> Result<(Scheme, &str), ApiError> {
+    let header = authorization.ok_or(ApiError::MissingAuthorization)?;
+    let header = header.trim_matches(|c| c == ' ' || c == '\t');
+    let (scheme, rest) = header.split_once([' ', '\t']).unwrap_or((header, ""));
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") && mode != DpopMode::Off {
+        Scheme::Dpop
+    } else {
+        return Err(ApiError::MissingAuthorization);
+    };
+    token68(rest).map(|token| (scheme, token))
+}
 
 /// Tokens above this size are refused before any parsing: Auth0 access tokens are a few hundred
 /// bytes to a few KiB, and parsing costs grow with input.
@@ -11,12 +38,13 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// The runtime joins repeated headers with ", ", so two `Authorization` headers arrive as one
 /// value with a separator inside the credential and are refused as more than one credential.
 pub fn bearer_token(authorization: Option<&str>) -> Result<&str, ApiError> {
-    let header = authorization.ok_or(ApiError::MissingAuthorization)?;
-    let header = header.trim_matches(|c| c == ' ' || c == '\t');
-    let (scheme, rest) = header.split_once([' ', '\t']).unwrap_or((header, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ApiError::MissingAuthorization);
+    match credential(authorization, DpopMode::Off)? {
+        (Scheme::Bearer, token) => Ok(token),
+        (Scheme::Dpop, _) => Err(ApiError::MissingAuthorization),
     }
+}
+
+fn token68(rest: &str) -> Result<&str, ApiError> {
     let credential = rest.trim_start_matches([' ', '\t']);
     if credential.is_empty() {
         return Err(ApiError::InvalidRequest(RequestProblem::EmptyCredential));
@@ -79,6 +107,20 @@ mod tests {
     #[test]
     fn b64token_allows_its_whole_alphabet_and_padding() {
         assert_eq!(bearer_token(Some("Bearer aZ09-._~+/==")), Ok("aZ09-._~+/=="));
+    }
+
+    #[test]
+    fn dpop_scheme_is_a_credential_unless_dpop_is_off() {
+        for mode in [DpopMode::Allowed, DpopMode::Required] {
+            assert_eq!(credential(Some("DPoP a.b.c"), mode), Ok((Scheme::Dpop, "a.b.c")));
+            assert_eq!(credential(Some("dpop  a.b.c"), mode), Ok((Scheme::Dpop, "a.b.c")));
+            assert_eq!(credential(Some("Bearer a.b.c"), mode), Ok((Scheme::Bearer, "a.b.c")));
+            assert_eq!(
+                credential(Some("DPoP a.b.c, DPoP d.e.f"), mode),
+                Err(ApiError::InvalidRequest(RequestProblem::MultipleCredentials))
+            );
+        }
+        assert_eq!(credential(Some("DPoP a.b.c"), DpopMode::Off), Err(ApiError::MissingAuthorization));
     }
 
     #[test]

@@ -4,11 +4,16 @@
 //! The origin may trust `X-Auth-*` because no client can send them: every incoming header named
 //! `X-Auth-*` or `X-Edge-Auth-Secret` is removed before anything is added.
 
-use crate::{claims::Principal, config::GatewayConfig};
+use crate::{
+    claims::{Binding, Principal},
+    config::GatewayConfig,
+};
 
 pub const SUBJECT: &str = "x-auth-subject";
 pub const SCOPES: &str = "x-auth-scopes";
 pub const CLAIMS: &str = "x-auth-claims";
+/// The RFC 7638 thumbprint of the key a DPoP-bound token was proven with, at the edge.
+pub const KEY_THUMBPRINT: &str = "x-auth-key-thumbprint";
 pub const SECRET: &str = "x-edge-auth-secret";
 pub const FORWARDED_HOST: &str = "x-forwarded-host";
 /// Headers some frameworks let override the path or method: the rule was decided on the request's
@@ -27,6 +32,7 @@ impl GatewayConfig {
     /// Underscores count as dashes: CGI and WSGI servers read `X_Auth_Subject` and `X-Auth-Subject`
     /// alike (`HTTP_X_AUTH_SUBJECT`). `Authorization` reaches the origin only when asked for and
     /// only on a request whose token the edge verified (`verified`): never an unchecked one.
+    /// `DPoP` travels with it under the same rule: a proof is meaningless without its token.
     pub fn drops(&self, name: &str, verified: bool) -> bool {
         let lower = name.to_ascii_lowercase().replace('_', "-");
         lower.starts_with("x-auth-")
@@ -34,7 +40,7 @@ impl GatewayConfig {
             || lower == "host"
             || lower == FORWARDED_HOST
             || OVERRIDES.contains(&lower.as_str())
-            || (lower == "authorization" && !(self.forward_authorization && verified))
+            || ((lower == "authorization" || lower == "dpop") && !(self.forward_authorization && verified))
     }
 
     /// Headers the edge adds after the incoming ones were filtered.
@@ -59,6 +65,10 @@ impl GatewayConfig {
                 // A BTreeSet: de-duplicated and sorted already.
                 let scopes: Vec<String> = principal.scopes.iter().map(|s| header_safe(s)).collect();
                 headers.push((SCOPES, scopes.join(" ")));
+            }
+            if let Binding::Jkt(jkt) = &principal.binding {
+                // Only a bound token whose proof held gets this far with a binding.
+                headers.push((KEY_THUMBPRINT, header_safe(jkt)));
             }
             if self.forward_claims {
                 headers.push((CLAIMS, claims_segment.to_owned()));

@@ -3,7 +3,12 @@
 
 use serde_json::json;
 
-use crate::{config::CorsPolicy, error::ApiError};
+use crate::{
+    config::{CorsPolicy, DpopMode},
+    error::ApiError,
+    extract::Scheme,
+    proof,
+};
 
 /// A response before it is handed to the runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,12 +44,57 @@ impl HttpResponse {
 /// Methods every route answers; `HEAD` is `GET` without a body.
 pub const ALLOW: &str = "GET, HEAD, OPTIONS";
 
-/// The one mapping from errors to HTTP (RFC 6750 §3 for the Bearer errors).
-/// `realm` is `None` when the configuration itself is broken.
-pub fn error_response(error: &ApiError, realm: Option<&str>) -> HttpResponse {
-    let realm = format!("Bearer realm=\"{}\"", realm.unwrap_or("edge-auth"));
-    let challenge =
-        |code: &str, description: &str| format!("{realm}, error=\"{code}\", error_description=\"{description}\"");
+/// What the `WWW-Authenticate` challenges of a refusal say: which schemes the deployment
+/// accepts, and which one the client used (that one carries the error).
+#[derive(Debug, Clone, Copy)]
+pub struct Challenge<'a> {
+    pub realm: &'a str,
+    pub dpop: DpopMode,
+    pub scheme: Option<Scheme>,
+}
+
+impl Challenge<'_> {
+    /// One `WWW-Authenticate` value per accepted scheme (RFC 9449 §7.1), `error` on the one used.
+    fn headers(&self, error: Option<(&str, &str)>, scope: Option<&str>) -> Vec<(&'static str, String)> {
+        let used = match (self.scheme, self.dpop) {
+            (Some(scheme), _) => scheme,
+            (None, DpopMode::Required) => Scheme::Dpop,
+            (None, _) => Scheme::Bearer,
+        };
+        // A DPoP-specific error belongs to the DPoP challenge whatever scheme was used.
+        let used = match error {
+            Some(("invalid_dpop_proof" | "use_dpop_nonce", _)) => Scheme::Dpop,
+            _ => used,
+        };
+        let with_error = |mut value: String, scheme: Scheme| {
+            if let (Some((code, description)), true) = (error, scheme == used) {
+                value.push_str(&format!(", error=\"{code}\", error_description=\"{description}\""));
+                if let Some(scope) = scope {
+                    value.push_str(&format!(", scope=\"{scope}\""));
+                }
+            }
+            value
+        };
+        let mut headers = Vec::with_capacity(2);
+        if self.dpop != DpopMode::Required {
+            headers.push(("www-authenticate", with_error(format!("Bearer realm=\"{}\"", self.realm), Scheme::Bearer)));
+        }
+        if self.dpop != DpopMode::Off {
+            let dpop = format!("DPoP algs=\"{}\"", proof::ALGORITHMS);
+            headers.push(("www-authenticate", with_error(dpop, Scheme::Dpop)));
+        }
+        headers
+    }
+}
+
+/// When the configuration itself is broken: Bearer only, a neutral realm.
+const BROKEN: Challenge<'static> = Challenge { realm: "edge-auth", dpop: DpopMode::Off, scheme: None };
+
+/// The one mapping from errors to HTTP (RFC 6750 §3 for the Bearer errors, RFC 9449 §7.1 and §9
+/// for DPoP's). `challenge` is `None` when the configuration itself is broken.
+pub fn error_response(error: &ApiError, challenge: Option<&Challenge<'_>>) -> HttpResponse {
+    let challenge = challenge.unwrap_or(&BROKEN);
+    let refuse = |code: &str, description: &str| challenge.headers(Some((code, description)), None);
     let (status, code, description, extra): (u16, &str, String, Vec<(&'static str, String)>) = match error {
         ApiError::NotFound => (404, "not_found", "No such route".into(), vec![]),
         ApiError::MethodNotAllowed(allow) => {
@@ -55,24 +105,27 @@ pub fn error_response(error: &ApiError, realm: Option<&str>) -> HttpResponse {
             401,
             "missing_authorization",
             "Authorization header with a Bearer token is expected".into(),
-            vec![("www-authenticate", realm.clone())],
+            challenge.headers(None, None),
         ),
-        ApiError::InvalidRequest(p) => (
-            400,
-            "invalid_request",
-            p.description().into(),
-            vec![("www-authenticate", challenge("invalid_request", p.description()))],
-        ),
-        ApiError::InvalidToken(p) => (
-            401,
-            "invalid_token",
-            p.description().into(),
-            vec![("www-authenticate", challenge("invalid_token", p.description()))],
-        ),
+        ApiError::InvalidRequest(p) => {
+            (400, "invalid_request", p.description().into(), refuse("invalid_request", p.description()))
+        }
+        ApiError::InvalidToken(p) => {
+            (401, "invalid_token", p.description().into(), refuse("invalid_token", p.description()))
+        }
+        ApiError::InvalidDpopProof(p) => {
+            (401, "invalid_dpop_proof", p.description().into(), refuse("invalid_dpop_proof", p.description()))
+        }
+        ApiError::UseDpopNonce { nonce } => {
+            let description = "Resend the request with a DPoP proof carrying the nonce in DPoP-Nonce";
+            let mut headers = refuse("use_dpop_nonce", description);
+            headers.push(("dpop-nonce", nonce.clone()));
+            (401, "use_dpop_nonce", description.into(), headers)
+        }
         ApiError::InsufficientScope { required } => {
             let description = "The token does not grant the required scope";
-            let header = format!("{}, scope=\"{required}\"", challenge("insufficient_scope", description));
-            (403, "insufficient_scope", description.into(), vec![("www-authenticate", header)])
+            let headers = challenge.headers(Some(("insufficient_scope", description)), Some(required));
+            (403, "insufficient_scope", description.into(), headers)
         }
         ApiError::OriginUnreachable => (502, "origin_unreachable", "The origin could not be reached".into(), vec![]),
         ApiError::OriginTimeout => (504, "origin_timeout", "The origin did not answer in time".into(), vec![]),
@@ -110,7 +163,7 @@ pub fn with_cors(mut response: HttpResponse, cors: &CorsPolicy, origin: Option<&
     }
     if let Some(allow) = allowed_origin(cors, origin) {
         response.headers.push(("access-control-allow-origin", allow));
-        response.headers.push(("access-control-expose-headers", "WWW-Authenticate, Retry-After".into()));
+        response.headers.push(("access-control-expose-headers", "WWW-Authenticate, Retry-After, DPoP-Nonce".into()));
     }
     response
 }
@@ -123,7 +176,7 @@ pub fn preflight(cors: &CorsPolicy, origin: Option<&str>) -> HttpResponse {
     if allowed_origin(cors, origin).is_some() {
         response.headers.extend([
             ("access-control-allow-methods", ALLOW.into()),
-            ("access-control-allow-headers", "Authorization, Content-Type".into()),
+            ("access-control-allow-headers", "Authorization, Content-Type, DPoP".into()),
             ("access-control-max-age", "600".into()),
         ]);
     }

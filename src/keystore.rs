@@ -96,18 +96,33 @@ impl FetchError {
 
 /// The runtime side of key storage. Loads answer `None` on a miss, an absent binding or an error:
 /// to the policy all three mean "nothing usable here".
+///
+/// One runtime side serves every issuer's store: each call names the issuer and JWKS URL it is
+/// about ([`JwksSource`]), so that tiers keep each issuer's copy under its own key.
 pub trait KeyIo {
     fn has_tier(&self, tier: SharedTier) -> bool;
-    fn load(&self, tier: SharedTier) -> impl Future<Output = Option<String>>;
+    fn load(&self, tier: SharedTier, source: &JwksSource<'_>) -> impl Future<Output = Option<String>>;
     /// `Err` holds a short reason for the log (never the document).
-    fn store(&self, tier: SharedTier, document: &str) -> impl Future<Output = Result<(), String>>;
-    fn fetch_issuer(&self) -> impl Future<Output = Result<Vec<u8>, FetchError>>;
+    fn store(
+        &self,
+        tier: SharedTier,
+        source: &JwksSource<'_>,
+        document: &str,
+    ) -> impl Future<Output = Result<(), String>>;
+    fn fetch_issuer(&self, source: &JwksSource<'_>) -> impl Future<Output = Result<Vec<u8>, FetchError>>;
     /// Waits `ms` on a timer of this request's own, and answers the time then (ms since the epoch).
     /// The time comes back from the wait rather than from a clock the store would read, so the
     /// store still takes time only from outside, and host tests drive both with one fake clock.
     fn sleep(&self, ms: u64) -> impl Future<Output = u64>;
     /// One structured line per key event. Never given token text or key material beyond `kid`s.
     fn log(&self, line: &str);
+}
+
+/// Whose keys a tier or fetch call is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwksSource<'a> {
+    pub issuer: &'a str,
+    pub jwks_url: &'a str,
 }
 
 /// A JWKS document as the shared tiers keep it: the raw issuer document plus when it was fetched
@@ -181,6 +196,10 @@ impl KeyStore {
         // stale keys (with no stale-if-error, no keys at all) until it ends.
         let policy = JwksPolicy { cooldown_ms: policy.cooldown_ms.min(policy.max_age_ms), ..policy };
         Self { issuer: issuer.into(), jwks_url: jwks_url.into(), policy, state: RefCell::default() }
+    }
+
+    pub fn source(&self) -> JwksSource<'_> {
+        JwksSource { issuer: &self.issuer, jwks_url: &self.jwks_url }
     }
 
     /// The key a token names, from the closest tier that has it.
@@ -304,7 +323,7 @@ impl KeyStore {
     /// that need it (see [`Self::needs_write`]).
     async fn fetch(&self, now: u64, io: &impl KeyIo) -> Result<Rc<KeySet>, FetchError> {
         self.state.borrow_mut().last_attempt_ms = Some(now);
-        let result = match io.fetch_issuer().await {
+        let result = match io.fetch_issuer(&self.source()).await {
             Ok(body) => KeySet::parse(&body).map(|keys| (keys, body)).map_err(FetchError::Invalid),
             Err(e) => Err(e),
         };
@@ -363,7 +382,7 @@ impl KeyStore {
     }
 
     async fn write(&self, tier: SharedTier, document: &str, copy: (u64, Rc<KeySet>), io: &impl KeyIo) {
-        let result = io.store(tier, document).await;
+        let result = io.store(tier, &self.source(), document).await;
         let newly_failing = {
             let mut state = self.state.borrow_mut();
             let known = &mut state.shared[tier.index()];
@@ -412,7 +431,7 @@ impl KeyStore {
         if !io.has_tier(tier) {
             return None;
         }
-        let text = io.load(tier).await;
+        let text = io.load(tier, &self.source()).await;
         let loaded = text.and_then(|text| match self.decode(&text, tier, now) {
             Some(snapshot) => Some((text, snapshot)),
             None => {

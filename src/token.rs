@@ -25,10 +25,14 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D:
 
 /// A token whose structure and header are acceptable, but whose signature and claims are not
 /// yet checked. The only way forward is [`crate::verify::check_signature`].
+///
+/// The claims are read here, unjudged, because `iss` picks the issuer (and so the keys) before
+/// any key is looked at; they are read once, and judged only after the signature holds.
 #[derive(Debug)]
 pub struct UnverifiedToken<'a> {
     raw: &'a str,
     inner: UntrustedToken<'a, HeaderExtensions>,
+    claims: Claims<AccessClaims>,
 }
 
 impl<'a> UnverifiedToken<'a> {
@@ -41,7 +45,13 @@ impl<'a> UnverifiedToken<'a> {
         if inner.header().other_fields.crit {
             return Err(TokenProblem::CriticalHeader);
         }
-        Ok(Self { raw, inner })
+        let claims = inner.deserialize_claims_unchecked().map_err(|_| TokenProblem::MalformedClaims)?;
+        Ok(Self { raw, inner, claims })
+    }
+
+    /// The `iss` the token claims, unverified: only good for choosing which keys to try.
+    pub fn claimed_issuer(&self) -> Option<&str> {
+        self.claims.custom.iss.as_deref()
     }
 
     pub fn kid(&self) -> Option<&str> {
@@ -58,8 +68,8 @@ impl<'a> UnverifiedToken<'a> {
         self.inner.signature_bytes()
     }
 
-    /// Claims read without judging them; callable by the signature check alone.
-    pub(crate) fn claims_unchecked(&self) -> Result<Claims<AccessClaims>, TokenProblem> {
-        self.inner.deserialize_claims_unchecked().map_err(|_| TokenProblem::MalformedClaims)
+    /// The claims, unjudged; for the signature check alone to hand on.
+    pub(crate) fn into_claims(self) -> Claims<AccessClaims> {
+        self.claims
     }
 }

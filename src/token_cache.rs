@@ -34,6 +34,8 @@ pub const CAPACITY: usize = 1024;
 /// What one successful verification proved.
 #[derive(Debug, Clone)]
 pub struct Verified {
+    /// Which configured issuer's keys verified it (an index into [`crate::issuers::Issuers`]).
+    pub issuer: usize,
     /// The `kid` the token named, looked up again on every use (`None`: the token named none).
     pub kid: Option<Rc<str>>,
     pub key: VerificationKey,
@@ -129,7 +131,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::jwks::KeySet;
+    use crate::{claims::Binding, jwks::KeySet};
 
     const NOW: i64 = 1_767_225_600;
 
@@ -137,9 +139,10 @@ mod tests {
         let n = <base64ct::Base64UrlUnpadded as base64ct::Encoding>::encode_string(&[0xC5; 256]);
         let set = KeySet::parse(format!(r#"{{"keys":[{{"kty":"RSA","kid":"k","n":"{n}","e":"AQAB"}}]}}"#).as_bytes());
         Verified {
+            issuer: 0,
             kid: Some("k".into()),
             key: set.unwrap().select(Some("k")).unwrap().clone(),
-            principal: Rc::new(Principal { subject: None, scopes: BTreeSet::new() }),
+            principal: Rc::new(Principal { subject: None, scopes: BTreeSet::new(), binding: Binding::None }),
             validity: Validity { expires, not_before: None, issued_at: None },
         }
     }

@@ -42,13 +42,51 @@ impl SignatureVerifier for RustRsa {
     }
 }
 
+/// DPoP proofs on the host, through jwt-compact's engines.
+#[cfg(not(target_arch = "wasm32"))]
+impl crate::proof::ProofVerifier for RustRsa {
+    async fn verify_proof(&self, key: &crate::proof::ProofKey, signing_input: &[u8], signature: &[u8]) -> bool {
+        use crate::proof::{ProofAlg, PublicJwk};
+        use jwt_compact::{
+            alg::{Ed25519, Es256, Rsa, RsaPublicKey, RsaSignature, VerifyingKey},
+            jwk::JsonWebKey,
+            Algorithm, AlgorithmSignature,
+        };
+        fn check<A: Algorithm>(alg: A, key: &A::VerifyingKey, input: &[u8], signature: &[u8]) -> bool {
+            A::Signature::try_from_slice(signature).is_ok_and(|s| alg.verify_signature(&s, key, input))
+        }
+        match (&key.jwk, key.alg) {
+            (PublicJwk::Ec { x, y }, ProofAlg::Es256) => {
+                let point = [&[4u8][..], x, y].concat();
+                <p256::ecdsa::VerifyingKey as VerifyingKey<Es256>>::from_slice(&point)
+                    .is_ok_and(|k| check(Es256, &k, signing_input, signature))
+            }
+            (PublicJwk::Ed25519 { x }, ProofAlg::EdDsa) => {
+                <ed25519_compact::PublicKey as VerifyingKey<Ed25519>>::from_slice(x)
+                    .is_ok_and(|k| check(Ed25519, &k, signing_input, signature))
+            }
+            (PublicJwk::Rsa { n, e }, ProofAlg::Rs256 | ProofAlg::Ps256) => {
+                let jwk = JsonWebKey::Rsa { modulus: n.into(), public_exponent: e.into(), private_parts: None };
+                let alg = if key.alg == ProofAlg::Rs256 { Rsa::rs256() } else { Rsa::ps256() };
+                let (Ok(public), Ok(signature)) =
+                    (RsaPublicKey::try_from(&jwk), RsaSignature::try_from_slice(signature))
+                else {
+                    return false;
+                };
+                alg.verify_signature(&signature, &public, signing_input)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Claims whose integrity is proven but whose content is not yet judged
 /// (issuer, audience, times and scope are [`crate::claims`]' job).
 #[derive(Debug)]
 pub struct SignedClaims(pub(crate) Claims<AccessClaims>);
 
 pub async fn check_signature(
-    token: &UnverifiedToken<'_>,
+    token: UnverifiedToken<'_>,
     key: &VerificationKey,
     verifier: &impl SignatureVerifier,
 ) -> Result<SignedClaims, TokenProblem> {
@@ -56,5 +94,5 @@ pub async fn check_signature(
     if signature.len() != key.signature_len() || !verifier.verify_rs256(key, token.signing_input(), signature).await {
         return Err(TokenProblem::BadSignature);
     }
-    token.claims_unchecked().map(SignedClaims)
+    Ok(SignedClaims(token.into_claims()))
 }

@@ -14,7 +14,8 @@ use common::{block_on, FakeIo, NOW};
 use edge_auth::{
     app::{self, Incoming, Keys, Outcome, Setup},
     config::Config,
-    keystore::KeyStore,
+    issuers::Issuers,
+    replay::ReplayCache,
     rules::Rules,
     token_cache::TokenCache,
     verify::RustRsa,
@@ -85,7 +86,8 @@ fn rows(corpus: &Value) -> Vec<Row> {
 struct Isolate {
     config: Config,
     rules: Rules,
-    store: KeyStore,
+    issuers: Issuers,
+    proofs: RefCell<ReplayCache>,
     io: FakeIo,
     tokens: RefCell<TokenCache>,
 }
@@ -105,7 +107,8 @@ impl Isolate {
         let config = Config::from_vars(get).expect("the corpus configuration is valid");
         let rules = app::compile_rules(&config).expect("the corpus routes compile");
         Isolate {
-            store: KeyStore::new(&config.issuer, &config.jwks_url, config.jwks),
+            issuers: Issuers::new(&config),
+            proofs: RefCell::default(),
             io: FakeIo::serving(&corpus["jwks"]),
             tokens: RefCell::default(),
             config,
@@ -116,8 +119,12 @@ impl Isolate {
     fn send(&self, row: &Row) -> Outcome {
         let authorization = row.header("authorization");
         let origin = row.header("origin");
+        let dpop = row.header("dpop");
+        let url = format!("https://attacks.edge-auth.test{}", row.path);
         let request = Incoming {
             method: &row.method,
+            url: &url,
+            dpop: dpop.as_deref(),
             // The runtime hands over the path without its query, as the edge adapter does.
             path: row.path.split('?').next().unwrap_or_default(),
             authorization: authorization.as_deref(),
@@ -125,7 +132,13 @@ impl Isolate {
             host: Some("attacks.edge-auth.test"),
             preflight: row.header("access-control-request-method").is_some(),
         };
-        let keys = Keys { store: &self.store, io: &self.io, verifier: &RustRsa, tokens: &self.tokens };
+        let keys = Keys {
+            issuers: &self.issuers,
+            io: &self.io,
+            verifier: &RustRsa,
+            tokens: &self.tokens,
+            proofs: &self.proofs,
+        };
         let setup = Setup { config: &self.config, rules: &self.rules, keys };
         block_on(app::handle(&request, Ok(setup), NOW as u64 * 1000))
     }

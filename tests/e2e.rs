@@ -542,8 +542,8 @@ fn a_restarted_worker_with_kv_kept_serves_keys_while_the_issuer_is_down() {
     assert_eq!(issuer.hits(), hits, "keys came from KV, not the issuer");
     second.expect_event("keys loaded from KV", |e| e["event"] == "loaded" && e["source"] == "kv");
     let status = request(second.port, "GET", "/.well-known/edge-auth/status", &[]).json();
-    assert_eq!(status["tiers"]["kv"]["present"], json!(true), "{status}");
-    assert_eq!(status["tiers"]["memory"]["source"], json!("kv"), "{status}");
+    assert_eq!(status["issuers"][0]["tiers"]["kv"]["present"], json!(true), "{status}");
+    assert_eq!(status["issuers"][0]["tiers"]["memory"]["source"], json!("kv"), "{status}");
     eprintln!(
         "cold first request: keys from the issuer {:.1} ms, keys from KV {:.1} ms (wrangler dev; issuer round trip emulated at {ISSUER_RTT_MS} ms)",
         from_issuer.as_secs_f64() * 1000.0,
@@ -1062,7 +1062,7 @@ fn without_a_kv_binding_the_worker_still_serves_and_garbage_in_kv_is_ignored() {
     let w = Worker::launch_with(&issuer, &[("STATUS_ENDPOINT", "true")], &temp_dir("no-kv"), Some(&config), ready);
     assert_eq!(w.get("/api/private", &token).status, 200);
     let status = request(w.port, "GET", "/.well-known/edge-auth/status", &[]).json();
-    assert_eq!(status["tiers"]["kv"]["available"], json!(false), "{status}");
+    assert_eq!(status["issuers"][0]["tiers"]["kv"]["available"], json!(false), "{status}");
     drop(w);
 
     // KV holding garbage under the worker's key, the issuer down: the garbage is ignored (logged),

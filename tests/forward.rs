@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use edge_auth::{
-    claims::Principal,
+    claims::{Binding, Principal},
     config::GatewayConfig,
     forward::{claims_segment, header_safe},
 };
@@ -69,6 +69,7 @@ fn identity_headers_carry_subject_sorted_scopes_claims_and_the_secret() {
     let principal = Principal {
         subject: Some("auth0|42".into()),
         scopes: BTreeSet::from(["write:a".to_owned(), "admin".to_owned(), "read:a".to_owned()]),
+        binding: Binding::None,
     };
     let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhdXRoMHw0MiJ9.c2ln";
     let added = gateway(false, true, Some("s3cret"))
@@ -85,8 +86,27 @@ fn identity_headers_carry_subject_sorted_scopes_claims_and_the_secret() {
     );
     let anonymous = gateway(false, true, None).added_headers(None, None);
     assert!(anonymous.is_empty(), "no identity without a verified token: {anonymous:?}");
-    let silent = Principal { subject: None, scopes: BTreeSet::new() };
+    let silent = Principal { subject: None, scopes: BTreeSet::new(), binding: Binding::None };
     assert!(gateway(false, false, None).added_headers(None, Some((&silent, "e30"))).is_empty());
+}
+
+#[test]
+fn a_dpop_bound_caller_is_named_by_its_key_thumbprint() {
+    let bound = Principal { subject: None, scopes: BTreeSet::new(), binding: Binding::Jkt("0ZcOCORZNYy".into()) };
+    let added = gateway(false, false, None).added_headers(None, Some((&bound, "e30")));
+    assert_eq!(added, vec![("x-auth-key-thumbprint", "0ZcOCORZNYy".to_owned())]);
+}
+
+#[test]
+fn the_dpop_proof_reaches_the_origin_only_with_a_verified_forwarded_authorization() {
+    for (forward_authorization, verified, dropped) in
+        [(false, false, true), (false, true, true), (true, false, true), (true, true, false)]
+    {
+        let g = gateway(forward_authorization, false, None);
+        assert_eq!(g.drops("DPoP", verified), dropped, "{forward_authorization} {verified}");
+        assert_eq!(g.drops("authorization", verified), dropped);
+    }
+    assert!(gateway(true, false, None).drops("X-Auth-Key-Thumbprint", true), "clients cannot claim a binding");
 }
 
 #[test]

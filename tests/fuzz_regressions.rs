@@ -12,7 +12,8 @@ use common::{block_on, FakeIo, NOW};
 use edge_auth::{
     app::{self, Incoming, Keys, Setup},
     config::Config,
-    keystore::KeyStore,
+    issuers::Issuers,
+    replay::ReplayCache,
     rules::{Auth, Match, Rules},
     token_cache::TokenCache,
     verify::RustRsa,
@@ -57,10 +58,11 @@ fn gateway_public_double_slash_star_does_not_open_protected_routes() {
     let Ok(config) = Config::from_vars(get) else { return };
     // A configuration error naming ROUTES is a fix too.
     let Ok(rules) = app::compile_rules(&config) else { return };
-    let store = KeyStore::new(&config.issuer, &config.jwks_url, config.jwks);
+    let issuers = Issuers::new(&config);
+    let proofs = RefCell::new(ReplayCache::default());
     let io = FakeIo::serving(&json!({ "keys": [] }));
     let tokens = RefCell::new(TokenCache::default());
-    let keys = Keys { store: &store, io: &io, verifier: &RustRsa, tokens: &tokens };
+    let keys = Keys { issuers: &issuers, io: &io, verifier: &RustRsa, tokens: &tokens, proofs: &proofs };
     let request = Incoming { method: "GET", path: "/admin/panel", ..Incoming::default() };
     let outcome =
         block_on(app::handle(&request, Ok(Setup { config: &config, rules: &rules, keys }), NOW as u64 * 1000));

@@ -11,10 +11,14 @@ use std::{
 use common::*;
 use edge_auth::{
     app::{self, Broken, Incoming, Keys, Outcome, Setup},
+    config::IssuerConfig,
     config::{self, Config},
     http::HttpResponse,
+    issuers::Issuers,
     jwks::VerificationKey,
-    keystore::{FetchError, KeyStore},
+    keystore::FetchError,
+    proof::{ProofKey, ProofVerifier},
+    replay::ReplayCache,
     rules::Rules,
     token_cache::TokenCache,
     verify::{RustRsa, SignatureVerifier},
@@ -26,9 +30,10 @@ struct World {
     config: Result<(Config, Rules), edge_auth::error::ConfigError>,
     /// `ORIGIN_URL` was given, whether or not the configuration could be read.
     gateway: bool,
-    store: KeyStore,
+    issuers: Issuers,
     io: FakeIo,
     tokens: RefCell<TokenCache>,
+    proofs: RefCell<ReplayCache>,
     verifier: CountingRsa,
     /// The clock, in milliseconds; tests move it by hand.
     now: Cell<u64>,
@@ -47,19 +52,33 @@ impl SignatureVerifier for CountingRsa {
     }
 }
 
+impl ProofVerifier for CountingRsa {
+    async fn verify_proof(&self, key: &ProofKey, signing_input: &[u8], signature: &[u8]) -> bool {
+        RustRsa.verify_proof(key, signing_input, signature).await
+    }
+}
+
 fn world_with(vars: &[(&str, &str)], published: &[&SigningKey]) -> World {
     let mut map: HashMap<&str, &str> =
         [("AUTH0_DOMAIN", "tenant.example.auth0.com"), ("AUTH0_AUDIENCE", AUDIENCE)].into_iter().collect();
     map.extend(vars.iter().copied());
     let get = |name: &str| map.get(name).map(|v| Value::String(v.to_string()));
     let config = Config::from_vars(get).and_then(|c| app::compile_rules(&c).map(|rules| (c, rules)));
-    let policy = config.as_ref().map(|(c, _)| c.jwks).unwrap_or_default();
+    let issuers = match &config {
+        Ok((config, _)) => Issuers::new(config),
+        Err(_) => {
+            let only =
+                IssuerConfig { issuer: ISSUER.into(), jwks_url: JWKS_URL.into(), audiences: vec![AUDIENCE.into()] };
+            Issuers::from_list(&[only], Default::default())
+        }
+    };
     World {
         config,
         gateway: config::gateway_requested(get),
-        store: KeyStore::new(ISSUER, JWKS_URL, policy),
+        issuers,
         io: FakeIo::serving(&jwks(published)),
         tokens: RefCell::default(),
+        proofs: RefCell::default(),
         verifier: CountingRsa::default(),
         now: Cell::new(NOW as u64 * 1000),
     }
@@ -75,7 +94,13 @@ impl World {
     }
 
     fn send(&self, request: &Incoming<'_>) -> Outcome {
-        let keys = Keys { store: &self.store, io: &self.io, verifier: &self.verifier, tokens: &self.tokens };
+        let keys = Keys {
+            issuers: &self.issuers,
+            io: &self.io,
+            verifier: &self.verifier,
+            tokens: &self.tokens,
+            proofs: &self.proofs,
+        };
         let setup = match &self.config {
             Ok((config, rules)) => Ok(Setup { config, rules, keys }),
             Err(error) => Err(Broken { error, gateway: self.gateway }),
@@ -422,19 +447,19 @@ fn claim_rules() {
         (
             "wrong iss",
             Box::new(|c| c["iss"] = json!("https://evil.auth0.com/")),
-            Some("The token issuer is not accepted"),
+            Some("The token issuer is not trusted"),
         ),
         (
             "iss without trailing slash",
             Box::new(|c| c["iss"] = json!("https://tenant.example.auth0.com")),
-            Some("The token issuer is not accepted"),
+            Some("The token issuer is not trusted"),
         ),
         (
             "no iss",
             Box::new(|c| {
                 c.as_object_mut().unwrap().remove("iss");
             }),
-            Some("The token issuer is not accepted"),
+            Some("The token issuer is not trusted"),
         ),
         ("wrong aud", Box::new(|c| c["aud"] = json!("https://other.api")), Some("The token audience is not accepted")),
         ("aud array containing ours", Box::new(|c| c["aud"] = json!(["https://other.api", AUDIENCE])), None),
@@ -452,7 +477,7 @@ fn claim_rules() {
         ),
         ("exp as a string", Box::new(|c| c["exp"] = json!("tomorrow")), Some("The token claims are malformed")),
         ("aud as a number", Box::new(|c| c["aud"] = json!(7)), Some("The token claims are malformed")),
-        ("iss as an object", Box::new(|c| c["iss"] = json!({})), Some("The token claims are malformed")),
+        ("iss as an object", Box::new(|c| c["iss"] = json!({})), Some("The token issuer is not trusted")),
         (
             "scope as an array",
             Box::new(|c| c["scope"] = json!(["read:messages"])),
@@ -585,12 +610,12 @@ fn no_keys_and_issuer_unreachable_is_503_with_retry_after() {
 fn stale_keys_ask_for_a_background_refresh() {
     let w = world();
     let fresh = w.call("GET", "/api/private", Some(&format!("Bearer {}", valid_token())), None);
-    assert!(!fresh.background_refresh);
+    assert_eq!(fresh.background_refresh, None);
     w.now.set(NOW as u64 * 1000 + 601_000);
     let outcome = w.call("GET", "/api/private", Some(&format!("Bearer {}", valid_token())), None);
     // The token (minted at NOW, valid for an hour) is still fine; the keys are stale.
     assert_eq!(outcome.response.status, 200);
-    assert!(outcome.background_refresh);
+    assert_eq!(outcome.background_refresh, Some(0));
 }
 
 #[test]
@@ -600,7 +625,7 @@ fn status_route_is_off_unless_enabled() {
     w.get("/api/private", &valid_token());
     let r = w.call("GET", app::STATUS_PATH, None, None).response;
     assert_eq!(r.status, 200);
-    assert_eq!(body(&r)["tiers"]["memory"]["kids"], json!(["key-1"]));
+    assert_eq!(body(&r)["issuers"][0]["tiers"]["memory"]["kids"], json!(["key-1"]));
 }
 
 // ---------------------------------------------------------------- verified-token cache
@@ -651,7 +676,7 @@ fn a_cached_token_is_refused_once_its_key_leaves_the_key_set() {
     // Key 1 is withdrawn upstream; the next refresh (keys past max-age) drops it.
     w.io.issuer_serves(&jwks(&[key(2)]));
     let later = NOW as u64 * 1000 + 601_000;
-    block_on(w.store.refresh(later, &w.io));
+    block_on(w.issuers.get(0).unwrap().store.refresh(later, &w.io));
     w.now.set(later);
     assert_invalid_token(&w.get("/api/private", &token), "The token is signed with an unknown key");
     assert_eq!(w.verifier.checks.get(), 1, "refused on the key, not re-verified");
@@ -668,7 +693,7 @@ fn a_cached_token_is_verified_afresh_when_its_kid_names_a_new_key() {
     impostor["kid"] = json!("key-1");
     w.io.issuer_serves(&json!({ "keys": [impostor] }));
     let later = NOW as u64 * 1000 + 601_000;
-    block_on(w.store.refresh(later, &w.io));
+    block_on(w.issuers.get(0).unwrap().store.refresh(later, &w.io));
     w.now.set(later);
     assert_invalid_token(&w.get("/api/private", &token), "The token signature is invalid");
     assert_eq!(w.verifier.checks.get(), 2);

@@ -971,7 +971,7 @@ fn authorization_headers(c: &mut Corpus, keys: &Keys) {
         ("a token and a trailing comma", format!("Bearer {token},"), INVALID_REQUEST),
         ("no space after the scheme", format!("Bearer{token}"), MISSING),
         ("another scheme carrying the token", format!("Token {token}"), MISSING),
-        ("a DPoP scheme carrying the token", format!("DPoP {token}"), MISSING),
+        ("a DPoP scheme carrying an unbound token", format!("DPoP {token}"), INVALID_TOKEN),
         ("the token without a scheme", token.clone(), MISSING),
     ] {
         c.push(

@@ -20,7 +20,8 @@ use edge_auth::{
     app::{self, Incoming, Keys, Outcome, Setup},
     config::Config,
     forward,
-    keystore::KeyStore,
+    issuers::Issuers,
+    replay::ReplayCache,
     rules::Rules,
     token_cache::TokenCache,
     verify::RustRsa,
@@ -140,11 +141,12 @@ fuzz_target!(|data: &[u8]| {
 
     // One isolate per input, so that every input is judged alone and reproduces alone.
     let config = &mode.config;
-    let store = KeyStore::new(&config.issuer, &config.jwks_url, config.jwks);
+    let issuers = Issuers::new(config);
+    let proofs = RefCell::new(ReplayCache::default());
     let io = FixedIo::default();
     let tokens = RefCell::new(TokenCache::default());
     let send = || {
-        let keys = Keys { store: &store, io: &io, verifier: &RustRsa, tokens: &tokens };
+        let keys = Keys { issuers: &issuers, io: &io, verifier: &RustRsa, tokens: &tokens, proofs: &proofs };
         block_on(app::handle(&request, Ok(Setup { config, rules: &mode.rules, keys }), FIXTURE.now_ms()))
     };
     let first = send();

@@ -12,7 +12,7 @@ use std::{
 };
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use edge_auth::keystore::{FetchError, KeyIo, SharedTier};
+use edge_auth::keystore::{FetchError, JwksSource, KeyIo, SharedTier};
 use jwt_compact::{
     alg::{Rsa, RsaPublicKey},
     jwk::JsonWebKey,
@@ -86,15 +86,15 @@ impl KeyIo for FixedIo {
         false
     }
 
-    async fn load(&self, _tier: SharedTier) -> Option<String> {
+    async fn load(&self, _tier: SharedTier, _source: &JwksSource<'_>) -> Option<String> {
         None
     }
 
-    async fn store(&self, _tier: SharedTier, _document: &str) -> Result<(), String> {
+    async fn store(&self, _tier: SharedTier, _source: &JwksSource<'_>, _document: &str) -> Result<(), String> {
         Ok(())
     }
 
-    async fn fetch_issuer(&self) -> Result<Vec<u8>, FetchError> {
+    async fn fetch_issuer(&self, _source: &JwksSource<'_>) -> Result<Vec<u8>, FetchError> {
         Ok(FIXTURE.jwks.clone())
     }
 

@@ -9,7 +9,7 @@ use worker::{
 
 use crate::{
     config::Config,
-    keystore::{FetchError, KeyIo, SharedTier},
+    keystore::{FetchError, JwksSource, KeyIo, SharedTier},
 };
 
 /// KV binding name, declared in wrangler.toml. Optional: without it the KV tier is skipped.
@@ -21,9 +21,6 @@ const CACHE_KEY_BASE: &str = "https://edge-auth.internal/jwks/v1";
 
 pub struct WorkerIo {
     kv: Option<KvStore>,
-    jwks_url: String,
-    cache_key: String,
-    kv_key: String,
     fetch_timeout: Duration,
     /// How long shared copies are worth keeping: max-age plus stale-if-error.
     keep_secs: u64,
@@ -31,24 +28,20 @@ pub struct WorkerIo {
 
 impl WorkerIo {
     pub fn new(env: &Env, config: &Config) -> WorkerIo {
-        let scope = format!("{}|{}", config.issuer, config.jwks_url);
         WorkerIo {
             kv: env.kv(KV_BINDING).ok(),
-            jwks_url: config.jwks_url.clone(),
-            cache_key: format!("{CACHE_KEY_BASE}?scope={}", percent_encode(&scope)),
-            kv_key: format!("jwks/v1/{scope}"),
             fetch_timeout: Duration::from_millis(config.jwks.fetch_timeout_ms),
             keep_secs: (config.jwks.max_age_ms + config.jwks.stale_if_error_ms) / 1000,
         }
     }
 
-    async fn fetch_body(&self, controller: &AbortController) -> Result<Vec<u8>, FetchError> {
+    async fn fetch_body(&self, jwks_url: &str, controller: &AbortController) -> Result<Vec<u8>, FetchError> {
         let headers = Headers::new();
         let _ = headers.set("accept", "application/json");
         let mut init = RequestInit::new();
         // A redirect from the JWKS URL is an error, not a hint: keys come from the configured URL only.
         init.with_method(Method::Get).with_headers(headers).with_redirect(RequestRedirect::Manual);
-        let request = Request::new_with_init(&self.jwks_url, &init).map_err(|_| FetchError::Network)?;
+        let request = Request::new_with_init(jwks_url, &init).map_err(|_| FetchError::Network)?;
         let mut response =
             Fetch::Request(request).send_with_signal(&controller.signal()).await.map_err(|_| FetchError::Network)?;
         if response.status_code() != 200 {
@@ -90,17 +83,17 @@ impl KeyIo for WorkerIo {
         }
     }
 
-    async fn load(&self, tier: SharedTier) -> Option<String> {
+    async fn load(&self, tier: SharedTier, source: &JwksSource<'_>) -> Option<String> {
         match tier {
             SharedTier::Cache => {
-                let mut response = Cache::default().get(self.cache_key.as_str(), false).await.ok()??;
+                let mut response = Cache::default().get(cache_key(source), false).await.ok()??;
                 response.text().await.ok()
             }
-            SharedTier::Kv => self.kv.as_ref()?.get(&self.kv_key).text().await.ok()?,
+            SharedTier::Kv => self.kv.as_ref()?.get(&kv_key(source)).text().await.ok()?,
         }
     }
 
-    async fn store(&self, tier: SharedTier, document: &str) -> Result<(), String> {
+    async fn store(&self, tier: SharedTier, source: &JwksSource<'_>, document: &str) -> Result<(), String> {
         let result = match tier {
             SharedTier::Cache => {
                 // The Cache API keeps only cacheable responses; on *.workers.dev it keeps nothing,
@@ -109,14 +102,14 @@ impl KeyIo for WorkerIo {
                 let _ = headers.set("content-type", "application/json");
                 let _ = headers.set("cache-control", &format!("public, max-age={}", self.keep_secs.max(60)));
                 match Response::from_bytes(document.as_bytes().to_vec()) {
-                    Ok(response) => Cache::default().put(self.cache_key.as_str(), response.with_headers(headers)).await,
+                    Ok(response) => Cache::default().put(cache_key(source), response.with_headers(headers)).await,
                     Err(e) => Err(e),
                 }
             }
             SharedTier::Kv => match &self.kv {
                 None => return Err("no KV binding".into()),
                 // KV's shortest expiry is 60 s.
-                Some(kv) => match kv.put(&self.kv_key, document) {
+                Some(kv) => match kv.put(&kv_key(source), document) {
                     Ok(put) => put.expiration_ttl(self.keep_secs.max(60)).execute().await.map_err(worker::Error::from),
                     Err(e) => Err(e.into()),
                 },
@@ -126,10 +119,10 @@ impl KeyIo for WorkerIo {
         result.map_err(|e| e.to_string())
     }
 
-    async fn fetch_issuer(&self) -> Result<Vec<u8>, FetchError> {
+    async fn fetch_issuer(&self, source: &JwksSource<'_>) -> Result<Vec<u8>, FetchError> {
         let controller = AbortController::default();
         let timeout_ms = u64::try_from(self.fetch_timeout.as_millis()).unwrap_or(u64::MAX);
-        match super::timer::race(self.fetch_body(&controller), timeout_ms).await {
+        match super::timer::race(self.fetch_body(source.jwks_url, &controller), timeout_ms).await {
             Some(result) => result,
             None => {
                 controller.abort();
@@ -147,6 +140,20 @@ impl KeyIo for WorkerIo {
     fn log(&self, line: &str) {
         worker::console_log!("{line}");
     }
+}
+
+/// Each issuer's copy under its own key in each tier (the stored document names its issuer and
+/// URL too, and is ignored by any other store).
+fn scope(source: &JwksSource<'_>) -> String {
+    format!("{}|{}", source.issuer, source.jwks_url)
+}
+
+fn cache_key(source: &JwksSource<'_>) -> String {
+    format!("{CACHE_KEY_BASE}?scope={}", percent_encode(&scope(source)))
+}
+
+fn kv_key(source: &JwksSource<'_>) -> String {
+    format!("jwks/v1/{}", scope(source))
 }
 
 fn percent_encode(s: &str) -> String {

@@ -32,7 +32,9 @@ use crate::{
     config::{self, Config},
     error::ConfigError,
     http::HttpResponse,
-    keystore::{FetchError, KeyIo, KeyStore, SharedTier},
+    issuers::Issuers,
+    keystore::{FetchError, JwksSource, KeyIo, SharedTier},
+    replay::ReplayCache,
     rules::Rules,
     token_cache::TokenCache,
 };
@@ -42,8 +44,9 @@ use crate::{
 struct Ready {
     config: Config,
     rules: Rules,
-    store: Rc<KeyStore>,
+    issuers: Rc<Issuers>,
     tokens: RefCell<TokenCache>,
+    proofs: RefCell<ReplayCache>,
     verifier: webcrypto::WebCrypto,
 }
 
@@ -66,8 +69,9 @@ fn isolate(env: &JsValue) -> Rc<Isolate> {
             let ready = Config::from_vars(get).and_then(|config| {
                 let rules = app::compile_rules(&config)?;
                 Ok(Rc::new(Ready {
-                    store: Rc::new(KeyStore::new(&config.issuer, &config.jwks_url, config.jwks)),
+                    issuers: Rc::new(Issuers::new(&config)),
                     tokens: RefCell::default(),
+                    proofs: RefCell::default(),
                     verifier: webcrypto::WebCrypto::new(),
                     rules,
                     config,
@@ -107,10 +111,16 @@ pub fn fetch(request: Request, env: JsValue, ctx: JsValue) -> JsValue {
     let isolate = isolate(&env);
     let headers = request.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
+    let authorization = header("authorization");
+    // The proof is read only for the DPoP scheme: a Bearer request pays nothing for it.
+    let dpop_scheme = authorization
+        .as_deref()
+        .is_some_and(|a| a.trim_start().get(..5).is_some_and(|s| s.eq_ignore_ascii_case("dpop ")));
     let parts = Parts {
         method: request.method(),
         url: request.url(),
-        authorization: header("authorization"),
+        dpop: if dpop_scheme { header("dpop") } else { None },
+        authorization,
         origin: header("origin"),
         preflight: header("access-control-request-method").is_some(),
     };
@@ -129,6 +139,7 @@ struct Parts {
     method: String,
     url: String,
     authorization: Option<String>,
+    dpop: Option<String>,
     origin: Option<String>,
     preflight: bool,
 }
@@ -149,8 +160,10 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
         let (host, path_and_query) = split_url(&parts.url);
         let incoming = Incoming {
             method: &parts.method,
+            url: &parts.url,
             path: path_and_query.split('?').next().unwrap_or("/"),
             authorization: parts.authorization.as_deref(),
+            dpop: parts.dpop.as_deref(),
             origin: parts.origin.as_deref(),
             host: Some(host),
             preflight: parts.preflight,
@@ -158,14 +171,24 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
         let outcome = match isolate.as_ref() {
             Ok(ready) => {
                 let io = LazyIo { env: env.unchecked_into(), ready: ready.clone(), io: OnceCell::new() };
-                let keys = Keys { store: &ready.store, io: &io, verifier: &ready.verifier, tokens: &ready.tokens };
+                let keys = Keys {
+                    issuers: &ready.issuers,
+                    io: &io,
+                    verifier: &ready.verifier,
+                    tokens: &ready.tokens,
+                    proofs: &ready.proofs,
+                };
                 let setup = Setup { config: &ready.config, rules: &ready.rules, keys };
                 let outcome = app::handle(&incoming, Ok(setup), now).await;
-                if outcome.background_refresh {
+                if let Some(index) = outcome.background_refresh {
                     // Runs after the response; nothing awaits it, so I/O isolation is respected.
-                    let store = ready.store.clone();
+                    let issuers = ready.issuers.clone();
                     let context = worker::Context::new(ctx.unchecked_into());
-                    context.wait_until(async move { store.refresh(js_sys::Date::now() as u64, &io).await });
+                    context.wait_until(async move {
+                        if let Some(issuer) = issuers.get(index) {
+                            issuer.store.refresh(js_sys::Date::now() as u64, &io).await;
+                        }
+                    });
                 }
                 outcome
             }
@@ -209,16 +232,16 @@ impl KeyIo for LazyIo {
         self.get().has_tier(tier)
     }
 
-    async fn load(&self, tier: SharedTier) -> Option<String> {
-        self.get().load(tier).await
+    async fn load(&self, tier: SharedTier, source: &JwksSource<'_>) -> Option<String> {
+        self.get().load(tier, source).await
     }
 
-    async fn store(&self, tier: SharedTier, document: &str) -> Result<(), String> {
-        self.get().store(tier, document).await
+    async fn store(&self, tier: SharedTier, source: &JwksSource<'_>, document: &str) -> Result<(), String> {
+        self.get().store(tier, source, document).await
     }
 
-    async fn fetch_issuer(&self) -> Result<Vec<u8>, FetchError> {
-        self.get().fetch_issuer().await
+    async fn fetch_issuer(&self, source: &JwksSource<'_>) -> Result<Vec<u8>, FetchError> {
+        self.get().fetch_issuer(source).await
     }
 
     async fn sleep(&self, ms: u64) -> u64 {

@@ -12,7 +12,7 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use edge_auth::keystore::{FetchError, KeyIo, SharedTier};
+use edge_auth::keystore::{FetchError, JwksSource, KeyIo, SharedTier};
 use edge_auth_dev_issuer::SigningKey;
 
 pub const ISSUER: &str = "https://tenant.example.auth0.com/";
@@ -71,6 +71,10 @@ pub struct FakeIo {
     pub has_cache: bool,
     pub has_kv: bool,
     pub issuer: RefCell<Result<Vec<u8>, FetchError>>,
+    /// Other issuers' JWKS, by URL (several-issuer tests); any other URL gets `issuer`.
+    pub other_issuers: RefCell<Vec<(String, Vec<u8>)>>,
+    /// Every JWKS URL fetched, in order.
+    pub fetched_urls: RefCell<Vec<String>>,
     /// How long the issuer takes to answer, on the fake clock; 0 answers at once.
     pub issuer_latency_ms: Cell<u64>,
     /// When set, every store fails with this reason.
@@ -92,6 +96,8 @@ impl FakeIo {
             has_cache: true,
             has_kv: true,
             issuer: RefCell::new(Ok(jwks.to_string().into_bytes())),
+            other_issuers: RefCell::new(Vec::new()),
+            fetched_urls: RefCell::new(Vec::new()),
             issuer_latency_ms: Cell::new(0),
             store_error: RefCell::new(None),
             clock: Cell::new(NOW as u64 * 1000),
@@ -146,7 +152,7 @@ impl KeyIo for FakeIo {
         }
     }
 
-    async fn load(&self, tier: SharedTier) -> Option<String> {
+    async fn load(&self, tier: SharedTier, _source: &JwksSource<'_>) -> Option<String> {
         self.loads.set(self.loads.get() + 1);
         match tier {
             SharedTier::Cache if self.has_cache => self.cache.borrow().clone(),
@@ -155,7 +161,7 @@ impl KeyIo for FakeIo {
         }
     }
 
-    async fn store(&self, tier: SharedTier, document: &str) -> Result<(), String> {
+    async fn store(&self, tier: SharedTier, _source: &JwksSource<'_>, document: &str) -> Result<(), String> {
         if let Some(reason) = self.store_error.borrow().clone() {
             return Err(reason);
         }
@@ -173,10 +179,12 @@ impl KeyIo for FakeIo {
         Ok(())
     }
 
-    async fn fetch_issuer(&self) -> Result<Vec<u8>, FetchError> {
+    async fn fetch_issuer(&self, source: &JwksSource<'_>) -> Result<Vec<u8>, FetchError> {
         self.fetches.set(self.fetches.get() + 1);
+        self.fetched_urls.borrow_mut().push(source.jwks_url.to_owned());
         self.until(self.clock.get() + self.issuer_latency_ms.get()).await;
-        self.issuer.borrow().clone()
+        let other = self.other_issuers.borrow().iter().find(|(url, _)| url == source.jwks_url).map(|(_, b)| b.clone());
+        other.map_or_else(|| self.issuer.borrow().clone(), Ok)
     }
 
     async fn sleep(&self, ms: u64) -> u64 {
