@@ -61,9 +61,11 @@ impl Challenge<'_> {
             (None, DpopMode::Required) => Scheme::Dpop,
             (None, _) => Scheme::Bearer,
         };
-        // A DPoP-specific error belongs to the DPoP challenge whatever scheme was used.
-        let used = match error {
-            Some(("invalid_dpop_proof" | "use_dpop_nonce", _)) => Scheme::Dpop,
+        // A DPoP-specific error belongs to the DPoP challenge whatever scheme was used, and an
+        // error on a scheme the deployment does not offer goes on the one it does.
+        let used = match (error, self.dpop) {
+            (Some(("invalid_dpop_proof" | "use_dpop_nonce", _)), _) | (_, DpopMode::Required) => Scheme::Dpop,
+            (_, DpopMode::Off) => Scheme::Bearer,
             _ => used,
         };
         let with_error = |mut value: String, scheme: Scheme| {

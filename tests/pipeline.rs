@@ -8,7 +8,10 @@ use std::{
     collections::HashMap,
 };
 
-use common::*;
+use common::{
+    dpop::{Proof, ProofKey},
+    *,
+};
 use edge_auth::{
     app::{self, Broken, Incoming, Keys, Outcome, Setup},
     config::IssuerConfig,
@@ -17,7 +20,7 @@ use edge_auth::{
     issuers::Issuers,
     jwks::VerificationKey,
     keystore::FetchError,
-    proof::{ProofKey, ProofVerifier},
+    proof::{self, access_token_hash, ProofVerifier},
     replay::ReplayCache,
     rules::Rules,
     token_cache::TokenCache,
@@ -53,7 +56,7 @@ impl SignatureVerifier for CountingRsa {
 }
 
 impl ProofVerifier for CountingRsa {
-    async fn verify_proof(&self, key: &ProofKey, signing_input: &[u8], signature: &[u8]) -> bool {
+    async fn verify_proof(&self, key: &proof::ProofKey, signing_input: &[u8], signature: &[u8]) -> bool {
         RustRsa.verify_proof(key, signing_input, signature).await
     }
 }
@@ -758,4 +761,411 @@ fn the_rust_engine_gives_every_signature_vector_its_verdict() {
             assert_eq!(body(&response)["error_description"], json!("The token signature is invalid"), "{name}");
         }
     }
+}
+
+// ---------------------------------------------------------------- several issuers
+
+const OTHER_ISSUER: &str = "https://login.example.com/";
+const OTHER_JWKS: &str = "https://login.example.com/.well-known/jwks.json";
+
+/// Two issuers: the tenant (key 1) and a custom domain (key 2), each with its own keys.
+fn two_issuers() -> World {
+    let w = world_with(&[("ISSUERS", r#"[{"issuer": "https://login.example.com/"}]"#)], &[key(1)]);
+    w.io.other_issuers.borrow_mut().push((OTHER_JWKS.into(), jwks(&[key(2)]).to_string().into_bytes()));
+    w
+}
+
+fn signed_by(issuer: &str, signer: &SigningKey) -> String {
+    let claims = Mint { now: NOW, ..Mint::new(issuer, AUDIENCE) }.claims();
+    sign(&json!({ "alg": "RS256", "typ": "JWT", "kid": signer.kid }), &claims, signer)
+}
+
+#[test]
+fn each_issuer_verifies_its_own_tokens_with_its_own_keys() {
+    let w = two_issuers();
+    assert_eq!(w.get("/api/private", &signed_by(ISSUER, key(1))).status, 200);
+    assert_eq!(w.get("/api/private", &signed_by(OTHER_ISSUER, key(2))).status, 200);
+    assert_eq!(*w.io.fetched_urls.borrow(), vec![JWKS_URL.to_owned(), OTHER_JWKS.to_owned()]);
+}
+
+#[test]
+fn one_issuers_key_never_verifies_anothers_token() {
+    let w = two_issuers();
+    // iss of the custom domain, signed with the tenant's key (kid key-1): the custom domain's
+    // keys do not hold key-1, so it is unknown there, though the tenant publishes it.
+    let confused = signed_by(OTHER_ISSUER, key(1));
+    assert_invalid_token(&w.get("/api/private", &confused), "The token is signed with an unknown key");
+    let confused = signed_by(ISSUER, key(2));
+    assert_invalid_token(&w.get("/api/private", &confused), "The token is signed with an unknown key");
+}
+
+#[test]
+fn an_untrusted_issuer_is_refused_before_any_key_is_fetched() {
+    let w = two_issuers();
+    for iss in [json!("https://attacker.example/"), json!(null), json!(42), json!("https://login.example.com")] {
+        let token = token_with(|c| c["iss"] = iss.clone());
+        assert_invalid_token(&w.get("/api/private", &token), "The token issuer is not trusted");
+    }
+    let token = token_with(|c| {
+        c.as_object_mut().unwrap().remove("iss");
+    });
+    assert_invalid_token(&w.get("/api/private", &token), "The token issuer is not trusted");
+    assert_eq!(w.io.fetches.get(), 0, "nothing was fetched for an issuer nobody trusts");
+}
+
+#[test]
+fn each_issuer_judges_audiences_by_its_own_list() {
+    let w = world_with(
+        &[("ISSUERS", r#"[{"issuer": "https://login.example.com/", "audiences": ["https://staging.api"]}]"#)],
+        &[key(1)],
+    );
+    w.io.other_issuers.borrow_mut().push((OTHER_JWKS.into(), jwks(&[key(2)]).to_string().into_bytes()));
+    // The custom domain's token for the tenant's audience is not for this issuer's API.
+    assert_invalid_token(
+        &w.get("/api/private", &signed_by(OTHER_ISSUER, key(2))),
+        "The token audience is not accepted",
+    );
+    let claims = Mint { now: NOW, ..Mint::new(OTHER_ISSUER, "https://staging.api") }.claims();
+    let token = sign(&json!({ "alg": "RS256", "kid": "key-2" }), &claims, key(2));
+    assert_eq!(w.get("/api/private", &token).status, 200);
+}
+
+#[test]
+fn the_status_route_lists_every_issuer() {
+    let w = world_with(
+        &[("STATUS_ENDPOINT", "true"), ("ISSUERS", r#"[{"issuer": "https://login.example.com/"}]"#)],
+        &[key(1)],
+    );
+    let status = body(&w.call("GET", app::STATUS_PATH, None, None).response);
+    let issuers: Vec<&str> =
+        status["issuers"].as_array().unwrap().iter().map(|i| i["issuer"].as_str().unwrap()).collect();
+    assert_eq!(issuers, vec![ISSUER, OTHER_ISSUER]);
+}
+
+// ---------------------------------------------------------------- DPoP
+
+const URL: &str = "https://api.example.com/api/private";
+
+fn bound_token(proof_key: &ProofKey) -> String {
+    let mut claims = mint().claims();
+    claims["cnf"] = json!({ "jkt": proof_key.thumbprint() });
+    sign(&json!({ "alg": "RS256", "typ": "at+jwt", "kid": "key-1" }), &claims, key(1))
+}
+
+impl World {
+    fn dpop(&self, method: &str, url: &str, authorization: &str, proof: Option<&str>) -> Outcome {
+        let path = url.split_once(".com").map_or("/", |(_, p)| p).split('?').next().unwrap();
+        self.send(&Incoming {
+            method,
+            url,
+            path,
+            authorization: Some(authorization),
+            dpop: proof,
+            ..Incoming::default()
+        })
+    }
+
+    fn now_secs(&self) -> i64 {
+        (self.now.get() / 1000) as i64
+    }
+}
+
+fn assert_proof_error(outcome: &Outcome, description: &str) {
+    let r = &outcome.response;
+    assert_error(r, 401, "invalid_dpop_proof");
+    assert_eq!(body(r)["error_description"], json!(description), "{r:?}");
+    let challenges: Vec<&str> =
+        r.headers.iter().filter(|(n, _)| *n == "www-authenticate").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(
+        challenges,
+        vec![
+            format!("Bearer realm=\"{AUDIENCE}\""),
+            format!("DPoP algs=\"ES256 RS256 PS256 EdDSA\", error=\"invalid_dpop_proof\", error_description=\"{description}\""),
+        ]
+    );
+}
+
+#[test]
+fn a_bound_token_with_its_proof_is_admitted_in_every_algorithm() {
+    let keys = [ProofKey::es256(), ProofKey::eddsa(), ProofKey::Rs256(key(2).clone()), ProofKey::Ps256(key(3).clone())];
+    let w = world();
+    for (i, k) in keys.iter().enumerate() {
+        let token = bound_token(k);
+        let proof = Proof::new(k, "GET", URL, &token, w.now_secs(), &format!("jti-{i}")).sign(k);
+        let outcome = w.dpop("GET", URL, &format!("DPoP {token}"), Some(&proof));
+        assert_eq!(outcome.response.status, 200, "{}: {:?}", k.alg(), outcome.response);
+    }
+}
+
+#[test]
+fn a_bound_token_presented_as_bearer_is_refused_in_every_mode() {
+    let k = ProofKey::es256();
+    for mode in ["allowed", "required", "off"] {
+        let w = world_with(&[("DPOP", mode)], &[key(1)]);
+        let outcome = w.call("GET", "/api/private", Some(&format!("Bearer {}", bound_token(&k))), None);
+        assert_error(&outcome.response, 401, "invalid_token");
+    }
+}
+
+#[test]
+fn a_token_bound_by_another_confirmation_method_is_refused() {
+    let w = world();
+    for cnf in [json!({ "x5t#S256": "abc" }), json!({ "jkt": "abc", "x5t#S256": "abc" }), json!(null), json!("jkt")] {
+        let mut claims = mint().claims();
+        claims["cnf"] = cnf.clone();
+        let token = sign(&json!({ "alg": "RS256", "kid": "key-1" }), &claims, key(1));
+        assert_invalid_token(
+            &w.get("/api/private", &token),
+            "The token is bound by a confirmation method that is not supported",
+        );
+    }
+}
+
+#[test]
+fn the_modes_decide_which_schemes_count() {
+    let k = ProofKey::es256();
+    let unbound = valid_token();
+    // allowed: an unbound token with the DPoP scheme is refused; Bearer works.
+    let w = world();
+    let proof = Proof::new(&k, "GET", URL, &unbound, w.now_secs(), "a").sign(&k);
+    assert_error(&w.dpop("GET", URL, &format!("DPoP {unbound}"), Some(&proof)).response, 401, "invalid_token");
+    assert_eq!(w.get("/api/private", &unbound).status, 200);
+    // required: Bearer is refused, with only the DPoP challenge.
+    let w = world_with(&[("DPOP", "required")], &[key(1)]);
+    let r = w.get("/api/private", &unbound);
+    assert_error(&r, 401, "invalid_token");
+    let challenges: Vec<&str> =
+        r.headers.iter().filter(|(n, _)| *n == "www-authenticate").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(challenges.len(), 1);
+    assert!(
+        challenges[0].starts_with("DPoP algs=\"ES256 RS256 PS256 EdDSA\", error=\"invalid_token\""),
+        "{challenges:?}"
+    );
+    // off: the DPoP scheme is no credential at all, and the challenge is Bearer alone.
+    let w = world_with(&[("DPOP", "off")], &[key(1)]);
+    let token = bound_token(&k);
+    let proof = Proof::new(&k, "GET", URL, &token, w.now_secs(), "b").sign(&k);
+    let r = w.dpop("GET", URL, &format!("DPoP {token}"), Some(&proof)).response;
+    assert_error(&r, 401, "missing_authorization");
+    assert_eq!(r.header("www-authenticate"), Some(format!("Bearer realm=\"{AUDIENCE}\"").as_str()));
+}
+
+/// Every check of RFC 9449 §4.3, each with the description that names it.
+#[test]
+fn every_proof_check_refuses_with_its_own_description() {
+    let k = ProofKey::es256();
+    let other = ProofKey::es256();
+    let token = bound_token(&k);
+    let w = world();
+    let now = w.now_secs();
+    let good = || Proof::new(&k, "GET", URL, &token, now, "j");
+    let edited = |edit: &dyn Fn(&mut Proof)| {
+        let mut p = good();
+        edit(&mut p);
+        p.sign(&k)
+    };
+    let hs256 = {
+        // HS256 keyed with the access token: a symmetric alg is never accepted.
+        let mut p = good();
+        p.header["alg"] = json!("HS256");
+        p.sign(&k)
+    };
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("no DPoP header", None, "No DPoP proof was sent"),
+        ("two proofs", Some(format!("{}, {}", good().sign(&k), good().sign(&k))), "More than one DPoP proof was sent"),
+        ("not a JWS", Some("abc.def".into()), "The DPoP proof is not a well-formed JWS compact serialization"),
+        ("typ JWT", Some(edited(&|p| p.header["typ"] = json!("JWT"))), "The DPoP proof typ is not dpop+jwt"),
+        (
+            "alg none",
+            Some(edited(&|p| p.header["alg"] = json!("none"))),
+            "The DPoP proof alg is not one of ES256, RS256, PS256, EdDSA",
+        ),
+        ("alg HS256", Some(hs256), "The DPoP proof alg is not one of ES256, RS256, PS256, EdDSA"),
+        (
+            "no jwk",
+            Some(edited(&|p| {
+                p.header.as_object_mut().unwrap().remove("jwk");
+            })),
+            "The DPoP proof header has no jwk",
+        ),
+        (
+            "private jwk",
+            Some(edited(&|p| p.header["jwk"]["d"] = json!("AAAA"))),
+            "The DPoP proof jwk holds private key members",
+        ),
+        (
+            "alg not matching the key",
+            Some(edited(&|p| p.header["alg"] = json!("EdDSA"))),
+            "The DPoP proof jwk is not a usable public key for its alg",
+        ),
+        (
+            "another key's jwk",
+            Some(edited(&|p| p.header["jwk"] = other.public_jwk())),
+            "The DPoP proof signature is invalid",
+        ),
+        (
+            "no jti",
+            Some(edited(&|p| {
+                p.claims.as_object_mut().unwrap().remove("jti");
+            })),
+            "The DPoP proof jti is missing, not a string or too long",
+        ),
+        (
+            "long jti",
+            Some(edited(&|p| p.claims["jti"] = json!("j".repeat(257)))),
+            "The DPoP proof jti is missing, not a string or too long",
+        ),
+        (
+            "htm post",
+            Some(edited(&|p| p.claims["htm"] = json!("POST"))),
+            "The DPoP proof htm does not match the request method",
+        ),
+        (
+            "htm lower case",
+            Some(edited(&|p| p.claims["htm"] = json!("get"))),
+            "The DPoP proof htm does not match the request method",
+        ),
+        (
+            "htu another path",
+            Some(edited(&|p| p.claims["htu"] = json!("https://api.example.com/api/public"))),
+            "The DPoP proof htu does not match the request URL",
+        ),
+        (
+            "htu trailing slash",
+            Some(edited(&|p| p.claims["htu"] = json!(format!("{URL}/")))),
+            "The DPoP proof htu does not match the request URL",
+        ),
+        (
+            "htu another host",
+            Some(edited(&|p| p.claims["htu"] = json!("https://evil.example.com/api/private"))),
+            "The DPoP proof htu does not match the request URL",
+        ),
+        (
+            "no iat",
+            Some(edited(&|p| {
+                p.claims.as_object_mut().unwrap().remove("iat");
+            })),
+            "The DPoP proof has no iat",
+        ),
+        ("iat too old", Some(edited(&|p| p.claims["iat"] = json!(now - 301))), "The DPoP proof is too old"),
+        (
+            "iat in the future",
+            Some(edited(&|p| p.claims["iat"] = json!(now + 31))),
+            "The DPoP proof was issued in the future",
+        ),
+        (
+            "no ath",
+            Some(edited(&|p| {
+                p.claims.as_object_mut().unwrap().remove("ath");
+            })),
+            "The DPoP proof ath is missing or not the hash of the access token",
+        ),
+        (
+            "ath of another token",
+            Some(edited(&|p| p.claims["ath"] = json!(access_token_hash(&valid_token())))),
+            "The DPoP proof ath is missing or not the hash of the access token",
+        ),
+    ];
+    for (name, proof, description) in cases {
+        let outcome = w.dpop("GET", URL, &format!("DPoP {token}"), proof.as_deref());
+        assert_proof_error(&outcome, description);
+        let _ = name;
+    }
+    // Within the windows, and with a query and a default port the URL still matches.
+    let lenient = edited(&|p| {
+        p.claims["iat"] = json!(now - 300);
+        p.claims["htu"] = json!("https://API.example.com:443/api/private");
+    });
+    assert_eq!(w.dpop("GET", &format!("{URL}?page=2"), &format!("DPoP {token}"), Some(&lenient)).response.status, 200);
+}
+
+#[test]
+fn a_proof_is_good_once_even_when_the_token_is_cached() {
+    let k = ProofKey::es256();
+    let token = bound_token(&k);
+    let w = world();
+    let proof = Proof::new(&k, "GET", URL, &token, w.now_secs(), "once").sign(&k);
+    assert_eq!(w.dpop("GET", URL, &format!("DPoP {token}"), Some(&proof)).response.status, 200);
+    assert_proof_error(&w.dpop("GET", URL, &format!("DPoP {token}"), Some(&proof)), "The DPoP proof was already used");
+    // A new proof for the cached token is checked in full.
+    let fresh = Proof::new(&k, "GET", URL, &token, w.now_secs(), "twice").sign(&k);
+    assert_eq!(w.dpop("GET", URL, &format!("DPoP {token}"), Some(&fresh)).response.status, 200);
+    let bad = Proof::new(&k, "POST", URL, &token, w.now_secs(), "thrice").sign(&k);
+    assert_proof_error(
+        &w.dpop("GET", URL, &format!("DPoP {token}"), Some(&bad)),
+        "The DPoP proof htm does not match the request method",
+    );
+    assert_eq!(w.verifier.checks.get(), 1, "the token's signature was checked once");
+}
+
+#[test]
+fn a_token_bound_to_another_key_is_refused_though_its_proof_is_sound() {
+    let (k, other) = (ProofKey::es256(), ProofKey::es256());
+    let token = bound_token(&other);
+    let w = world();
+    let proof = Proof::new(&k, "GET", URL, &token, w.now_secs(), "x").sign(&k);
+    let r = w.dpop("GET", URL, &format!("DPoP {token}"), Some(&proof)).response;
+    assert_error(&r, 401, "invalid_token");
+    assert_eq!(
+        body(&r)["error_description"],
+        json!("The token is bound to another key than the one that signed the proof")
+    );
+    assert!(r
+        .headers
+        .iter()
+        .any(|(n, v)| *n == "www-authenticate" && v.starts_with("DPoP algs") && v.contains("invalid_token")));
+}
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+#[test]
+fn with_nonces_a_proof_needs_one_of_ours_and_is_told_it() {
+    let k = ProofKey::es256();
+    let token = bound_token(&k);
+    let w = world_with(&[("DPOP_NONCE_SECRET", SECRET)], &[key(1)]);
+    let proof = Proof::new(&k, "GET", URL, &token, w.now_secs(), "n1").sign(&k);
+    let r = w.dpop("GET", URL, &format!("DPoP {token}"), Some(&proof)).response;
+    assert_error(&r, 401, "use_dpop_nonce");
+    let nonce = r.header("dpop-nonce").expect("a nonce to retry with").to_owned();
+    assert!(r
+        .headers
+        .iter()
+        .any(|(n, v)| *n == "www-authenticate" && v.starts_with("DPoP") && v.contains("error=\"use_dpop_nonce\"")));
+    let mut retry = Proof::new(&k, "GET", URL, &token, w.now_secs(), "n2");
+    retry.claims["nonce"] = json!(nonce);
+    assert_eq!(w.dpop("GET", URL, &format!("DPoP {token}"), Some(&retry.sign(&k))).response.status, 200);
+    // A forged nonce is refused the same way.
+    let mut forged = Proof::new(&k, "GET", URL, &token, w.now_secs(), "n3");
+    forged.claims["nonce"] = json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    assert_error(&w.dpop("GET", URL, &format!("DPoP {token}"), Some(&forged.sign(&k))).response, 401, "use_dpop_nonce");
+    // Two steps later the nonce is stale; a step later it still works and a fresh one comes back.
+    w.now.set(w.now.get() + 60_000);
+    let mut aging = Proof::new(&k, "GET", URL, &token, w.now_secs(), "n4");
+    aging.claims["nonce"] = json!(nonce);
+    let r = w.dpop("GET", URL, &format!("DPoP {token}"), Some(&aging.sign(&k))).response;
+    assert_eq!(r.status, 200);
+    assert!(r.header("dpop-nonce").is_some_and(|n| n != nonce), "the answer offers the next nonce");
+    w.now.set(w.now.get() + 60_000);
+    let mut stale = Proof::new(&k, "GET", URL, &token, w.now_secs(), "n5");
+    stale.claims["nonce"] = json!(nonce);
+    assert_error(&w.dpop("GET", URL, &format!("DPoP {token}"), Some(&stale.sign(&k))).response, 401, "use_dpop_nonce");
+}
+
+#[test]
+fn the_gateway_forwards_the_proof_with_authorization_and_names_the_key() {
+    let k = ProofKey::es256();
+    let token = bound_token(&k);
+    let w = world_with(
+        &[
+            ("ORIGIN_URL", "https://origin.example.com"),
+            ("ROUTES", r#"[{"path": "/api/*"}]"#),
+            ("FORWARD_AUTHORIZATION", "true"),
+        ],
+        &[key(1)],
+    );
+    let proof = Proof::new(&k, "GET", URL, &token, w.now_secs(), "g").sign(&k);
+    let outcome = w.dpop("GET", URL, &format!("DPoP {token}"), Some(&proof));
+    let forward = outcome.forward.expect("forwarded");
+    assert!(forward.verified);
+    assert!(forward.headers.contains(&("x-auth-key-thumbprint", k.thumbprint())), "{forward:?}");
 }

@@ -51,6 +51,11 @@ impl SigningKey {
     pub fn sign_rs256(&self, message: &[u8]) -> Vec<u8> {
         Rsa::rs256().sign(&self.key, message).as_bytes().into_owned()
     }
+
+    /// RSASSA-PSS with SHA-256 and a 32-byte salt (JWS PS256) over `message`.
+    pub fn sign_ps256(&self, message: &[u8]) -> Vec<u8> {
+        Rsa::ps256().sign(&self.key, message).as_bytes().into_owned()
+    }
 }
 
 pub fn jwks(keys: &[&SigningKey]) -> Value {

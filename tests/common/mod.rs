@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod dpop;
+
 use std::{
     cell::{Cell, RefCell},
     future::{poll_fn, Future},
