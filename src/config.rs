@@ -363,7 +363,9 @@ fn dpop<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<DpopPolicy, Conf
     const SECRET: &str = "at least 32 characters of printable ASCII (a random secret)";
     let nonce = match vars.text("DPOP_NONCE_SECRET", SECRET)? {
         None => None,
-        Some(secret) if secret.len() >= MIN_DPOP_NONCE_SECRET_BYTES && secret.bytes().all(|b| b.is_ascii_graphic()) => {
+        Some(secret)
+            if secret.len() >= MIN_DPOP_NONCE_SECRET_BYTES && secret.bytes().all(|b| (0x20..=0x7e).contains(&b)) =>
+        {
             let step_secs = vars.seconds("DPOP_NONCE_SECONDS", DEFAULT_DPOP_NONCE_SECONDS, 10, 3600)?;
             Some(NoncePolicy { secret: secret.into_bytes(), step_secs })
         }
@@ -924,7 +926,7 @@ mod tests {
             ("DPOP", "yes"),
             ("DPOP_MAX_AGE_SECONDS", "0"),
             ("DPOP_NONCE_SECRET", "short"),
-            ("DPOP_NONCE_SECRET", "0123456789abcdef 0123456789abcdef"),
+            ("DPOP_NONCE_SECRET", "0123456789abcdef\t0123456789abcdef"),
         ] {
             assert_eq!(failing_variable(with(&[(name, bad)])), name, "{bad}");
         }

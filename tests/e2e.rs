@@ -1092,3 +1092,176 @@ fn without_a_kv_binding_the_worker_still_serves_and_garbage_in_kv_is_ignored() {
     thread::sleep(Duration::from_millis(1100));
     assert_eq!(w.get("/api/private", &token).status, 200);
 }
+
+// ---------------------------------------------------------------- several issuers, DPoP
+
+#[path = "common/dpop.rs"]
+mod dpop;
+
+use dpop::{Proof, ProofKey};
+
+fn unix_now() -> i64 {
+    edge_auth_dev_issuer::unix_now()
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn two_issuers_each_verify_their_own_tokens_and_an_untrusted_one_is_never_contacted() {
+    let tenant = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let custom = MockIssuer::start(&jwks(&[key(2)])).unwrap();
+    // The attacker's host publishes the attacker's key: a token naming it must never make the
+    // edge fetch anything there.
+    let attacker = MockIssuer::start(&jwks(&[key(3)])).unwrap();
+    let issuers = format!(r#"[{{"domain": "127.0.0.1:{}"}}]"#, custom.port());
+    let w = Worker::start(&tenant, &[("ISSUERS", &issuers), ("STATUS_ENDPOINT", "true")], &temp_dir("issuers"));
+
+    assert_eq!(w.get("/api/private", &token_for(&tenant, key(1))).status, 200);
+    assert_eq!(w.get("/api/private", &token_for(&custom, key(2))).status, 200);
+    // Issuer confusion: iss of one, kid (and signature) of the other.
+    for (issuer, signer) in [(&custom, key(1)), (&tenant, key(2))] {
+        let confused = w.get("/api/private", &token_for(issuer, signer));
+        assert_eq!((confused.status, confused.error().as_str()), (401, "invalid_token"), "{}", confused.body);
+    }
+    let untrusted = w.get("/api/private", &token_for(&attacker, key(3)));
+    assert_eq!(
+        (untrusted.status, untrusted.json()["error_description"].as_str()),
+        (401, Some("The token issuer is not trusted"))
+    );
+    assert_eq!(attacker.hits() + attacker.other_hits(), 0, "the worker contacted an issuer named only by a token");
+
+    let status = request(w.port, "GET", "/.well-known/edge-auth/status", &[]).json();
+    let listed: Vec<&str> =
+        status["issuers"].as_array().unwrap().iter().map(|i| i["issuer"].as_str().unwrap()).collect();
+    assert_eq!(listed, vec![tenant.issuer(), custom.issuer()]);
+    assert_eq!(status["issuers"][1]["tiers"]["memory"]["kids"], json!(["e2e-key-2"]), "{status}");
+}
+
+fn bound_token(issuer: &MockIssuer, proof_key: &ProofKey) -> String {
+    let mut claims = Mint::new(&issuer.issuer(), AUDIENCE).claims();
+    claims["cnf"] = json!({ "jkt": proof_key.thumbprint() });
+    sign(&json!({ "alg": "RS256", "typ": "at+jwt", "kid": key(1).kid }), &claims, key(1))
+}
+
+fn dpop_get(w: &Worker, path: &str, token: &str, proof: &str) -> Reply {
+    request(w.port, "GET", path, &[("Authorization", &format!("DPoP {token}")), ("DPoP", proof)])
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn dpop_proofs_in_every_algorithm_are_verified_by_webcrypto_once_each() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let w = Worker::start(&issuer, &[], &temp_dir("dpop"));
+    let url = format!("http://127.0.0.1:{}/api/private", w.port);
+    let keys = [ProofKey::es256(), ProofKey::eddsa(), ProofKey::Rs256(key(2).clone()), ProofKey::Ps256(key(3).clone())];
+    for (i, k) in keys.iter().enumerate() {
+        let token = bound_token(&issuer, k);
+        let proof = Proof::new(k, "GET", &url, &token, unix_now(), &format!("e2e-{i}")).sign(k);
+        let ok = dpop_get(&w, "/api/private", &token, &proof);
+        assert_eq!(ok.status, 200, "{}: {}", k.alg(), ok.body);
+        let replayed = dpop_get(&w, "/api/private", &token, &proof);
+        assert_eq!((replayed.status, replayed.error().as_str()), (401, "invalid_dpop_proof"), "{}", k.alg());
+        // A proof signed by the right kind of key, but not the one in its header.
+        let mut forged = Proof::new(k, "GET", &url, &token, unix_now(), &format!("e2e-forged-{i}"));
+        forged.header["jwk"] = keys[(i + 1) % 2].public_jwk();
+        forged.header["alg"] = json!(keys[(i + 1) % 2].alg());
+        let forged = dpop_get(&w, "/api/private", &token, &forged.sign(k));
+        assert_eq!(
+            (forged.status, forged.error().as_str()),
+            (401, "invalid_dpop_proof"),
+            "{}: {}",
+            k.alg(),
+            forged.body
+        );
+        // Bound, so never as Bearer.
+        let bearer = w.get("/api/private", &token);
+        assert_eq!((bearer.status, bearer.error().as_str()), (401, "invalid_token"), "{}", k.alg());
+    }
+    // Challenges for both schemes, and the DPoP error on the DPoP one.
+    let k = &keys[0];
+    let token = bound_token(&issuer, k);
+    let stale = Proof::new(k, "GET", &url, &token, unix_now() - 3600, "stale").sign(k);
+    let refused = dpop_get(&w, "/api/private", &token, &stale);
+    // The runtime's Headers join the two challenges into one line, as RFC 9110 §11.6.1 allows.
+    assert_eq!(
+        refused.header("www-authenticate"),
+        Some(
+            format!(
+                "Bearer realm=\"{AUDIENCE}\", DPoP algs=\"ES256 RS256 PS256 EdDSA\", error=\"invalid_dpop_proof\", \
+                 error_description=\"The DPoP proof is too old\""
+            )
+            .as_str()
+        )
+    );
+    // CORS: a browser may send the proof and read the nonce.
+    let preflight = request(
+        w.port,
+        "OPTIONS",
+        "/api/private",
+        &[
+            ("Origin", APP_ORIGIN),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "authorization, dpop"),
+        ],
+    );
+    assert!(
+        preflight.header("access-control-allow-headers").is_some_and(|h| h.contains("DPoP")),
+        "{:?}",
+        preflight.lines
+    );
+    let exposed = request(w.port, "GET", "/api/private", &[("Origin", APP_ORIGIN)]);
+    assert!(exposed.header("access-control-expose-headers").is_some_and(|h| h.contains("DPoP-Nonce")));
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn with_a_nonce_secret_a_client_learns_the_nonce_once_and_proves_with_it() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let secret = "e2e nonce secret, at least 32 characters long";
+    let w = Worker::start(&issuer, &[("DPOP_NONCE_SECRET", secret)], &temp_dir("dpop-nonce"));
+    let url = format!("http://127.0.0.1:{}/api/private", w.port);
+    let k = ProofKey::es256();
+    let token = bound_token(&issuer, &k);
+    let first = dpop_get(&w, "/api/private", &token, &Proof::new(&k, "GET", &url, &token, unix_now(), "n1").sign(&k));
+    assert_eq!((first.status, first.error().as_str()), (401, "use_dpop_nonce"), "{}", first.body);
+    let nonce = first.header("dpop-nonce").expect("DPoP-Nonce on use_dpop_nonce").to_owned();
+    assert!(first.header("www-authenticate").is_some_and(|c| c.contains("error=\"use_dpop_nonce\"")));
+    let mut retry = Proof::new(&k, "GET", &url, &token, unix_now(), "n2");
+    retry.claims["nonce"] = json!(nonce);
+    let second = dpop_get(&w, "/api/private", &token, &retry.sign(&k));
+    assert_eq!(second.status, 200, "{}", second.body);
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn the_gateway_sends_the_proof_with_authorization_and_names_the_bound_key() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let origin = MockOrigin::start().unwrap();
+    let routes = r#"[{"path": "/api/*"}, {"path": "/open/*", "auth": "public"}]"#;
+    let k = ProofKey::es256();
+    let token = bound_token(&issuer, &k);
+    for (forward_authorization, name) in [("true", "gw-dpop-fwd"), ("false", "gw-dpop")] {
+        let w =
+            gateway(&issuer, &origin, &[("ROUTES", routes), ("FORWARD_AUTHORIZATION", forward_authorization)], name);
+        let url = format!("http://127.0.0.1:{}/api/orders", w.port);
+        let proof = Proof::new(&k, "GET", &url, &token, unix_now(), name).sign(&k);
+        let got = Received::of(&dpop_get(&w, "/api/orders", &token, &proof));
+        assert_eq!(got.header("x-auth-key-thumbprint"), Some(k.thumbprint()));
+        let forwarded = (got.header("authorization"), got.header("dpop"));
+        if forward_authorization == "true" {
+            assert_eq!(forwarded, (Some(format!("DPoP {token}")), Some(proof.clone())));
+        } else {
+            assert_eq!(forwarded, (None, None));
+        }
+        // On a public rule nothing was verified: neither travels, and no binding is claimed.
+        let open = Received::of(&request(
+            w.port,
+            "GET",
+            "/open/x",
+            &[("Authorization", &format!("DPoP {token}")), ("DPoP", &proof), ("X-Auth-Key-Thumbprint", "forged")],
+        ));
+        assert_eq!(
+            (open.header("authorization"), open.header("dpop"), open.header("x-auth-key-thumbprint")),
+            (None, None, None)
+        );
+    }
+}
