@@ -197,6 +197,21 @@ def route_seeds(seeds, attacks):
         seeds.add("path_safety", path)
 
 
+def dpop_seeds(seeds):
+    # Odd first byte: header and claims JSON, signed by the target's fixed key ("$JWK", $ATH).
+    header = '{"typ":"dpop+jwt","alg":"ES256","jwk":"$JWK"}'
+    claims = {"jti": "seed-1", "htm": "GET", "htu": "https://api.fuzz.test/api/private", "iat": 1767225600, "ath": "$ATH"}
+    variants = [dict(claims), dict(claims, htu="https://API.fuzz.test:443/api/private?x=1"), dict(claims, iat=1767225600 - 300)]
+    variants += [dict(claims, htm="POST"), {k: v for k, v in claims.items() if k != "jti"}, dict(claims, nonce="n")]
+    for body in variants:
+        seeds.add("dpop_proof", b"\x01" + header.encode() + b"\x00" + json.dumps(body).encode())
+    for other in ['{"typ":"JWT","alg":"ES256","jwk":"$JWK"}', '{"typ":"dpop+jwt","alg":"none","jwk":"$JWK"}']:
+        seeds.add("dpop_proof", b"\x01" + other.encode() + b"\x00" + json.dumps(claims).encode())
+    # Even first byte: raw headers.
+    for raw in ["", "a.b.c", "a.b", "e30.e30.", "a.b.c, d.e.f", "eyJ0eXAiOiJkcG9wK2p3dCJ9.e30.AAAA"]:
+        seeds.add("dpop_proof", b"\x00" + raw.encode())
+
+
 def main():
     fixture = load("fuzz/fixtures/pipeline.json")
     signatures = load("tests/vectors/signatures.json")
@@ -205,6 +220,7 @@ def main():
     token_seeds(seeds, fixture, signatures, attacks)
     jwks_seeds(seeds, [doc["jwks"] for doc in (fixture, signatures, attacks) if doc])
     route_seeds(seeds, attacks)
+    dpop_seeds(seeds)
     seeds.write()
 
 
