@@ -27,7 +27,7 @@ const P256_ORDER: [u8; 32] = [
 enum Key {
     Es(p256::ecdsa::SigningKey),
     Ed(ed25519_compact::KeyPair),
-    Rsa(SigningKey),
+    Rsa(Box<SigningKey>),
 }
 
 impl Key {
@@ -99,10 +99,10 @@ fn main() {
         ("es256-a".into(), "ES256", Key::Es(p256::ecdsa::SigningKey::random(&mut rand::thread_rng()))),
         ("es256-b".into(), "ES256", Key::Es(p256::ecdsa::SigningKey::random(&mut rand::thread_rng()))),
         ("eddsa".into(), "EdDSA", Key::Ed(ed25519_compact::KeyPair::generate())),
-        ("rs256-2048".into(), "RS256", Key::Rsa(SigningKey::generate("rs256-2048", 2048))),
-        ("rs256-4096".into(), "RS256", Key::Rsa(SigningKey::generate("rs256-4096", 4096))),
-        ("ps256-2048".into(), "PS256", Key::Rsa(SigningKey::generate("ps256-2048", 2048))),
-        ("ps256-3072".into(), "PS256", Key::Rsa(SigningKey::generate("ps256-3072", 3072))),
+        ("rs256-2048".into(), "RS256", Key::Rsa(Box::new(SigningKey::generate("rs256-2048", 2048)))),
+        ("rs256-4096".into(), "RS256", Key::Rsa(Box::new(SigningKey::generate("rs256-4096", 4096)))),
+        ("ps256-2048".into(), "PS256", Key::Rsa(Box::new(SigningKey::generate("ps256-2048", 2048)))),
+        ("ps256-3072".into(), "PS256", Key::Rsa(Box::new(SigningKey::generate("ps256-3072", 3072)))),
     ];
     let mut vectors = Vec::new();
     let mut push = |name: String, input: &str, signature: &[u8], valid: bool| {
