@@ -10,7 +10,7 @@ mod common;
 
 use std::cell::RefCell;
 
-use common::{block_on, FakeIo, NOW};
+use common::{block_on, dpop, FakeIo, NOW};
 use edge_auth::{
     app::{self, Incoming, Keys, Outcome, Setup},
     config::Config,
@@ -48,6 +48,9 @@ struct Row {
     origin_must_not_see: Vec<String>,
     #[serde(default)]
     origin_must_see: Vec<(String, String)>,
+    /// How to make this row's DPoP proof (tests/common/dpop.rs).
+    #[serde(default)]
+    dpop: Option<Value>,
 }
 
 impl Row {
@@ -88,6 +91,8 @@ struct Isolate {
     rules: Rules,
     issuers: Issuers,
     proofs: RefCell<ReplayCache>,
+    /// The corpus' DPoP client keys (`dpop_keys`).
+    proof_keys: Value,
     io: FakeIo,
     tokens: RefCell<TokenCache>,
 }
@@ -109,6 +114,7 @@ impl Isolate {
         Isolate {
             issuers: Issuers::new(&config),
             proofs: RefCell::default(),
+            proof_keys: corpus["dpop_keys"].clone(),
             io: FakeIo::serving(&corpus["jwks"]),
             tokens: RefCell::default(),
             config,
@@ -119,16 +125,34 @@ impl Isolate {
     fn send(&self, row: &Row) -> Outcome {
         let authorization = row.header("authorization");
         let origin = row.header("origin");
-        let dpop = row.header("dpop");
         let url = format!("https://attacks.edge-auth.test{}", row.path);
+        let made = row.dpop.as_ref().map(|recipe| {
+            let token = authorization.as_deref().and_then(|a| a.get(5..)).unwrap_or_default();
+            dpop::from_recipe(recipe, &self.proof_keys, &row.method, &url, token, NOW, &row.name)
+        });
+        let dpop = made.or_else(|| row.header("dpop"));
+        if row.dpop.as_ref().is_some_and(|r| r["send_twice"] == true) {
+            self.send_once(row, &url, authorization.as_deref(), origin.as_deref(), dpop.as_deref());
+        }
+        self.send_once(row, &url, authorization.as_deref(), origin.as_deref(), dpop.as_deref())
+    }
+
+    fn send_once(
+        &self,
+        row: &Row,
+        url: &str,
+        authorization: Option<&str>,
+        origin: Option<&str>,
+        dpop: Option<&str>,
+    ) -> Outcome {
         let request = Incoming {
             method: &row.method,
-            url: &url,
-            dpop: dpop.as_deref(),
+            url,
+            dpop,
             // The runtime hands over the path without its query, as the edge adapter does.
             path: row.path.split('?').next().unwrap_or_default(),
-            authorization: authorization.as_deref(),
-            origin: origin.as_deref(),
+            authorization,
+            origin,
             host: Some("attacks.edge-auth.test"),
             preflight: row.header("access-control-request-method").is_some(),
         };

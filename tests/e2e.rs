@@ -920,14 +920,28 @@ fn every_attack_row_gets_its_answer_from_the_real_worker() {
     for (mode, worker) in [("demo", &demo), ("gateway", &gateway)] {
         for row in rows.iter().filter(|r| r["mode"] == mode || r["mode"] == "both") {
             let name = row["name"].as_str().unwrap();
-            let headers: Vec<(&str, &str)> = row["headers"]
+            let mut headers: Vec<(&str, &str)> = row["headers"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|h| (h[0].as_str().unwrap(), h[1].as_str().unwrap()))
                 .collect();
+            let (method, path) = (row["method"].as_str().unwrap(), row["path"].as_str().unwrap());
+            // A DPoP row's proof is made now, for the URL this worker is called at.
+            let proof = row.get("dpop").map(|recipe| {
+                let token = headers.iter().find(|(n, _)| *n == "Authorization").map_or("", |(_, v)| &v[5..]);
+                let url = format!("http://127.0.0.1:{}{path}", worker.port);
+                let jti = format!("{mode}-{name}");
+                dpop::from_recipe(recipe, &corpus["dpop_keys"], method, &url, token, unix_now(), &jti)
+            });
+            if let Some(proof) = &proof {
+                headers.push(("DPoP", proof));
+                if row["dpop"]["send_twice"] == true {
+                    request(worker.port, method, path, &headers);
+                }
+            }
             let before = origin.hits();
-            let r = request(worker.port, row["method"].as_str().unwrap(), row["path"].as_str().unwrap(), &headers);
+            let r = request(worker.port, method, path, &headers);
             *sent.entry(mode).or_insert(0) += 1;
             let mut fail = |problem: String| failures.push(format!("[{mode}] {name}: {problem}"));
             let expected = (row["status"].as_u64().unwrap() as u16, row["error"].as_str().unwrap_or_default());

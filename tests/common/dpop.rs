@@ -98,3 +98,55 @@ impl Proof {
         format!("{input}.{}", b64(&key.sign(input.as_bytes())))
     }
 }
+
+impl ProofKey {
+    /// An ES256 key from a private JWK (`d`, base64url).
+    pub fn from_private_jwk(jwk: &Value) -> ProofKey {
+        let d =
+            base64ct::Base64UrlUnpadded::decode_vec(jwk["d"].as_str().expect("a private jwk")).expect("base64url d");
+        ProofKey::Es256(p256::ecdsa::SigningKey::from_slice(&d).expect("a P-256 scalar"))
+    }
+}
+
+use base64ct::Encoding as _;
+
+/// The proof an attack-corpus row asks for (tests/vectors/attacks.json explains the recipe),
+/// made now, for `method` `url` and `token`.
+pub fn from_recipe(recipe: &Value, keys: &Value, method: &str, url: &str, token: &str, now: i64, jti: &str) -> String {
+    let key = ProofKey::from_private_jwk(&keys[recipe["key"].as_str().unwrap()]);
+    let ath_token = recipe["ath_of"].as_str().unwrap_or(token);
+    let iat = now + recipe["iat_offset"].as_i64().unwrap_or(0);
+    let mut proof = Proof::new(&key, method, url, ath_token, iat, jti);
+    if recipe["private_jwk"] == true {
+        proof.header["jwk"]["d"] = keys[recipe["key"].as_str().unwrap()]["d"].clone();
+    }
+    let merge = |target: &mut Value, edits: &Value| {
+        for (name, value) in edits.as_object().into_iter().flatten() {
+            match value {
+                Value::Null => _ = target.as_object_mut().unwrap().remove(name),
+                value => target[name] = value.clone(),
+            }
+        }
+    };
+    merge(&mut proof.header, &recipe["header"]);
+    merge(&mut proof.claims, &recipe["claims"]);
+    if let Some(path) = proof.claims.as_object_mut().unwrap().remove("htu_path") {
+        let origin = &url[..url.find("://").map_or(0, |i| i + 3)
+            + url[url.find("://").map_or(0, |i| i + 3)..].find('/').unwrap_or(0)];
+        proof.claims["htu"] = json!(format!("{origin}{}", path.as_str().unwrap()));
+    }
+    if recipe["hs256_with_token"] == true {
+        use hmac::Mac;
+        proof.header["alg"] = json!("HS256");
+        let input = format!(
+            "{}.{}",
+            b64(serde_json::to_string(&proof.header).unwrap().as_bytes()),
+            b64(serde_json::to_string(&proof.claims).unwrap().as_bytes())
+        );
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(token.as_bytes()).unwrap();
+        mac.update(input.as_bytes());
+        return format!("{input}.{}", b64(&mac.finalize().into_bytes()));
+    }
+    let signer = recipe["sign_with"].as_str().map(|k| ProofKey::from_private_jwk(&keys[k]));
+    proof.sign(signer.as_ref().unwrap_or(&key))
+}
