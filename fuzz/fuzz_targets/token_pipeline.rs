@@ -132,8 +132,10 @@ fuzz_target!(|data: &[u8]| {
     let authorization = (!rest.is_empty()).then(|| String::from_utf8_lossy(rest));
     let request = Incoming {
         method: METHODS[usize::from((selector >> 4) & 3)],
+        url: "https://api.fuzz.test/",
         path: route.path,
         authorization: authorization.as_deref(),
+        dpop: None,
         origin: (selector & 0x40 != 0).then_some(ALLOWED_ORIGIN),
         host: Some("api.fuzz.test"),
         preflight: selector & 0x80 != 0,
