@@ -162,6 +162,15 @@ struct State {
     /// Since when one of this isolate's requests has been looking beyond memory.
     lookup_since_ms: Option<u64>,
     shared: [TierState; 2],
+    /// Copies due to a shared tier, written after the answer ([`KeyStore::write_pending`]): the
+    /// newest per tier. A write never delays the request whose fetch or load made it due.
+    pending: [Option<PendingWrite>; 2],
+}
+
+#[derive(Debug)]
+struct PendingWrite {
+    document: String,
+    copy: (u64, Rc<KeySet>),
 }
 
 /// A key ready for the signature check, and whether the caller should refresh in the background.
@@ -361,7 +370,7 @@ impl KeyStore {
             };
             let document = serde_json::to_string(&document).unwrap_or_default();
             for tier in tiers {
-                self.write(tier, &document, (now, keys.clone()), io).await;
+                self.queue_write(tier, document.clone(), (now, keys.clone()));
             }
         }
         Ok(keys)
@@ -378,6 +387,28 @@ impl KeyStore {
                 **copy != *keys || now.saturating_sub(*fetched_at_ms) >= self.policy.max_age_ms / 2
             }
             None => true,
+        }
+    }
+
+    fn queue_write(&self, tier: SharedTier, document: String, copy: (u64, Rc<KeySet>)) {
+        self.state.borrow_mut().pending[tier.index()] = Some(PendingWrite { document, copy });
+    }
+
+    /// Whether a shared tier has a copy due: the edge then calls [`Self::write_pending`] after
+    /// the answer (`ctx.waitUntil`), so no request waits for a KV or Cache write.
+    pub fn has_pending_writes(&self) -> bool {
+        self.state.borrow().pending.iter().any(Option::is_some)
+    }
+
+    /// Writes what is due to the shared tiers. Each copy is taken before its write starts, so two
+    /// requests that both call this never write it twice (one writer per isolate), and the write
+    /// rule ([`Self::needs_write`]) and the once-only `store_failed` line hold as before.
+    pub async fn write_pending(&self, io: &impl KeyIo) {
+        for tier in SharedTier::ALL {
+            let due = self.state.borrow_mut().pending[tier.index()].take();
+            if let Some(PendingWrite { document, copy }) = due {
+                self.write(tier, &document, copy, io).await;
+            }
         }
     }
 
@@ -418,7 +449,7 @@ impl KeyStore {
             return false;
         }
         if snapshot.source == Source::Kv && cached.as_ref().is_none_or(|c| c.1.fetched_at_ms < snapshot.fetched_at_ms) {
-            self.write(SharedTier::Cache, &document, (snapshot.fetched_at_ms, snapshot.keys.clone()), io).await;
+            self.queue_write(SharedTier::Cache, document, (snapshot.fetched_at_ms, snapshot.keys.clone()));
         }
         self.log(io, "loaded", json!({ "source": snapshot.source, "age_s": self.age(&snapshot, now) / 1000, "kids": snapshot.keys.kids() }));
         self.install(snapshot);

@@ -33,8 +33,17 @@ fn stored(issuer: &str, fetched_at_ms: u64, jwks: &serde_json::Value) -> String 
         .to_string()
 }
 
+/// One request, then what the edge does after answering it: the tier writes it made due.
 fn resolve(store: &KeyStore, kid: &str, now: u64, io: &FakeIo) -> Result<(String, bool), ApiError> {
-    block_on(store.resolve(Some(kid), now, io)).map(|r| (r.key.kid().unwrap().to_owned(), r.background_refresh))
+    let resolved = block_on(store.resolve(Some(kid), now, io));
+    block_on(store.write_pending(io));
+    resolved.map(|r| (r.key.kid().unwrap().to_owned(), r.background_refresh))
+}
+
+/// A background refresh, then the writes it made due.
+fn refresh(store: &KeyStore, now: u64, io: &FakeIo) {
+    block_on(store.refresh(now, io));
+    block_on(store.write_pending(io));
 }
 
 /// `n` requests for `kid` arriving together at the fake clock's time, run to completion while the
@@ -42,6 +51,7 @@ fn resolve(store: &KeyStore, kid: &str, now: u64, io: &FakeIo) -> Result<(String
 fn resolve_together(store: &KeyStore, kid: &str, n: usize, io: &FakeIo) -> Vec<Result<String, ApiError>> {
     let requests = (0..n).map(|_| store.resolve(Some(kid), io.clock.get(), io));
     let results = run_together(requests, || io.advance(10));
+    block_on(store.write_pending(io));
     results.into_iter().map(|r| r.map(|r| r.key.kid().unwrap().to_owned())).collect()
 }
 
@@ -144,7 +154,7 @@ fn background_refresh_adopts_a_fresher_shared_copy_instead_of_fetching() {
     let s = store();
     resolve(&s, "key-1", T0, &io).unwrap();
     *io.cache.borrow_mut() = Some(stored(ISSUER, T0 + 650 * SEC, &jwks(&[key(1), key(2)])));
-    block_on(s.refresh(T0 + 700 * SEC, &io));
+    refresh(&s, T0 + 700 * SEC, &io);
     assert_eq!(io.fetches.get(), 1);
     assert!(resolve(&s, "key-2", T0 + 700 * SEC, &io).is_ok());
 }
@@ -155,7 +165,7 @@ fn background_refresh_fetches_when_no_tier_is_fresh() {
     let s = store();
     resolve(&s, "key-1", T0, &io).unwrap();
     io.issuer_serves(&jwks(&[key(2)]));
-    block_on(s.refresh(T0 + 700 * SEC, &io));
+    refresh(&s, T0 + 700 * SEC, &io);
     assert_eq!(io.fetches.get(), 2);
     assert!(resolve(&s, "key-2", T0 + 700 * SEC, &io).is_ok());
 }
@@ -231,7 +241,7 @@ fn failed_or_invalid_fetches_never_replace_good_keys() {
         let s = store();
         resolve(&s, "key-1", T0, &io).unwrap();
         io.issuer_fails(failure.clone());
-        block_on(s.refresh(T0 + 700 * SEC, &io));
+        refresh(&s, T0 + 700 * SEC, &io);
         assert!(resolve(&s, "key-1", T0 + 701 * SEC, &io).is_ok(), "{failure:?}");
         let events = io.events();
         assert!(events.contains(&"fetch_failed".into()) && events.contains(&"served_stale".into()), "{failure:?}");
@@ -292,7 +302,7 @@ fn a_key_removed_upstream_is_rejected_once_the_refresh_is_in() {
     resolve(&s, "key-1", T0, &io).unwrap();
     io.issuer_serves(&jwks(&[key(2)]));
     assert!(resolve(&s, "key-1", T0 + 700 * SEC, &io).is_ok(), "stale-while-revalidate");
-    block_on(s.refresh(T0 + 700 * SEC, &io));
+    refresh(&s, T0 + 700 * SEC, &io);
     assert_eq!(resolve(&s, "key-1", T0 + 701 * SEC, &io), Err(ApiError::InvalidToken(TokenProblem::UnknownKey)));
 }
 
@@ -465,4 +475,28 @@ fn failing_shared_writes_are_logged_once_per_tier_not_per_attempt() {
     let failures = store_failures(&io);
     assert_eq!(failures.iter().map(|f| f["tier"].as_str().unwrap()).collect::<Vec<_>>(), ["cache", "kv"]);
     assert_eq!(failures[1]["reason"], json!("KV PUT failed: 429 Too Many Requests"));
+}
+
+#[test]
+fn a_fetch_answers_before_its_tier_writes_which_are_made_once_after() {
+    let io = FakeIo::serving(&jwks(&[key(1)]));
+    let s = store();
+    // The request that fetched has its key with no write made: the writes wait for the edge's
+    // waitUntil after the answer.
+    let answered = block_on(s.resolve(Some("key-1"), T0, &io));
+    assert!(answered.is_ok());
+    assert_eq!((io.kv_writes.get(), io.cache_writes.get()), (0, 0));
+    assert!(s.has_pending_writes());
+    // Two requests flushing at once (each scheduled one) write each tier once.
+    run_together([s.write_pending(&io), s.write_pending(&io)], || io.advance(10));
+    assert_eq!((io.kv_writes.get(), io.cache_writes.get()), (1, 1));
+    assert!(!s.has_pending_writes());
+    // A copy loaded from KV is due to the Cache tier the same way.
+    let io = FakeIo::serving(&jwks(&[key(1)]));
+    *io.kv.borrow_mut() = Some(stored(ISSUER, T0 - 10 * SEC, &jwks(&[key(1)])));
+    let s = store();
+    assert!(block_on(s.resolve(Some("key-1"), T0, &io)).is_ok());
+    assert_eq!(io.cache_writes.get(), 0);
+    block_on(s.write_pending(&io));
+    assert_eq!((io.cache_writes.get(), io.kv_writes.get(), io.fetches.get()), (1, 0, 0));
 }

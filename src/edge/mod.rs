@@ -180,13 +180,19 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                 };
                 let setup = Setup { config: &ready.config, rules: &ready.rules, keys };
                 let outcome = app::handle(&incoming, Ok(setup), now).await;
-                if let Some(index) = outcome.background_refresh {
-                    // Runs after the response; nothing awaits it, so I/O isolation is respected.
-                    let issuers = ready.issuers.clone();
+                let writes_due = ready.issuers.iter().any(|issuer| issuer.store.has_pending_writes());
+                if outcome.background_refresh.is_some() || writes_due {
+                    // After the response: a refresh, and the shared-tier writes this request's
+                    // fetch or load made due (a KV write takes far longer at the edge than a
+                    // request should wait). Nothing awaits it, so I/O isolation is respected.
+                    let (issuers, refresh) = (ready.issuers.clone(), outcome.background_refresh);
                     let context = worker::Context::new(ctx.unchecked_into());
                     context.wait_until(async move {
-                        if let Some(issuer) = issuers.get(index) {
+                        if let Some(issuer) = refresh.and_then(|index| issuers.get(index)) {
                             issuer.store.refresh(js_sys::Date::now() as u64, &io).await;
+                        }
+                        for issuer in issuers.iter() {
+                            issuer.store.write_pending(&io).await;
                         }
                     });
                 }
