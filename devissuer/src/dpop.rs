@@ -13,7 +13,7 @@ use p256::{
         signature::{Signer, Verifier},
         Signature, SigningKey as EcSigningKey, VerifyingKey,
     },
-    elliptic_curve::{generic_array::GenericArray, sec1::ToEncodedPoint},
+    elliptic_curve::generic_array::GenericArray,
     pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding},
     EncodedPoint, SecretKey,
 };
