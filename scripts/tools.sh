@@ -33,8 +33,14 @@ cargo_install() { # crate version binary-path
         rm -f "$log" "$log.locked"
         return 0
     fi
-    say "$1's own Cargo.lock names versions this registry does not serve (expected, not an error);"
-    say "compiling $1 $2 with freshly resolved dependencies instead"
+    if grep -q 'failed to select a version' "$log.locked"; then
+        say "$1's own Cargo.lock names versions this registry does not serve (expected, not an error);"
+        say "compiling $1 $2 with freshly resolved dependencies instead"
+    else
+        say "cargo install --locked failed for another reason; its last lines:"
+        tail -n 20 "$log.locked" >&2
+        say "trying once more with freshly resolved dependencies"
+    fi
     if with_progress "$log" cargo install "$1" --version "$2" --root "$root"; then
         rm -f "$log" "$log.locked"
         say "installed $1 $2"
