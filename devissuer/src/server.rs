@@ -282,3 +282,48 @@ fn write_response(mut stream: TcpStream, response: &Response) -> io::Result<()> 
     stream.write_all(&response.body)?;
     stream.flush()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_read_with_its_headers_and_body() {
+        let raw = "POST /oauth/token?a=1 HTTP/1.1\r\nHost: 127.0.0.1:8788\r\nContent-Type: application/x-www-form-urlencoded\r\nDPoP: p1\r\ndpop: p2\r\nContent-Length: 9\r\n\r\ncode=abcdEXTRA";
+        let request = read_request(&mut raw.as_bytes()).unwrap();
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str(), request.query.as_str()),
+            ("POST", "/oauth/token", "a=1")
+        );
+        assert_eq!(request.header("content-type"), Some("application/x-www-form-urlencoded"));
+        assert_eq!(request.headers.iter().filter(|(n, _)| n == "dpop").count(), 2);
+        assert_eq!(request.body, b"code=abcd");
+    }
+
+    #[test]
+    fn an_oversized_request_is_refused_unread() {
+        let big = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
+        assert!(read_request(&mut big.as_bytes()).is_err());
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert!(read_request(&mut format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()).is_err());
+    }
+
+    #[test]
+    fn the_provider_answers_over_the_socket_and_the_jwks_still_counts() {
+        let key = SigningKey::generate("k", 2048);
+        let issuer =
+            MockIssuer::bind_provider("127.0.0.1:0", &key, "https://api", &["http://127.0.0.1:1/".into()]).unwrap();
+        let get = |path: &str| {
+            let mut stream = TcpStream::connect(("127.0.0.1", issuer.port())).unwrap();
+            write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n", issuer.port()).unwrap();
+            let mut answer = String::new();
+            io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+            answer
+        };
+        let discovery = get("/.well-known/openid-configuration");
+        assert!(discovery.starts_with("HTTP/1.1 200"), "{discovery}");
+        assert!(discovery.contains(&format!("\"issuer\":\"{}\"", issuer.issuer())));
+        assert!(get(JWKS_PATH).contains("\"kid\":\"k\""));
+        assert_eq!(issuer.hits(), 1);
+    }
+}
