@@ -105,6 +105,8 @@ MSG
     say "Ctrl-C stops all three."
 elif [ -z "$ORIGIN" ]; then
     SCOPED="$("$ISSUER" mint --port "$ISSUER_PORT" --scope "openid read:messages")"
+    # Bound to the EC key `proof` keeps in .dev-issuer/ (RFC 9449 cnf.jkt).
+    BOUND="$("$ISSUER" mint --port "$ISSUER_PORT" --dpop-jkt "$("$ISSUER" jkt)")"
     cat <<MSG
 
   edge-auth is running at $URL, trusting the dev issuer at http://127.0.0.1:$ISSUER_PORT/
@@ -115,6 +117,10 @@ elif [ -z "$ORIGIN" ]; then
   curl -i $URL/api/private-scoped -H "Authorization: Bearer $SCOPED"
   curl -i $URL/api/private-scoped -H "Authorization: Bearer $TOKEN"     # 403: no read:messages
   curl -i $URL/api/private                                              # 401
+
+  DPoP: a token bound to a local key, and a fresh proof for each call (a proof is good once):
+
+  curl -i $URL/api/private -H "Authorization: DPoP $BOUND" -H "DPoP: \$($ISSUER proof --method GET --url $URL/api/private --token $BOUND)"
 
   Ctrl-C stops both.
 
