@@ -32,15 +32,16 @@ function check(name, ok, detail = '') {
   if (!ok) failures += 1;
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
+// n distinct free loopback ports: all held open until each is known, so no two are the same.
+async function freePorts(n) {
+  const servers = await Promise.all(Array.from({ length: n }, () => new Promise((resolve, reject) => {
     const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
+    server.listen(0, '127.0.0.1', () => resolve(server));
     server.on('error', reject);
-  });
+  })));
+  const ports = servers.map((server) => server.address().port);
+  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+  return ports;
 }
 
 // dev.sh --demo in a process group of its own, so that stopping it stops wrangler, workerd and the
@@ -147,15 +148,30 @@ async function logout(page, pageUrl) {
 }
 
 async function main() {
-  const ports = SCREENSHOT
-    ? { worker: 8787, issuer: 8788, page: 8790, inspector: await freePort() }
-    : { worker: await freePort(), issuer: await freePort(), page: await freePort(), inspector: await freePort() };
-  const demo = startDemo(ports);
+  // Free ports can be taken by another process before wrangler binds them: one retry with others.
+  let demo;
+  let pageUrl;
+  let ports;
+  for (let attempt = 1; ; attempt += 1) {
+    const [worker, issuer, page, inspector] = await freePorts(4);
+    ports = SCREENSHOT ? { worker: 8787, issuer: 8788, page: 8790, inspector } : { worker, issuer, page, inspector };
+    demo = startDemo(ports);
+    try {
+      pageUrl = await demo.ready;
+      break;
+    } catch (error) {
+      await demo.stop();
+      if (attempt === 2 || !/Address already in use|EADDRINUSE/.test(demo.log())) {
+        check('dev.sh --demo starts', false, `${error.message}\n${demo.log().split('\n').slice(-30).join('\n')}`);
+        process.exit(1);
+      }
+      console.log('a port was taken before dev.sh bound it; trying other ports');
+    }
+  }
   const stopOnSignal = () => demo.stop().then(() => process.exit(130));
   process.on('SIGINT', stopOnSignal);
   process.on('SIGTERM', stopOnSignal);
   try {
-    const pageUrl = await demo.ready;
     console.log(`demo page at ${pageUrl}, worker on ${ports.worker}, dev issuer on ${ports.issuer}`);
 
     await withBrowser(async (page) => {
