@@ -11,10 +11,12 @@ ensure_tools
 ensure_chromium
 say "quality gates: rustfmt, clippy (host and wasm32, warnings denied)"
 cargo fmt --all --check
-cargo clippy --quiet --workspace --all-targets -- -D warnings
-cargo clippy --quiet --target wasm32-unknown-unknown --lib -- -D warnings
+host_quiet="$(quiet_unless_first debug host)"
+wasm_quiet="$(quiet_unless_first wasm32-unknown-unknown/debug wasm32)"
+cargo clippy $host_quiet --workspace --all-targets -- -D warnings
+cargo clippy $wasm_quiet --target wasm32-unknown-unknown --lib -- -D warnings
 say "host tests (pure core, dev issuer)"
-cargo test --workspace --quiet
+cargo test --workspace $host_quiet
 say "building the worker once for the end-to-end suite"
 sh scripts/build.sh
 say "end-to-end tests (wrangler dev + mock issuer and origin)"

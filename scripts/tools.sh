@@ -73,6 +73,16 @@ with_progress() { # log-file command...
     wait "$progress_job"
 }
 
+# cargo's own progress on the first build of a target folder (minutes on two cores), --quiet after
+# that (seconds), so a first run never sits silent.
+quiet_unless_first() { # target-subfolder what
+    if [ -d "$ROOT/target/$1" ]; then
+        echo --quiet
+    else
+        say "first $2 build in this clone: cargo compiles every dependency (a few minutes) and shows its progress"
+    fi
+}
+
 # The browser test drives Debian's chromium (no browser download: playwright-core is only the driver).
 CHROMIUM_BIN="${EDGE_AUTH_CHROMIUM:-/usr/bin/chromium}"
 ensure_chromium() {
