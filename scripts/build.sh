@@ -12,7 +12,7 @@ if [ "${EDGE_AUTH_PREBUILT:-}" = 1 ] && [ -f build/worker.mjs ]; then
     exit 0
 fi
 ensure_tools
-cargo build --quiet --release --target wasm32-unknown-unknown --lib
+cargo build $(quiet_unless_first wasm32-unknown-unknown/release "release wasm32") --release --target wasm32-unknown-unknown --lib
 # A staging folder of this build's own, swapped in at the end: a concurrent build (wrangler dev
 # rebuilding while the test suite builds) never sees or breaks a half-written one.
 stage="$ROOT/build.tmp.$$"

@@ -5,21 +5,28 @@
 #   ./scripts/dev.sh                          the quickstart's demo routes
 #   ./scripts/dev.sh --gateway URL            a gateway in front of your local API at URL
 #   ./scripts/dev.sh --gateway echo           a gateway in front of a built-in echo origin (8790)
+#   ./scripts/dev.sh --demo                   a browser page on 8790 that logs in with Auth0's SPA SDK
+#                                             at the dev issuer and calls the worker cross-origin
+#
+# WORKER_PORT, ISSUER_PORT, PAGE_PORT and INSPECTOR_PORT move the servers (the browser test does).
 set -eu
 . "$(dirname "$0")/tools.sh"
 cd "$ROOT"
 WORKER_PORT="${WORKER_PORT:-8787}"
-ISSUER_PORT=8788  # .dev.vars's AUTH0_DOMAIN points here
+ISSUER_PORT="${ISSUER_PORT:-8788}"  # .dev.vars's AUTH0_DOMAIN points at 8788; another port is passed on
 ECHO_PORT=8790
+PAGE_PORT="${PAGE_PORT:-8790}"
 export WRANGLER_SEND_METRICS=false
 
 ORIGIN=""
+DEMO=""
 case "${1:-}" in
     "") ;;
     --gateway)
         ORIGIN="${2:?--gateway needs an origin URL such as http://127.0.0.1:3000, or echo}"
         ;;
-    *) say "usage: $0 [--gateway URL|echo]"; exit 2 ;;
+    --demo) DEMO=1 ;;
+    *) say "usage: $0 [--gateway URL|echo | --demo]"; exit 2 ;;
 esac
 
 # An example rule table for the gateway: a public prefix, reads for any valid token, writes
@@ -39,36 +46,67 @@ pids=""
 cleanup() { [ -n "$pids" ] && kill $pids 2>/dev/null; wait 2>/dev/null; }
 trap cleanup EXIT INT TERM
 
-"$ISSUER" serve --port "$ISSUER_PORT" &
-pids="$!"
+PAGE="http://127.0.0.1:$PAGE_PORT/"
+if [ -n "$DEMO" ]; then
+    # The page is bundled with its ports baked in, into a folder of its own per port.
+    DEMO_DIR="$ROOT/target/demo-$PAGE_PORT"
+    mkdir -p "$DEMO_DIR"
+    cp demo/index.html "$DEMO_DIR/index.html"
+    "$ESBUILD_BIN" demo/app.js --bundle --format=esm --minify --log-level=warning --outfile="$DEMO_DIR/app.js" \
+        --define:__EDGE_AUTH_DEMO__="{\"issuer\":\"http://127.0.0.1:$ISSUER_PORT\",\"clientId\":\"edge-auth-dev-client\",\"audience\":\"https://edge-auth.local/api\",\"api\":\"http://127.0.0.1:$WORKER_PORT\",\"page\":\"$PAGE\"}"
+    "$ISSUER" serve --port "$ISSUER_PORT" --redirect-uris "$PAGE" &
+    pids="$!"
+    "$ISSUER" pages --port "$PAGE_PORT" --dir "$DEMO_DIR" &
+    pids="$pids $!"
+else
+    "$ISSUER" serve --port "$ISSUER_PORT" &
+    pids="$!"
+fi
 if [ "$ORIGIN" = echo ]; then
     "$ISSUER" origin --port "$ECHO_PORT" &
     pids="$pids $!"
     ORIGIN="http://127.0.0.1:$ECHO_PORT"
 fi
 say "building and starting the worker (wrangler dev, workerd)"
+set -- --ip 127.0.0.1 --port "$WORKER_PORT" --show-interactive-dev-session=false
+[ -n "${INSPECTOR_PORT:-}" ] && set -- "$@" --inspector-port "$INSPECTOR_PORT"
+[ "$ISSUER_PORT" != 8788 ] && set -- "$@" --var "AUTH0_DOMAIN:127.0.0.1:$ISSUER_PORT"
+[ -n "$ORIGIN" ] && set -- "$@" --var "ORIGIN_URL:$ORIGIN" --var "ROUTES:$ROUTES"
+# Only the page's origin may read the worker's answers from script.
+[ -n "$DEMO" ] && set -- "$@" --var "CORS_ALLOWED_ORIGINS:http://127.0.0.1:$PAGE_PORT"
 # The wrangler launcher itself (not npx), so that stopping it stops workerd too.
-if [ -n "$ORIGIN" ]; then
-    wrangler dev --ip 127.0.0.1 --port "$WORKER_PORT" --show-interactive-dev-session=false \
-        --var "ORIGIN_URL:$ORIGIN" --var "ROUTES:$ROUTES" &
-else
-    wrangler dev --ip 127.0.0.1 --port "$WORKER_PORT" --show-interactive-dev-session=false &
-fi
+wrangler dev "$@" &
 wrangler_pid=$!
 pids="$pids $wrangler_pid"
 
 URL="http://127.0.0.1:$WORKER_PORT"
+answers() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" 2>/dev/null)" != 000 ]; }
 i=0
-until [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/public/" 2>/dev/null)" != 000 ]; do
+until answers "$URL/public/" && answers "http://127.0.0.1:$ISSUER_PORT/.well-known/jwks.json" &&
+    { [ -z "$DEMO" ] || answers "$PAGE"; }; do
     i=$((i + 1))
     if ! kill -0 "$wrangler_pid" 2>/dev/null; then say "wrangler dev stopped; see its output above"; exit 1; fi
     if [ "$i" -gt 300 ]; then say "the worker did not start within 5 minutes"; exit 1; fi
     sleep 1
 done
 
-TOKEN="$("$ISSUER" mint)"
-if [ -z "$ORIGIN" ]; then
-    SCOPED="$("$ISSUER" mint --scope "openid read:messages")"
+TOKEN="$("$ISSUER" mint --port "$ISSUER_PORT")"
+if [ -n "$DEMO" ]; then
+    cat <<MSG
+
+  The demo page logs in with Auth0's SPA SDK (@auth0/auth0-spa-js) at the dev issuer
+  (http://127.0.0.1:$ISSUER_PORT/, dev users: dev-user|1 holds read:messages, dev-user|2 does not) and
+  calls the worker at $URL from its own origin. Open it in a browser:
+
+MSG
+    # On a line of its own, for people and for the browser test.
+    echo "page: $PAGE"
+    echo
+    say "Ctrl-C stops all three."
+elif [ -z "$ORIGIN" ]; then
+    SCOPED="$("$ISSUER" mint --port "$ISSUER_PORT" --scope "openid read:messages")"
+    # Bound to the EC key `proof` keeps in .dev-issuer/ (RFC 9449 cnf.jkt).
+    BOUND="$("$ISSUER" mint --port "$ISSUER_PORT" --dpop-jkt "$("$ISSUER" jkt)")"
     cat <<MSG
 
   edge-auth is running at $URL, trusting the dev issuer at http://127.0.0.1:$ISSUER_PORT/
@@ -80,11 +118,15 @@ if [ -z "$ORIGIN" ]; then
   curl -i $URL/api/private-scoped -H "Authorization: Bearer $TOKEN"     # 403: no read:messages
   curl -i $URL/api/private                                              # 401
 
+  DPoP: a token bound to a local key, and a fresh proof for each call (a proof is good once):
+
+  curl -i $URL/api/private -H "Authorization: DPoP $BOUND" -H "DPoP: \$($ISSUER proof --method GET --url $URL/api/private --token $BOUND)"
+
   Ctrl-C stops both.
 
 MSG
 else
-    WRITER="$("$ISSUER" mint --scope "write:api")"
+    WRITER="$("$ISSUER" mint --port "$ISSUER_PORT" --scope "write:api")"
     cat <<MSG
 
   edge-auth is a gateway at $URL in front of $ORIGIN, trusting the dev issuer at

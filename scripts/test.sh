@@ -1,19 +1,25 @@
 #!/bin/sh
 # README command two: every test. Quality gates and host tests of the pure core first (seconds),
-# then the end-to-end suite against the real worker in wrangler dev (workerd) and local mocks.
+# then the end-to-end suite against the real worker in wrangler dev (workerd) and local mocks,
+# then the browser test (headless Chromium, Auth0's SPA SDK, the demo page; tests/browser/demo.mjs).
 set -eu
 . "$(dirname "$0")/tools.sh"
 cd "$ROOT"
 export WRANGLER_SEND_METRICS=false
 
 ensure_tools
+ensure_chromium
 say "quality gates: rustfmt, clippy (host and wasm32, warnings denied)"
 cargo fmt --all --check
-cargo clippy --quiet --workspace --all-targets -- -D warnings
-cargo clippy --quiet --target wasm32-unknown-unknown --lib -- -D warnings
+host_quiet="$(quiet_unless_first debug host)"
+wasm_quiet="$(quiet_unless_first wasm32-unknown-unknown/debug wasm32)"
+cargo clippy $host_quiet --workspace --all-targets -- -D warnings
+cargo clippy $wasm_quiet --target wasm32-unknown-unknown --lib -- -D warnings
 say "host tests (pure core, dev issuer)"
-cargo test --workspace --quiet
+cargo test --workspace $host_quiet
 say "building the worker once for the end-to-end suite"
 sh scripts/build.sh
 say "end-to-end tests (wrangler dev + mock issuer and origin)"
 EDGE_AUTH_PREBUILT=1 cargo test --quiet --test e2e -- --ignored --test-threads "${E2E_THREADS:-3}"
+say "browser test (chromium + playwright-core: the demo page logs in at the dev issuer and calls the worker)"
+EDGE_AUTH_PREBUILT=1 node tests/browser/demo.mjs

@@ -2,12 +2,20 @@
 //! and no tenant.
 //!
 //!   edge-auth-dev-issuer serve [--port 8788] [--dir .dev-issuer] [--kid dev-key-1]
+//!                              [--redirect-uris URL,URL] [--aud URI]
 //!   edge-auth-dev-issuer mint  [--scope "read:messages"] [--permissions a,b] [--aud URI]
 //!                              [--exp SECONDS] [--nbf SECONDS] [--sub ID] [--iss URL] [--port 8788]
-//!                              [--count N] [--kid dev-key-1]
+//!                              [--count N] [--kid dev-key-1] [--dpop-jkt THUMBPRINT]
+//!   edge-auth-dev-issuer proof --method GET --url URL [--token TOKEN] [--nonce NONCE] [--dir .dev-issuer]
+//!   edge-auth-dev-issuer jkt [--dir .dev-issuer]   (the thumbprint of the key `proof` signs with)
 //!   edge-auth-dev-issuer origin [--port 8790]   (an echo origin API for trying the gateway)
+//!   edge-auth-dev-issuer pages --dir DIR [--port 8790]   (static files, for the demo page)
 //!
-//! The signing key is made on first use and kept (PKCS#8 PEM) under --dir, which git ignores.
+//! `serve` is a local Auth0 look-alike (oauth.rs): login page, /authorize, /oauth/token, /userinfo,
+//! /v2/logout, for the URLs --redirect-uris allows.
+//!
+//! The signing key is made on first use and kept (PKCS#8 PEM) under --dir, which git ignores; so is
+//! the EC P-256 key `proof` makes DPoP proofs with (dpop-key.pem).
 //! `--kid` names it (default `dev-key-1`): two key dirs under two kids make a key rotation, and a
 //! token minted under a kid its issuer does not publish is signed by a real key all the same.
 
@@ -19,7 +27,12 @@ use std::{
     process::ExitCode,
 };
 
-use edge_auth_dev_issuer::{jwks, server::MockIssuer, sign, Mint, SigningKey};
+use edge_auth_dev_issuer::{
+    dpop::{self, ClientKey, ProofClaims},
+    oauth::DEV_CLIENT_ID,
+    server::MockIssuer,
+    sign, unix_now, Mint, SigningKey,
+};
 use serde_json::json;
 
 const DEFAULT_PORT: &str = "8788";
@@ -30,11 +43,18 @@ const MAX_COUNT: usize = 1_000_000;
 
 const USAGE: &str = "usage:
   edge-auth-dev-issuer serve [--port 8788] [--dir .dev-issuer] [--kid dev-key-1]
+                             [--redirect-uris URL,URL]  (where /authorize and /v2/logout may send a browser)
+                             [--aud URI]  (the audience when /authorize names none)
   edge-auth-dev-issuer mint [--scope SCOPES] [--permissions A,B] [--aud URI] [--exp SECONDS]
                             [--nbf SECONDS] [--sub ID] [--iss URL] [--port 8788] [--dir .dev-issuer]
                             [--count N]  (N distinct tokens, one a line)
                             [--kid dev-key-1]  (the kid the key is published and minted under)
-  edge-auth-dev-issuer origin [--port 8790]  (an origin API that answers with what it received)";
+                            [--dpop-jkt THUMBPRINT]  (a DPoP-bound token: cnf.jkt)
+  edge-auth-dev-issuer proof --method GET --url URL [--token TOKEN] [--nonce NONCE] [--dir .dev-issuer]
+                             (an ES256 DPoP proof made with the local key in --dir)
+  edge-auth-dev-issuer jkt [--dir .dev-issuer]  (that key's RFC 7638 thumbprint, for mint --dpop-jkt)
+  edge-auth-dev-issuer origin [--port 8790]  (an origin API that answers with what it received)
+  edge-auth-dev-issuer pages --dir DIR [--port 8790]  (serves the files in DIR, for the demo page)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -63,19 +83,46 @@ fn run(args: &[String]) -> Result<(), String> {
             std::thread::park();
         }
     }
+    if command == "pages" {
+        only_known(&flags, &["port", "dir"])?;
+        let port = flag("port", "8790");
+        let root = flags.get("dir").ok_or("pages needs --dir")?;
+        let pages = edge_auth_dev_issuer::pages::Pages::bind(&format!("127.0.0.1:{port}"), Path::new(root))
+            .map_err(|e| format!("cannot serve {root} on 127.0.0.1:{port}: {e}"))?;
+        println!("pages: {} (the files in {root})", pages.url());
+        loop {
+            std::thread::park();
+        }
+    }
+    if command == "proof" || command == "jkt" {
+        return dpop_command(command, &flags, &dir);
+    }
     let key = load_or_create_key(&dir, &flag("kid", KID))?;
     match command.as_str() {
         "serve" => {
-            only_known(&flags, &["port", "dir", "kid"])?;
-            let server = MockIssuer::bind(&format!("127.0.0.1:{port}"), &jwks(&[&key]))
+            only_known(&flags, &["port", "dir", "kid", "redirect-uris", "aud"])?;
+            let redirect_uris: Vec<String> = match flags.get("redirect-uris") {
+                None => Vec::new(),
+                Some(list) => list.split(',').map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect(),
+            };
+            if let Some(bad) = redirect_uris.iter().find(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+                return Err(format!("--redirect-uris takes absolute http(s) URLs; {bad:?} is not one"));
+            }
+            let audience = flag("aud", DEFAULT_AUDIENCE);
+            let server = MockIssuer::bind_provider(&format!("127.0.0.1:{port}"), &key, &audience, &redirect_uris)
                 .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
             println!("dev issuer: {} (JWKS at {})", server.issuer(), server.jwks_url());
+            println!(
+                "  login for client id {DEV_CLIENT_ID}, redirects allowed to: {}",
+                if redirect_uris.is_empty() { "none (--redirect-uris)".to_owned() } else { redirect_uris.join(", ") }
+            );
             loop {
                 std::thread::park();
             }
         }
         "mint" => {
-            let known = ["scope", "permissions", "aud", "exp", "nbf", "sub", "iss", "port", "dir", "count", "kid"];
+            let known =
+                ["scope", "permissions", "aud", "exp", "nbf", "sub", "iss", "port", "dir", "count", "kid", "dpop-jkt"];
             only_known(&flags, &known)?;
             let issuer = flag("iss", &format!("http://127.0.0.1:{port}/"));
             let mut mint = Mint::new(&issuer, &flag("aud", DEFAULT_AUDIENCE));
@@ -92,16 +139,24 @@ fn run(args: &[String]) -> Result<(), String> {
                     n.parse().ok().filter(|n| (1..=MAX_COUNT).contains(n)).ok_or("--count takes 1 to 1000000")?
                 }
             };
+            let jkt = flags.get("dpop-jkt").map(|j| jkt_flag(j)).transpose()?;
+            let claims = || {
+                let mut claims = mint.claims();
+                if let Some(jkt) = &jkt {
+                    claims["cnf"] = json!({ "jkt": jkt });
+                }
+                claims
+            };
+            let header = json!({ "alg": "RS256", "typ": "JWT", "kid": key.kid });
             if count == 1 {
-                println!("{}", mint.sign(&key));
+                println!("{}", sign(&header, &claims(), &key));
                 return Ok(());
             }
             // RS256 signatures are deterministic, so equal claims would give equal tokens: each
             // token gets its own `jti` to make all of them distinct.
-            let header = json!({ "alg": "RS256", "typ": "JWT", "kid": key.kid });
             let mut out = BufWriter::new(std::io::stdout().lock());
             for i in 0..count {
-                let mut claims = mint.claims();
+                let mut claims = claims();
                 claims["jti"] = json!(format!("mint-{}-{i}", mint.now));
                 writeln!(out, "{}", sign(&header, &claims, &key)).map_err(|e| format!("cannot write: {e}"))?;
             }
@@ -109,6 +164,54 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         other => Err(format!("unknown command {other:?}")),
     }
+}
+
+/// `proof` and `jkt`: the client side of DPoP, with a key kept in `dir` so that a token bound to its
+/// thumbprint can be used from a shell across many calls.
+fn dpop_command(command: &str, flags: &HashMap<String, String>, dir: &Path) -> Result<(), String> {
+    let key = load_or_create_client_key(dir)?;
+    if command == "jkt" {
+        only_known(flags, &["dir"])?;
+        println!("{}", key.thumbprint());
+        return Ok(());
+    }
+    only_known(flags, &["method", "url", "token", "nonce", "dir"])?;
+    let method = flags.get("method").ok_or("proof needs --method (GET, POST, ...)")?;
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err("--method takes an HTTP method in capitals, as the request sends it".into());
+    }
+    let url = flags.get("url").ok_or("proof needs --url, the URL the request goes to")?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err("--url takes an absolute http(s) URL".into());
+    }
+    let claims = ProofClaims {
+        method,
+        url,
+        access_token: flags.get("token").map(String::as_str),
+        nonce: flags.get("nonce").map(String::as_str),
+        iat: unix_now(),
+        jti: dpop::random_jti(),
+    };
+    println!("{}", dpop::make_proof(&key, &claims));
+    Ok(())
+}
+
+/// A thumbprint is a base64url SHA-256: 43 characters. Anything else is a paste error.
+fn jkt_flag(value: &str) -> Result<String, String> {
+    let ok = value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    ok.then(|| value.to_owned())
+        .ok_or("--dpop-jkt takes an RFC 7638 SHA-256 thumbprint (43 base64url characters)".into())
+}
+
+fn load_or_create_client_key(dir: &Path) -> Result<ClientKey, String> {
+    let path = dir.join("dpop-key.pem");
+    if let Ok(pem) = fs::read_to_string(&path) {
+        return ClientKey::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let key = ClientKey::generate();
+    fs::write(&path, key.to_pem()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(key)
 }
 
 fn parse_flags(args: &[String]) -> Result<HashMap<String, String>, String> {

@@ -1,6 +1,6 @@
 //! A JWKS endpoint on 127.0.0.1 that counts its hits and can be told to fail, for the dev issuer
-//! and the end-to-end tests. One thread per connection, `Connection: close`: it serves a handful
-//! of requests, not traffic.
+//! and the end-to-end tests; with a `Provider`, also the Auth0 look-alike endpoints (oauth.rs). One
+//! thread per connection, `Connection: close`: it serves a handful of requests, not traffic.
 
 use std::{
     io::{self, BufRead, BufReader, Write},
@@ -14,6 +14,12 @@ use std::{
 };
 
 use serde_json::Value;
+
+use crate::{
+    jwks,
+    oauth::{Provider, Request, Response, Settings},
+    unix_now, SigningKey,
+};
 
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 /// Where `Mode::Redirect` points: a path that serves the JWKS too, so following it would "work".
@@ -47,6 +53,8 @@ struct Shared {
     /// Requests for any other path (a followed redirect would land here).
     other_hits: AtomicUsize,
     stopped: AtomicBool,
+    /// The login, token and logout endpoints; without one, every other path is a 404.
+    provider: Option<Mutex<Provider>>,
 }
 
 pub struct MockIssuer {
@@ -61,7 +69,29 @@ impl MockIssuer {
     }
 
     pub fn bind(address: &str, jwks: &Value) -> io::Result<MockIssuer> {
+        Self::listen(TcpListener::bind(address)?, jwks, None)
+    }
+
+    /// The JWKS and the Auth0 look-alike endpoints, signing with `key`. `redirect_uris` is the allow-list
+    /// for `/authorize` and `/v2/logout`; the issuer is `http://127.0.0.1:PORT/` for the port bound.
+    pub fn bind_provider(
+        address: &str,
+        key: &SigningKey,
+        default_audience: &str,
+        redirect_uris: &[String],
+    ) -> io::Result<MockIssuer> {
         let listener = TcpListener::bind(address)?;
+        let settings = Settings {
+            issuer: format!("http://127.0.0.1:{}/", listener.local_addr()?.port()),
+            client_id: crate::oauth::DEV_CLIENT_ID.into(),
+            default_audience: default_audience.into(),
+            redirect_uris: redirect_uris.to_vec(),
+        };
+        let provider = Provider::new(settings, key.clone());
+        Self::listen(listener, &jwks(&[key]), Some(provider))
+    }
+
+    fn listen(listener: TcpListener, jwks: &Value, provider: Option<Provider>) -> io::Result<MockIssuer> {
         let port = listener.local_addr()?.port();
         let shared = Arc::new(Shared {
             jwks: Mutex::new(jwks.to_string()),
@@ -69,6 +99,7 @@ impl MockIssuer {
             hits: AtomicUsize::new(0),
             other_hits: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
+            provider: provider.map(Mutex::new),
         });
         let accept_shared = shared.clone();
         thread::spawn(move || {
@@ -135,20 +166,14 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     // until the client's delayed ACK (tens of ms) and every answer looks slow.
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
-            break;
-        }
-    }
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
+    let request = read_request(&mut BufReader::new(stream.try_clone()?))?;
+    let (method, path) = (request.method.as_str(), request.path.as_str());
     if method != "GET" || path != JWKS_PATH {
         shared.other_hits.fetch_add(1, Ordering::SeqCst);
+        if let Some(provider) = &shared.provider {
+            let response = provider.lock().unwrap().handle(&request, unix_now(), &mut rand::thread_rng());
+            return write_response(stream, &response);
+        }
         if path == REDIRECT_TARGET {
             let body = shared.jwks.lock().unwrap().clone();
             return respond(stream, 200, "application/json", &body);
@@ -211,4 +236,94 @@ fn respond(mut stream: TcpStream, status: u16, content_type: &str, body: &str) -
     stream.write_all(head.as_bytes())?;
     stream.write_all(body.as_bytes())?;
     stream.flush()
+}
+
+/// Enough for a token request or a form; anything larger is refused unread.
+const MAX_BODY: usize = 64 * 1024;
+const MAX_HEADERS: usize = 100;
+
+fn read_request(reader: &mut impl BufRead) -> io::Result<Request> {
+    let too_big = || io::Error::new(io::ErrorKind::InvalidData, "request too large");
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut request = Request { method: method.into(), path: path.into(), query: query.into(), ..Request::default() };
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+        if request.headers.len() == MAX_HEADERS {
+            return Err(too_big());
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            request.headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    let length = request.header("content-length").and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+    if length > MAX_BODY {
+        return Err(too_big());
+    }
+    request.body = vec![0; length];
+    reader.read_exact(&mut request.body)?;
+    Ok(request)
+}
+
+fn write_response(mut stream: TcpStream, response: &Response) -> io::Result<()> {
+    let mut head =
+        format!("HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n", response.status, response.body.len());
+    for (name, value) in &response.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(&response.body)?;
+    stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_read_with_its_headers_and_body() {
+        let raw = "POST /oauth/token?a=1 HTTP/1.1\r\nHost: 127.0.0.1:8788\r\nContent-Type: application/x-www-form-urlencoded\r\nDPoP: p1\r\ndpop: p2\r\nContent-Length: 9\r\n\r\ncode=abcdEXTRA";
+        let request = read_request(&mut raw.as_bytes()).unwrap();
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str(), request.query.as_str()),
+            ("POST", "/oauth/token", "a=1")
+        );
+        assert_eq!(request.header("content-type"), Some("application/x-www-form-urlencoded"));
+        assert_eq!(request.headers.iter().filter(|(n, _)| n == "dpop").count(), 2);
+        assert_eq!(request.body, b"code=abcd");
+    }
+
+    #[test]
+    fn an_oversized_request_is_refused_unread() {
+        let big = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
+        assert!(read_request(&mut big.as_bytes()).is_err());
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert!(read_request(&mut format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()).is_err());
+    }
+
+    #[test]
+    fn the_provider_answers_over_the_socket_and_the_jwks_still_counts() {
+        let key = SigningKey::generate("k", 2048);
+        let issuer =
+            MockIssuer::bind_provider("127.0.0.1:0", &key, "https://api", &["http://127.0.0.1:1/".into()]).unwrap();
+        let get = |path: &str| {
+            let mut stream = TcpStream::connect(("127.0.0.1", issuer.port())).unwrap();
+            write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n", issuer.port()).unwrap();
+            let mut answer = String::new();
+            io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+            answer
+        };
+        let discovery = get("/.well-known/openid-configuration");
+        assert!(discovery.starts_with("HTTP/1.1 200"), "{discovery}");
+        assert!(discovery.contains(&format!("\"issuer\":\"{}\"", issuer.issuer())));
+        assert!(get(JWKS_PATH).contains("\"kid\":\"k\""));
+        assert_eq!(issuer.hits(), 1);
+    }
 }
