@@ -4,8 +4,8 @@
 //
 //   node tests/browser/demo.mjs            (scripts/test.sh runs it after the end-to-end suite)
 //
-// EDGE_AUTH_BROWSER_DPOP=1 adds the DPoP runs (useDpop): they need the worker's DPoP support, which
-// refuses the DPoP scheme until it is merged, so they are off by default.
+// Each dev user runs twice: with Bearer tokens, and with DPoP-bound ones (useDpop: the SDK's own
+// proofs, checked by the worker). EDGE_AUTH_BROWSER_DPOP=0 leaves the DPoP runs out.
 // EDGE_AUTH_SCREENSHOT=path saves the page signed in as dev-user|2 (the README's picture), on
 // dev.sh's usual ports so that the picture shows what a person sees.
 import { spawn } from 'node:child_process';
@@ -21,7 +21,7 @@ const CHROMIUM = process.env.EDGE_AUTH_CHROMIUM || '/usr/bin/chromium';
 // No sandbox (containers and root), no GPU, and nothing that calls home: the test needs loopback only.
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-const DPOP = process.env.EDGE_AUTH_BROWSER_DPOP === '1';
+const DPOP = process.env.EDGE_AUTH_BROWSER_DPOP !== '0';
 const SCREENSHOT = process.env.EDGE_AUTH_SCREENSHOT;
 const STARTUP_MS = 300_000;
 const STEP_MS = 30_000;
@@ -219,7 +219,7 @@ async function main() {
         });
       }
     } else {
-      console.log('skip - DPoP runs (useDpop) are off until the worker accepts DPoP; EDGE_AUTH_BROWSER_DPOP=1 turns them on');
+      console.log('skip - DPoP runs (useDpop) left out: EDGE_AUTH_BROWSER_DPOP=0');
     }
   } catch (error) {
     check('browser run', false, error.stack || String(error));
