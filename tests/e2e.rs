@@ -1305,3 +1305,42 @@ fn the_gateway_sends_the_proof_with_authorization_and_names_the_bound_key() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn a_proof_made_by_the_dpop_npm_package_verifies_end_to_end() {
+    // tests/interop/dpop-client.mjs: panva's `dpop` client library, nothing of this repository.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut client = Command::new(root.join("node_modules/.bin/node"))
+        .arg(root.join("tests/interop/dpop-client.mjs"))
+        .current_dir(root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node and the dpop package: run ./scripts/test.sh");
+    let mut input = client.stdin.take().unwrap();
+    let mut output = BufReader::new(client.stdout.take().unwrap()).lines();
+    let jkt = output.next().expect("the client's thumbprint").unwrap();
+
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let w = Worker::start(&issuer, &[], &temp_dir("dpop-npm"));
+    let mut claims = Mint::new(&issuer.issuer(), AUDIENCE).claims();
+    claims["cnf"] = json!({ "jkt": jkt });
+    let token = sign(&json!({ "alg": "RS256", "kid": key(1).kid }), &claims, key(1));
+    let mut proof_for = |path: &str| {
+        writeln!(input, "GET http://127.0.0.1:{}{path} {token}", w.port).unwrap();
+        output.next().expect("a proof").unwrap()
+    };
+    for path in ["/api/private", "/api/private?again=1"] {
+        let proof = proof_for(path);
+        let r = dpop_get(&w, path, &token, &proof);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+    }
+    let scoped = dpop_get(&w, "/api/private-scoped", &token, &proof_for("/api/private-scoped"));
+    assert_eq!((scoped.status, scoped.error().as_str()), (403, "insufficient_scope"));
+    // Its proof for one URL is refused at another.
+    let elsewhere = dpop_get(&w, "/api/private", &token, &proof_for("/api/public"));
+    assert_eq!((elsewhere.status, elsewhere.error().as_str()), (401, "invalid_dpop_proof"));
+    drop(input);
+    let _ = client.wait();
+}
