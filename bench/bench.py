@@ -53,7 +53,22 @@ SCENARIOS = [
     ("scoped", "`/api/private-scoped`", "/api/private-scoped", "scoped.txt"),
 ]
 WORKERS = ["ours", "peer"]
-NAMES = {"ours": "edge-auth", "peer": "jose peer"}
+NAMES = {"ours": "edge-auth", "peer": "jose peer", "two": "edge-auth, 2 issuers"}
+# Rows of edge-auth's own, each against one of its own rows of the same round (no jose peer does
+# either): DPoP (a bound token, cached after its first use, with a new proof on every request: the
+# proof's parse, checks, signature and replay memory) next to the repeated Bearer token; and a worker
+# trusting two issuers, the tokens' issuer listed second, next to the single-issuer worker.
+# (key, worker, label, path, token file, the row it is judged against)
+OWN_ROWS = [
+    ("dpop", "ours", "`/api/private`, DPoP: one bound token, a new proof each request", "/api/private", "proofs.txt",
+     ("repeated", "ours")),
+    ("distinct", "two", "`/api/private`, distinct tokens, 2 issuers (theirs listed second)", "/api/private",
+     "distinct.txt", ("distinct", "ours")),
+    ("repeated", "two", "`/api/private`, one token repeated, 2 issuers", "/api/private", "repeated.txt",
+     ("repeated", "ours")),
+]
+# Proofs made per second of a DPoP run: above what one workerd answers here, so none is sent twice.
+PROOFS_PER_SECOND = 4500
 # The prefix of progress lines; bench/soak.py, which imports this module, sets its own.
 TAG = "bench"
 
@@ -238,6 +253,18 @@ def get(port, path, token=None, timeout=10):
         conn.close()
 
 
+def get_dpop(port, path, token, proof, timeout=10):
+    """One GET with a DPoP-bound token and its proof: the status."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"DPoP {token}", "DPoP": proof})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
 def wait_until_serving(proc, port, path, log, seconds=60):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -274,10 +301,10 @@ def children_cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
-def drive(worker_proc, port, path, tokens, seconds, threads, connections):
+def drive(worker_proc, port, path, tokens, seconds, threads, connections, dpop_token=""):
     """One wrk run. Returns its numbers plus the workerd CPU per request and how much CPU the rest
     of the machine used meanwhile."""
-    env = dict(os.environ, BENCH_PATH=path, BENCH_TOKENS=str(tokens or ""))
+    env = dict(os.environ, BENCH_PATH=path, BENCH_TOKENS=str(tokens or ""), BENCH_DPOP_TOKEN=dpop_token)
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA),
            f"http://127.0.0.1:{port}"]
 
@@ -383,12 +410,29 @@ def report(args, runs, meta):
         "| peer CPU/req | edge-auth CPU/req | CPU ours/peer |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    own = {}
+    for key, w, *_ in OWN_ROWS:
+        rs = [r for r in runs if r["scenario"] == key and r["worker"] == w]
+        if rs:
+            own[key, w] = {m: statistics.median(r[m] for r in rs) for m in ("rps", "p50_us", "p99_us", "cpu_us")}
     for key, label, *_ in SCENARIOS:
         o, p = med[key, "ours"], med[key, "peer"]
         lines.append(
             f"| {label} | {p['rps']:,.0f} | {o['rps']:,.0f} | {o['rps'] / p['rps']:.2f}x "
             f"| {fmt_ms(p['p50_us'])} / {fmt_ms(p['p99_us'])} | {fmt_ms(o['p50_us'])} / {fmt_ms(o['p99_us'])} "
             f"| {p['cpu_us']:.0f} us | {o['cpu_us']:.0f} us | {o['cpu_us'] / p['cpu_us']:.2f}x |")
+    if own:
+        lines += ["", "Edge-auth's own rows, each against its own row of the same rounds:", "",
+                  "| path | req/s | p50 / p99 | CPU/req | against | its req/s | its CPU/req | req/s ratio | CPU added/req |",
+                  "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+        for key, w, label, _, _, base in OWN_ROWS:
+            if (key, w) not in own:
+                continue
+            o, b = own[key, w], med[base]
+            lines.append(
+                f"| {label} | {o['rps']:,.0f} | {fmt_ms(o['p50_us'])} / {fmt_ms(o['p99_us'])} | {o['cpu_us']:.0f} us "
+                f"| {base[0]} ({NAMES[base[1]]}) | {b['rps']:,.0f} | {b['cpu_us']:.0f} us | {o['rps'] / b['rps']:.2f}x "
+                f"| {o['cpu_us'] - b['cpu_us']:+.0f} us |")
     lines.append("")
     lines.append("req/s ours/peer above 1 means edge-auth is faster; CPU ours/peer below 1 means it uses less "
                  "workerd CPU (utime + stime of its process over the run, over requests completed) per request. "
@@ -496,25 +540,58 @@ def main():
         workerd = workerd_binary()
         bindings = {
             "ours": {"AUTH0_DOMAIN": f"127.0.0.1:{issuer_port}", "AUTH0_AUDIENCE": AUDIENCE},
+            # Never contacted: no token names the first issuer. Its entry only lengthens the lookup.
+            "two": {"ISSUERS": json.dumps([{"issuer": "https://another-tenant.example.com/"},
+                                           {"domain": f"127.0.0.1:{issuer_port}"}]), "AUTH0_AUDIENCE": AUDIENCE},
             "peer": {"ISSUER": issuer_url, "JWKS_URL": f"{issuer_url}.well-known/jwks.json",
                      "AUTH0_AUDIENCE": AUDIENCE},
         }
         modules = {"ours": modules_of(ours_dir, entry_stem), "peer": [("worker.js", "esModule", peer_dir / "worker.js")]}
+        modules["two"] = modules["ours"]
+        all_workers = WORKERS + ["two"]
+        ports["two"] = free_port()
         servers = {}
-        for w in WORKERS:
+        for w in all_workers:
             config = WORK / f"{w}.capnp"
             capnp_config(config, modules[w], bindings[w], ports[w], date, flags)
             servers[w] = procs.start([workerd, "serve", config], WORK / f"{w}.log")
-        for w in WORKERS:
+        for w in all_workers:
             wait_until_serving(servers[w], ports[w], "/api/public", WORK / f"{w}.log")
         say(f"serving edge-auth on 127.0.0.1:{ports['ours']}, the jose peer on 127.0.0.1:{ports['peer']}, "
             f"the issuer on {issuer_url}")
         check_equivalent(ports, tokens)
+        for token in (tokens["distinct"][0], tokens["repeated"][0]):
+            if get(ports["two"], "/api/private", token)[0] != 200:
+                raise SystemExit("bench: the two-issuer worker refuses a token of its second issuer")
+
+        # DPoP: a token bound to the client key `proof` keeps in key_dir, and proofs made just before
+        # each run (a proof's iat must be recent, and each is good once).
+        jkt = run([ISSUER_BIN, "jkt", "--dir", key_dir], stdout=subprocess.PIPE, text=True).stdout.strip()
+        dpop_token = run(mint + ["--dpop-jkt", jkt], stdout=subprocess.PIPE, text=True).stdout.strip()
+        dpop_url = f"http://127.0.0.1:{ports['ours']}/api/private"
+
+        def make_proofs(seconds):
+            proofs = run([ISSUER_BIN, "proof", "--method", "GET", "--url", dpop_url, "--token", dpop_token,
+                          "--dir", key_dir, "--count", max(seconds, 1) * PROOFS_PER_SECOND],
+                         stdout=subprocess.PIPE, text=True).stdout
+            (WORK / "proofs.txt").write_text(proofs)
+
+        make_proofs(1)
+        first = (WORK / "proofs.txt").read_text().split()[0]
+        if get_dpop(ports["ours"], "/api/private", dpop_token, first) != 200:
+            raise SystemExit("bench: edge-auth refuses the DPoP proof it is to be timed on")
 
         def one(w, scenario, seconds):
             key, _, path, token_file = scenario
             return drive(servers[w], ports[w], path, WORK / token_file if token_file else None, seconds,
                          args.threads, args.connections)
+
+        def own(row, seconds):
+            key, w, _, path, token_file, _ = row
+            if key == "dpop":
+                make_proofs(seconds + 1)
+            return drive(servers[w], ports[w], path, WORK / token_file, seconds, args.threads, args.connections,
+                         dpop_token if key == "dpop" else "")
 
         warmup_warnings = []
         if args.warmup:
@@ -525,6 +602,11 @@ def main():
                     if r["non2xx"] or r["socket_errors"]:
                         warmup_warnings.append(f"warm-up {NAMES[w]} {scenario[0]}: {r['non2xx']} non-2xx, "
                                                f"{r['socket_errors']} socket errors")
+            for row in OWN_ROWS:
+                r = own(row, args.warmup)
+                if r["non2xx"] or r["socket_errors"]:
+                    warmup_warnings.append(f"warm-up {NAMES[row[1]]} {row[0]}: {r['non2xx']} non-2xx, "
+                                           f"{r['socket_errors']} socket errors")
 
         runs = []
         for rnd in range(1, args.rounds + 1):
@@ -537,10 +619,17 @@ def main():
                     say(f"round {rnd}/{args.rounds} {scenario[0]:9} {NAMES[w]:10} {r['rps']:9,.0f} req/s  "
                         f"p50 {fmt_ms(r['p50_us'])}  p99 {fmt_ms(r['p99_us'])}  {r['cpu_us']:5.0f} us CPU/req"
                         + (f"  NON-2XX {r['non2xx']}" if r["non2xx"] else ""))
+            for row in OWN_ROWS:
+                r = own(row, args.seconds)
+                r.update(round=rnd, scenario=row[0], worker=row[1])
+                runs.append(r)
+                say(f"round {rnd}/{args.rounds} {row[0]:9} {NAMES[row[1]]:10} {r['rps']:9,.0f} req/s  "
+                    f"p50 {fmt_ms(r['p50_us'])}  p99 {fmt_ms(r['p99_us'])}  {r['cpu_us']:5.0f} us CPU/req"
+                    + (f"  NON-2XX {r['non2xx']}" if r["non2xx"] else ""))
     finally:
         procs.stop_all()
 
-    distinct_rps = [r["rps"] for r in runs if r["scenario"] == "distinct"]
+    distinct_rps = [r["rps"] for r in runs if r["scenario"] == "distinct" and r["worker"] == "ours"]
     meta = {
         "stamp": now.strftime("%Y-%m-%d %H:%M:%S UTC"),
         "commit": git("rev-parse", "--short", "HEAD") or "unknown",

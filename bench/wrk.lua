@@ -6,6 +6,9 @@
 
 local path = os.getenv("BENCH_PATH") or "/"
 local token_file = os.getenv("BENCH_TOKENS") or ""
+-- BENCH_DPOP_TOKEN  a DPoP-bound token: then each line of BENCH_TOKENS is a proof, each sent once
+--                   with "Authorization: DPoP <token>" (a proof is good once: a replay is a non-2xx)
+local dpop_token = os.getenv("BENCH_DPOP_TOKEN") or ""
 local threads = {}
 
 function setup(thread)
@@ -18,7 +21,9 @@ function init(args)
   reqs = {}
   if token_file ~= "" then
     for line in io.lines(token_file) do
-      if line ~= "" then
+      if line ~= "" and dpop_token ~= "" then
+        reqs[#reqs + 1] = wrk.format("GET", path, { ["Authorization"] = "DPoP " .. dpop_token, ["DPoP"] = line })
+      elseif line ~= "" then
         reqs[#reqs + 1] = wrk.format("GET", path, { ["Authorization"] = "Bearer " .. line })
       end
     end

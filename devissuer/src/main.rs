@@ -7,6 +7,7 @@
 //!                              [--exp SECONDS] [--nbf SECONDS] [--sub ID] [--iss URL] [--port 8788]
 //!                              [--count N] [--kid dev-key-1] [--dpop-jkt THUMBPRINT]
 //!   edge-auth-dev-issuer proof --method GET --url URL [--token TOKEN] [--nonce NONCE] [--dir .dev-issuer]
+//!                              [--count N]
 //!   edge-auth-dev-issuer jkt [--dir .dev-issuer]   (the thumbprint of the key `proof` signs with)
 //!   edge-auth-dev-issuer origin [--port 8790]   (an echo origin API for trying the gateway)
 //!   edge-auth-dev-issuer pages --dir DIR [--port 8790]   (static files, for the demo page)
@@ -51,6 +52,7 @@ const USAGE: &str = "usage:
                             [--kid dev-key-1]  (the kid the key is published and minted under)
                             [--dpop-jkt THUMBPRINT]  (a DPoP-bound token: cnf.jkt)
   edge-auth-dev-issuer proof --method GET --url URL [--token TOKEN] [--nonce NONCE] [--dir .dev-issuer]
+                             [--count N]  (N proofs, one a line, each with its own jti)
                              (an ES256 DPoP proof made with the local key in --dir)
   edge-auth-dev-issuer jkt [--dir .dev-issuer]  (that key's RFC 7638 thumbprint, for mint --dpop-jkt)
   edge-auth-dev-issuer origin [--port 8790]  (an origin API that answers with what it received)
@@ -175,7 +177,7 @@ fn dpop_command(command: &str, flags: &HashMap<String, String>, dir: &Path) -> R
         println!("{}", key.thumbprint());
         return Ok(());
     }
-    only_known(flags, &["method", "url", "token", "nonce", "dir"])?;
+    only_known(flags, &["method", "url", "token", "nonce", "dir", "count"])?;
     let method = flags.get("method").ok_or("proof needs --method (GET, POST, ...)")?;
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err("--method takes an HTTP method in capitals, as the request sends it".into());
@@ -184,15 +186,23 @@ fn dpop_command(command: &str, flags: &HashMap<String, String>, dir: &Path) -> R
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err("--url takes an absolute http(s) URL".into());
     }
-    let claims = ProofClaims {
-        method,
-        url,
-        access_token: flags.get("token").map(String::as_str),
-        nonce: flags.get("nonce").map(String::as_str),
-        iat: unix_now(),
-        jti: dpop::random_jti(),
+    let count = match flags.get("count") {
+        None => 1,
+        Some(n) => n.parse().ok().filter(|n| (1..=MAX_COUNT).contains(n)).ok_or("--count takes 1 to 1000000")?,
     };
-    println!("{}", dpop::make_proof(&key, &claims));
+    // Many proofs (a benchmark's worth, each good once): one a line, each with its own jti.
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for _ in 0..count {
+        let claims = ProofClaims {
+            method,
+            url,
+            access_token: flags.get("token").map(String::as_str),
+            nonce: flags.get("nonce").map(String::as_str),
+            iat: unix_now(),
+            jti: dpop::random_jti(),
+        };
+        writeln!(out, "{}", dpop::make_proof(&key, &claims)).map_err(|e| format!("cannot write: {e}"))?;
+    }
     Ok(())
 }
 
