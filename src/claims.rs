@@ -54,6 +54,8 @@ pub struct ClaimsPolicy<'a> {
 pub struct Principal {
     pub subject: Option<String>,
     pub scopes: BTreeSet<String>,
+    /// The token's `exp`: what the caller proved ends then (a relayed WebSocket is closed at it).
+    pub expires: i64,
 }
 
 impl Principal {
@@ -118,5 +120,5 @@ pub fn validate(
     if policy.scope_source != ScopeSource::ScopeClaim {
         scopes.extend(custom.permissions.into_iter().flatten());
     }
-    Ok((Principal { subject: custom.sub, scopes }, validity))
+    Ok((Principal { subject: custom.sub, scopes, expires: validity.expires }, validity))
 }

@@ -139,7 +139,7 @@ mod tests {
         Verified {
             kid: Some("k".into()),
             key: set.unwrap().select(Some("k")).unwrap().clone(),
-            principal: Rc::new(Principal { subject: None, scopes: BTreeSet::new() }),
+            principal: Rc::new(Principal { subject: None, scopes: BTreeSet::new(), expires }),
             validity: Validity { expires, not_before: None, issued_at: None },
         }
     }

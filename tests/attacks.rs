@@ -116,6 +116,7 @@ impl Isolate {
     fn send(&self, row: &Row) -> Outcome {
         let authorization = row.header("authorization");
         let origin = row.header("origin");
+        let upgrade = row.header("upgrade");
         let request = Incoming {
             method: &row.method,
             // The runtime hands over the path without its query, as the edge adapter does.
@@ -123,6 +124,11 @@ impl Isolate {
             authorization: authorization.as_deref(),
             origin: origin.as_deref(),
             host: Some("attacks.edge-auth.test"),
+            // As the end-to-end runner's requests arrive: plain http, and (wrangler dev) no address
+            // from a Cloudflare edge in front.
+            scheme: Some("http"),
+            address: None,
+            upgrade: upgrade.as_deref(),
             preflight: row.header("access-control-request-method").is_some(),
         };
         let keys = Keys { store: &self.store, io: &self.io, verifier: &RustRsa, tokens: &self.tokens };
