@@ -97,8 +97,20 @@ export function relay(response, close_at) {
   const sendable = (code) => code === 1000 || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014)
     || (code >= 3000 && code <= 4999);
   const pass = (from, to) => {
+    // A binary message may come as a Blob (wrangler dev's sockets), which send() would turn into
+    // the text '[object Blob]': it is read first, and later messages wait their turn behind it.
+    let queue = null;
     from.addEventListener('message', (event) => {
-      try { to.send(event.data); } catch { close(1011, 'relay failed'); }
+      const data = event.data;
+      if (!queue && !(data instanceof Blob)) {
+        try { to.send(data); } catch { close(1011, 'relay failed'); }
+        return;
+      }
+      const turn = (queue || Promise.resolve())
+        .then(async () => to.send(data instanceof Blob ? await data.arrayBuffer() : data))
+        .catch(() => close(1011, 'relay failed'));
+      queue = turn;
+      turn.then(() => { if (queue === turn) queue = null; });
     });
     from.addEventListener('close', (event) => close(sendable(event.code) ? event.code : 1000, event.reason || ''));
     from.addEventListener('error', () => close(1011, 'relay failed'));
