@@ -124,10 +124,10 @@ impl Isolate {
             authorization: authorization.as_deref(),
             origin: origin.as_deref(),
             host: Some("attacks.edge-auth.test"),
-            // As the end-to-end runner's requests arrive: plain http, and (wrangler dev) no address
-            // from a Cloudflare edge in front.
+            // As the end-to-end runner's requests arrive: plain http, and the client address
+            // wrangler dev reports in CF-Connecting-IP.
             scheme: Some("http"),
-            address: None,
+            address: Some("127.0.0.1"),
             upgrade: upgrade.as_deref(),
             preflight: row.header("access-control-request-method").is_some(),
         };

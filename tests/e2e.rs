@@ -834,6 +834,12 @@ fn the_origin_receives_the_request_exactly_with_the_verified_identity_and_nothin
         ("X-Auth-Anything", "1"),
         ("X-Edge-Auth-Secret", "guessed"),
         ("X-Forwarded-Host", "evil.example"),
+        ("X-Forwarded-For", "203.0.113.1"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Prefix", "/admin"),
+        ("Forwarded", "for=203.0.113.1;proto=https"),
+        ("X-Real-IP", "203.0.113.1"),
+        ("Proxy-Authorization", "Basic YWRtaW46YWRtaW4="),
         ("X-Custom", "kept"),
     ];
     let got = Received::of(&request(w.port, "GET", "/orders/7?next=%2Fhome&b=2&a=1&b=1", &spoofed));
@@ -841,6 +847,13 @@ fn the_origin_receives_the_request_exactly_with_the_verified_identity_and_nothin
     assert_eq!(got.target(), "/base/orders/7?next=%2Fhome&b=2&a=1&b=1");
     assert_eq!(got.header("host"), Some(format!("127.0.0.1:{}", origin.port())));
     assert_eq!(got.header("x-forwarded-host"), Some(format!("127.0.0.1:{}", w.port)));
+    // The proxy headers are the edge's: the scheme of the URL the client used, the address the
+    // runtime reports (wrangler dev says 127.0.0.1), and none of the client's own.
+    assert_eq!(got.header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(got.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    for name in ["x-forwarded-prefix", "forwarded", "x-real-ip", "proxy-authorization"] {
+        assert_eq!(got.header(name), None, "{name}");
+    }
     // The edge speaks for itself only.
     assert_eq!(got.header("x-auth-subject").as_deref(), Some("dev-user|1"));
     assert_eq!(got.header("x-auth-scopes").as_deref(), Some("admin read:orders write:orders"));
@@ -867,6 +880,24 @@ fn the_origin_receives_the_request_exactly_with_the_verified_identity_and_nothin
     let set: Vec<&str> = cookies.lines.iter().filter(|(n, _)| n == "set-cookie").map(|(_, v)| v.as_str()).collect();
     assert_eq!(set, ["a=1; Path=/", "b=2; Path=/; HttpOnly"], "{:?} {}", cookies.lines, cookies.body);
     assert_eq!(cookies.header("access-control-allow-origin"), Some(APP_ORIGIN), "CORS added to the origin's answer");
+    // The edge owns CORS (CORS_ALLOWED_ORIGINS is set): the origin's own Access-Control-* never
+    // reach a browser, allowed origin or not.
+    let owned = request(w.port, "GET", "/__cors", &[("Origin", APP_ORIGIN)]);
+    assert_eq!(owned.header("access-control-allow-origin"), Some(APP_ORIGIN), "{:?}", owned.lines);
+    assert_eq!(owned.header("access-control-allow-credentials"), None);
+    assert_eq!(owned.header("access-control-expose-headers"), Some("WWW-Authenticate, Retry-After, DPoP-Nonce"));
+    let foreign = request(w.port, "GET", "/__cors", &[("Origin", "https://evil.example")]);
+    let leaked: Vec<_> = foreign.lines.iter().filter(|(n, _)| n.starts_with("access-control-")).collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
+    let preflight = request(
+        w.port,
+        "OPTIONS",
+        "/orders/42",
+        &[("Origin", APP_ORIGIN), ("Access-Control-Request-Method", "DELETE")],
+    );
+    assert_eq!(preflight.header("access-control-allow-methods"), Some("GET, HEAD, DELETE, OPTIONS"));
+    assert_eq!(preflight.header("access-control-allow-headers"), Some("Authorization, Content-Type, DPoP"));
+    assert_eq!(preflight.header("access-control-max-age"), Some("600"));
     let redirect = request(w.port, "GET", "/__redirect", &[]);
     assert_eq!((redirect.status, redirect.header("location")), (302, Some("/elsewhere")), "not followed");
     let failing = request(w.port, "GET", "/__status/503", &[]);
@@ -899,6 +930,17 @@ fn authorization_is_forwarded_only_when_asked_and_a_down_origin_is_502() {
     let anonymous = Received::of(&request(w.port, "GET", "/optional", &[("Authorization", "Basic YTpi")]));
     assert_eq!(anonymous.header("authorization"), None);
     drop(w);
+
+    // Without CORS_ALLOWED_ORIGINS the origin owns CORS: its headers pass untouched.
+    let origin_owned = Worker::start_gateway(
+        &issuer,
+        &[("ORIGIN_URL", &origin.url()), ("ROUTES", GATEWAY_ROUTES), ("CORS_ALLOWED_ORIGINS", "")],
+        &temp_dir("gw-origin-cors"),
+    );
+    let r = request(origin_owned.port, "GET", "/__cors", &[("Origin", "https://evil.example")]);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"), "{:?}", r.lines);
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    drop(origin_owned);
 
     let down = format!("http://127.0.0.1:{}", free_port());
     let w = Worker::start_gateway(&issuer, &[("ORIGIN_URL", &down), ("ROUTES", GATEWAY_ROUTES)], &temp_dir("gw-down"));

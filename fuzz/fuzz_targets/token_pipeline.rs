@@ -135,6 +135,9 @@ fuzz_target!(|data: &[u8]| {
         authorization: authorization.as_deref(),
         origin: (selector & 0x40 != 0).then_some(ALLOWED_ORIGIN),
         host: Some("api.fuzz.test"),
+        scheme: Some("https"),
+        address: None,
+        upgrade: None,
         preflight: selector & 0x80 != 0,
     };
 

@@ -192,7 +192,8 @@ pub async fn forward(
         }
         Err(_) => return Err(unreachable_origin()),
     };
-    if let Some(relayed) = forward.relay {
+    // An origin that refused the upgrade answered like any other request (CORS and all).
+    if let Some(relayed) = forward.relay.filter(|_| response.status() == 101) {
         return Ok(relay(&response, relayed.close_at_ms.map_or(-1.0, |ms| ms as f64)));
     }
     let extra = cors.headers;
