@@ -1066,12 +1066,10 @@ fn websockets_open_only_where_a_rule_allows_and_close_when_the_token_expires() {
     assert_eq!(handshake_seen(&mut socket).header("x-auth-subject").as_deref(), Some("dev-user|1"));
     assert_eq!(echo(&mut socket, Message::text("before exp")), Message::text("before exp"));
     let before = origin.socket_messages();
-    let closed = loop {
-        match socket.read() {
-            Ok(Message::Close(frame)) => break frame,
-            Ok(other) => panic!("unexpected {other:?}"),
-            Err(e) => panic!("the socket ended without a close frame: {e}"),
-        }
+    let closed = match socket.read() {
+        Ok(Message::Close(frame)) => frame,
+        Ok(other) => panic!("unexpected {other:?}"),
+        Err(e) => panic!("the socket ended without a close frame: {e}"),
     };
     let lived = opened.elapsed();
     let late = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() - close_at;
