@@ -22,19 +22,21 @@ export function fetch_within(request, ms, state) {
   // arrive (or the fetch fails), so a slow body streams on and no timer outlives its request.
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(new DOMException('origin timeout', 'TimeoutError')), ms);
-  // A client body that fails aborts the fetch: an errored body stream would otherwise be ended
-  // as if complete, and the origin would act on a truncated body.
-  // Once the origin has answered, the answer stands (and its body is not cut).
-  state.abort = (reason) => controller.abort(reason);
   const sent = fetch(request, { signal: controller.signal });
-  sent.then(() => { state.abort = null; }, () => {});
+  if (state) {
+    // A client body that fails aborts the fetch: an errored body stream would otherwise be ended
+    // as if complete, and the origin would act on a truncated body. Once the origin has
+    // answered, its answer stands (and its body is not cut).
+    state.abort = (reason) => controller.abort(reason);
+    sent.then(() => { state.abort = null; }, () => {});
+  }
   return sent.finally(() => clearTimeout(timer));
 }
 ")]
 extern "C" {
     /// `fetch(request)`, rejected with a `TimeoutError` if no response headers came within `ms`;
-    /// `state.abort` aborts it.
-    fn fetch_within(request: &Request, ms: f64, state: &js_sys::Object) -> js_sys::Promise;
+    /// `state.abort`, when a state is given, aborts it.
+    fn fetch_within(request: &Request, ms: f64, state: &JsValue) -> js_sys::Promise;
 }
 
 #[wasm_bindgen(inline_js = "
@@ -170,13 +172,15 @@ pub async fn forward(
     init.set_headers_headers(&headers);
     init.set_redirect(RequestRedirect::Manual);
     // Where the body's reader notes a failure of its own (only a request with a body has one).
-    let state = js_sys::Object::new();
+    let mut state = None;
     if method != "GET" && method != "HEAD" {
         if let Some(body) = request.body() {
             let length = request.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<u64>().ok());
-            init.set_body(&watched_body(&body, length.map_or(-1.0, |n| n as f64), &state));
+            let watch = state.insert(js_sys::Object::new());
+            init.set_body(&watched_body(&body, length.map_or(-1.0, |n| n as f64), watch));
         }
     }
+    let state: JsValue = state.map_or(JsValue::UNDEFINED, Into::into);
     let outgoing =
         Request::new_with_str_and_init(&gateway.target(path_and_query), &init).map_err(|_| unreachable_origin())?;
     let response: Response = match JsFuture::from(fetch_within(&outgoing, gateway.timeout_ms as f64, &state)).await {
@@ -185,7 +189,10 @@ pub async fn forward(
             log("origin_timeout");
             return Err(ApiError::OriginTimeout);
         }
-        Err(_) if js_sys::Reflect::get(&state, &"client_failed".into()).is_ok_and(|v| v.is_truthy()) => {
+        Err(_)
+            if !state.is_undefined()
+                && js_sys::Reflect::get(&state, &"client_failed".into()).is_ok_and(|v| v.is_truthy()) =>
+        {
             // The client's fault: a 4xx, never an origin alert.
             log("client_body_failed");
             return Err(ApiError::InvalidRequest(RequestProblem::ClientBodyFailed));
