@@ -52,6 +52,12 @@ pub struct Incoming<'a> {
     pub origin: Option<&'a str>,
     /// The `Host` the client asked for (forwarded as `X-Forwarded-Host`).
     pub host: Option<&'a str>,
+    /// The scheme of the request URL (forwarded as `X-Forwarded-Proto`).
+    pub scheme: Option<&'a str>,
+    /// The client's address as the runtime reports it (forwarded as `X-Forwarded-For`).
+    pub address: Option<&'a str>,
+    /// The `Upgrade` header: refused unless the rule allows a WebSocket and this is one.
+    pub upgrade: Option<&'a str>,
     /// `Access-Control-Request-Method` was sent: with `OPTIONS` and `Origin`, a CORS preflight.
     pub preflight: bool,
 }
@@ -110,6 +116,17 @@ pub struct Forward {
     pub headers: Vec<(&'static str, String)>,
     /// The request's token was verified (its `Authorization` may reach the origin, if asked for).
     pub verified: bool,
+    /// A WebSocket handshake on a rule that allows one: the edge accepts it and relays frames.
+    pub relay: Option<Relay>,
+}
+
+/// How long a relayed WebSocket may live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relay {
+    /// When the edge closes both sockets with 1008, in ms since the epoch: the `exp` of the token
+    /// that opened it plus the clock skew (`CLOCK_SKEW_SECONDS`), the moment a request with that
+    /// token would be refused. `None` for a socket opened without a token (a public rule).
+    pub close_at_ms: Option<u64>,
 }
 
 enum Answer {
@@ -208,11 +225,22 @@ async fn respond<I: KeyIo, V: Verifier>(
             &demo
         }
     };
+    // TRACE echoes the request, the edge's own headers (ORIGIN_SECRET) included: never forwarded.
+    if rules::is_refused_method(request.method) {
+        return Err(ApiError::MethodNotAllowed(table.methods_for(request.path).join(", ")));
+    }
     let rule = match table.find(request.method, request.path) {
         Match::Rule(rule) => rule,
         Match::MethodNotAllowed(allowed) => return Err(ApiError::MethodNotAllowed(allowed.join(", "))),
         Match::NotFound => return Err(ApiError::NotFound),
     };
+    // An upgraded connection is no longer HTTP the rules can judge: only a WebSocket handshake
+    // (a GET) on a rule that allows one, which the edge then relays itself.
+    if let Some(upgrade) = request.upgrade {
+        if !(rule.websocket && request.method == "GET" && upgrade.eq_ignore_ascii_case("websocket")) {
+            return Err(ApiError::InvalidRequest(RequestProblem::UpgradeNotAllowed));
+        }
+    }
     // The worker's own routes answer any OPTIONS as a preflight (no token needed).
     if request.method == "OPTIONS" && matches!(rule.responder, Responder::Message(_)) {
         return Ok(Answer::Respond(preflight(setup, request)));
@@ -254,19 +282,36 @@ fn answer<I, V>(
         (Responder::Origin, Ok(setup)) => {
             let gateway = setup.config.gateway.as_ref();
             let claims = identity.map(|(principal, token)| (principal, forward::claims_segment(token)));
-            let headers = gateway.map(|g| g.added_headers(request.host, claims)).unwrap_or_default();
-            Ok(Answer::Forward(Forward { headers, verified: identity.is_some() }))
+            let client = forward::Client { host: request.host, scheme: request.scheme, address: request.address };
+            let headers = gateway.map(|g| g.added_headers(&client, claims)).unwrap_or_default();
+            let relay = (rule.websocket && request.upgrade.is_some()).then(|| Relay {
+                close_at_ms: identity.map(|(principal, _)| {
+                    let leeway = i64::try_from(setup.config.leeway_secs).unwrap_or(i64::MAX);
+                    u64::try_from(principal.expires.saturating_add(leeway)).unwrap_or(0).saturating_mul(1000)
+                }),
+            });
+            Ok(Answer::Forward(Forward { headers, verified: identity.is_some(), relay }))
         }
         // An origin rule only comes from a configuration that was read; this is for completeness.
         (Responder::Origin, Err(broken)) => Err(ApiError::Misconfigured(broken.error.clone())),
     }
 }
 
+/// A gateway's preflight offers the methods of the rules whose path matches; the worker's own
+/// routes (the demo's, the status route) take `GET, HEAD, OPTIONS`.
 fn preflight<I, V>(setup: &Result<Setup<'_, I, V>, Broken<'_>>, request: &Incoming<'_>) -> HttpResponse {
-    match setup {
-        Ok(setup) => http::preflight(&setup.config.cors, request.origin),
-        Err(_) => HttpResponse::empty(204).with_header("allow", http::ALLOW),
-    }
+    let Ok(setup) = setup else { return HttpResponse::empty(204).with_header("allow", http::ALLOW) };
+    let config = setup.config;
+    let methods = if config.gateway.is_some() && !(config.status_endpoint && request.path == STATUS_PATH) {
+        let mut methods = setup.rules.methods_for(request.path);
+        if !methods.contains(&"OPTIONS") {
+            methods.push("OPTIONS");
+        }
+        methods.join(", ")
+    } else {
+        http::ALLOW.to_owned()
+    };
+    http::preflight(&config.cors, &config.preflight, request.origin, &methods)
 }
 
 /// Header → token → issuer → key → signature → claims → binding, each step refusing with the

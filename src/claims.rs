@@ -91,6 +91,8 @@ pub struct Principal {
     pub subject: Option<String>,
     pub scopes: BTreeSet<String>,
     pub binding: Binding,
+    /// The token's `exp`: what the caller proved ends then (a relayed WebSocket is closed at it).
+    pub expires: i64,
 }
 
 impl Principal {
@@ -156,5 +158,5 @@ pub fn validate(
         scopes.extend(custom.permissions.into_iter().flatten());
     }
     let binding = Binding::of(custom.cnf.as_ref());
-    Ok((Principal { subject: custom.sub, scopes, binding }, validity))
+    Ok((Principal { subject: custom.sub, scopes, binding, expires: validity.expires }, validity))
 }

@@ -33,6 +33,7 @@ pub struct Config {
     pub realm: String,
     pub leeway_secs: u64,
     pub cors: CorsPolicy,
+    pub preflight: PreflightPolicy,
     pub scope_source: ScopeSource,
     pub jwks: JwksPolicy,
     pub status_endpoint: bool,
@@ -126,6 +127,22 @@ pub enum CorsPolicy {
     Origins(Vec<String>),
 }
 
+/// What a CORS preflight from an allowed origin is told besides the methods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreflightPolicy {
+    /// `Access-Control-Allow-Headers`: [`PREFLIGHT_HEADERS`], then `CORS_ALLOWED_HEADERS`.
+    pub allow_headers: String,
+    /// `Access-Control-Max-Age`.
+    pub max_age_secs: u64,
+}
+
+/// The request headers every allowed origin may send: the token, JSON bodies, and a DPoP proof.
+pub const PREFLIGHT_HEADERS: &str = "Authorization, Content-Type, DPoP";
+/// How long a browser may reuse a preflight's answer.
+pub const DEFAULT_CORS_MAX_AGE_SECONDS: u64 = 600;
+/// Browsers cap it lower anyway (Chromium at 2 hours, Firefox at 24).
+pub const MAX_CORS_MAX_AGE_SECONDS: u64 = 86_400;
+
 /// Timings of the key cache, all in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JwksPolicy {
@@ -155,6 +172,7 @@ const AUDIENCE_EXPECTED: &str =
     "one or more API identifiers (a string, comma-separated, or an array), none empty, printable ASCII without \" or \\";
 const URL_EXPECTED: &str = "an https:// URL of at most 200 characters (http:// only for loopback hosts)";
 const ORIGINS_EXPECTED: &str = "* or origins such as https://app.example.com (a string, comma-separated, or an array)";
+const HEADERS_EXPECTED: &str = "header names such as X-Request-Id (a string, comma-separated, or an array)";
 const SECONDS_EXPECTED: &str = "a whole number of seconds within the documented range";
 
 impl Config {
@@ -190,6 +208,7 @@ impl Config {
                 CorsPolicy::Origins(origins.ok_or(invalid("CORS_ALLOWED_ORIGINS", ORIGINS_EXPECTED))?)
             }
         };
+        let preflight = preflight_policy(&vars)?;
         const SCOPE_SOURCES: &str = "one of both, scope, permissions";
         let scope_source = match vars.text("SCOPE_SOURCE", SCOPE_SOURCES)?.as_deref() {
             None | Some("both") => ScopeSource::Both,
@@ -210,7 +229,7 @@ impl Config {
         let gateway = gateway(&vars)?;
         let dpop = dpop(&vars)?;
 
-        Ok(Config { issuers, realm, leeway_secs, cors, scope_source, jwks, status_endpoint, gateway, dpop })
+        Ok(Config { issuers, realm, leeway_secs, cors, preflight, scope_source, jwks, status_endpoint, gateway, dpop })
     }
 
     /// The realm named in `WWW-Authenticate`: the protected API's identifier.
@@ -380,6 +399,22 @@ fn missing(variable: &'static str) -> ConfigError {
 
 fn invalid(variable: &'static str, expected: &'static str) -> ConfigError {
     ConfigError { variable, problem: ConfigProblem::Invalid(expected) }
+}
+
+fn preflight_policy<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<PreflightPolicy, ConfigError> {
+    let mut allow_headers = PREFLIGHT_HEADERS.to_owned();
+    for name in vars.list("CORS_ALLOWED_HEADERS", HEADERS_EXPECTED)?.unwrap_or_default() {
+        // An RFC 9110 token: anything else would break the header it is listed in.
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || !name.bytes().all(token) {
+            return Err(invalid("CORS_ALLOWED_HEADERS", HEADERS_EXPECTED));
+        }
+        allow_headers.push_str(", ");
+        allow_headers.push_str(&name);
+    }
+    let max_age_secs =
+        vars.seconds("CORS_MAX_AGE_SECONDS", DEFAULT_CORS_MAX_AGE_SECONDS, 0, MAX_CORS_MAX_AGE_SECONDS)?;
+    Ok(PreflightPolicy { allow_headers, max_age_secs })
 }
 
 /// Whether the variables ask for a gateway (`ORIGIN_URL` given), even if they cannot be read:
@@ -666,6 +701,27 @@ mod tests {
         );
         for bad in ["app.example.com", "https://app.example.com/path", "https://a.com,*"] {
             assert_eq!(failing_variable(with(&[("CORS_ALLOWED_ORIGINS", bad)])), "CORS_ALLOWED_ORIGINS", "{bad}");
+        }
+    }
+
+    #[test]
+    fn preflight_headers_and_max_age_are_configurable() {
+        let c = with(&[]).unwrap();
+        assert_eq!(
+            c.preflight,
+            PreflightPolicy { allow_headers: "Authorization, Content-Type, DPoP".into(), max_age_secs: 600 }
+        );
+        let c = with(&[("CORS_ALLOWED_HEADERS", "X-Request-Id, if-match"), ("CORS_MAX_AGE_SECONDS", "0")]).unwrap();
+        assert_eq!(c.preflight.allow_headers, "Authorization, Content-Type, DPoP, X-Request-Id, if-match");
+        assert_eq!(c.preflight.max_age_secs, 0);
+        let typed = typed_with(&[("CORS_ALLOWED_HEADERS", json!(["X-A"])), ("CORS_MAX_AGE_SECONDS", json!(7200))]);
+        assert_eq!(typed.unwrap().preflight.allow_headers, "Authorization, Content-Type, DPoP, X-A");
+        for bad in ["X-A,,X-B", "X A", "X-A\r\nSet-Cookie: a=1", "X:A", "\"X\""] {
+            assert_eq!(failing_variable(with(&[("CORS_ALLOWED_HEADERS", bad)])), "CORS_ALLOWED_HEADERS", "{bad:?}");
+        }
+        assert_eq!(failing_variable(typed_with(&[("CORS_ALLOWED_HEADERS", json!(3))])), "CORS_ALLOWED_HEADERS");
+        for bad in ["86401", "-1", "ten"] {
+            assert_eq!(failing_variable(with(&[("CORS_MAX_AGE_SECONDS", bad)])), "CORS_MAX_AGE_SECONDS", "{bad}");
         }
     }
 

@@ -47,6 +47,10 @@ pub enum RequestProblem {
     NotB64Token,
     /// A path an origin could read as another one (`rules::is_ambiguous_path`).
     AmbiguousPath,
+    /// An `Upgrade` on a rule without `"websocket": true`, or to something other than a WebSocket.
+    UpgradeNotAllowed,
+    /// The client's body failed while it was streamed to the origin (a bad chunk, a cut connection).
+    ClientBodyFailed,
 }
 
 impl RequestProblem {
@@ -56,6 +60,8 @@ impl RequestProblem {
             Self::MultipleCredentials => "More than one credential was sent",
             Self::NotB64Token => "The Bearer credential is not a valid b64token",
             Self::AmbiguousPath => "The path could be read as another path (encoded characters, // or ;)",
+            Self::UpgradeNotAllowed => "Upgrade not allowed on this route",
+            Self::ClientBodyFailed => "The request body could not be read",
         }
     }
 }

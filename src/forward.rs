@@ -2,7 +2,9 @@
 //! and the identity headers the edge adds. Pure: the edge only copies and sends.
 //!
 //! The origin may trust `X-Auth-*` because no client can send them: every incoming header named
-//! `X-Auth-*` or `X-Edge-Auth-Secret` is removed before anything is added.
+//! `X-Auth-*` or `X-Edge-Auth-Secret` is removed before anything is added. The same holds for the
+//! proxy headers: the client's `Forwarded`, `X-Forwarded-*`, `X-Real-IP` and `Proxy-*` are removed,
+//! and `X-Forwarded-Host`, `-Proto` and `-For` are the edge's alone.
 
 use crate::{
     claims::{Binding, Principal},
@@ -16,6 +18,8 @@ pub const CLAIMS: &str = "x-auth-claims";
 pub const KEY_THUMBPRINT: &str = "x-auth-key-thumbprint";
 pub const SECRET: &str = "x-edge-auth-secret";
 pub const FORWARDED_HOST: &str = "x-forwarded-host";
+pub const FORWARDED_PROTO: &str = "x-forwarded-proto";
+pub const FORWARDED_FOR: &str = "x-forwarded-for";
 /// Headers some frameworks let override the path or method: the rule was decided on the request's
 /// own path and method, so the origin must not act on others.
 const OVERRIDES: [&str; 5] =
@@ -38,7 +42,7 @@ impl GatewayConfig {
         lower.starts_with("x-auth-")
             || lower == SECRET
             || lower == "host"
-            || lower == FORWARDED_HOST
+            || is_proxy_header(&lower)
             || OVERRIDES.contains(&lower.as_str())
             || ((lower == "authorization" || lower == "dpop") && !(self.forward_authorization && verified))
     }
@@ -47,12 +51,18 @@ impl GatewayConfig {
     /// `claims_segment` is the token's payload exactly as signed (base64url, no padding).
     pub fn added_headers(
         &self,
-        client_host: Option<&str>,
+        client: &Client<'_>,
         principal: Option<(&Principal, &str)>,
     ) -> Vec<(&'static str, String)> {
         let mut headers = Vec::new();
-        if let Some(host) = client_host {
+        if let Some(host) = client.host {
             headers.push((FORWARDED_HOST, host.to_owned()));
+        }
+        if let Some(scheme) = client.scheme {
+            headers.push((FORWARDED_PROTO, scheme.to_owned()));
+        }
+        if let Some(address) = client.address {
+            headers.push((FORWARDED_FOR, address.to_owned()));
         }
         if let Some(secret) = &self.secret {
             headers.push((SECRET, secret.clone()));
@@ -76,6 +86,24 @@ impl GatewayConfig {
         }
         headers
     }
+}
+
+/// What the runtime, not the client, says about where a request came from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Client<'a> {
+    /// The host of the request URL: the one the client asked for.
+    pub host: Option<&'a str>,
+    /// The scheme of the request URL (`https`, or `http` in local development).
+    pub scheme: Option<&'a str>,
+    /// The client's address as the runtime reports it (`CF-Connecting-IP`).
+    pub address: Option<&'a str>,
+}
+
+/// Headers a proxy sets to say who the client is and how it came (RFC 7239 and the de facto
+/// `X-Forwarded-*`, `X-Real-IP`), and the hop-to-proxy `Proxy-*` ones (`Proxy-Authorization`
+/// carries a credential meant for a proxy, never for the origin). `name` is in lower case.
+fn is_proxy_header(name: &str) -> bool {
+    name == "forwarded" || name == "x-real-ip" || name.starts_with("x-forwarded-") || name.starts_with("proxy-")
 }
 
 /// Claims are JSON strings and may hold anything; a header value may not. Bytes outside

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::{
-    config::{CorsPolicy, DpopMode},
+    config::{CorsPolicy, DpopMode, PreflightPolicy},
     error::ApiError,
     extract::Scheme,
     proof,
@@ -144,6 +144,23 @@ pub fn error_response(error: &ApiError, challenge: Option<&Challenge<'_>>) -> Ht
     response
 }
 
+/// Response headers a browser app may read: why it was refused, when to retry, and the nonce
+/// its next DPoP proof must carry.
+pub const EXPOSE_HEADERS: &str = "WWW-Authenticate, Retry-After, DPoP-Nonce";
+
+/// Whether the edge answers for CORS. When `CORS_ALLOWED_ORIGINS` is set it does, alone: every
+/// `Access-Control-*` header of the origin's answer is removed ([`is_cors_header`]) and the edge's
+/// own are added, so an origin's `Access-Control-Allow-Origin: *` cannot open what the edge keeps
+/// shut. When it is not set, the origin's CORS headers pass untouched.
+pub fn edge_owns_cors(cors: &CorsPolicy) -> bool {
+    !matches!(cors, CorsPolicy::None)
+}
+
+/// A CORS response header (`Access-Control-*`), in any case.
+pub fn is_cors_header(name: &str) -> bool {
+    name.get(..15).is_some_and(|prefix| prefix.eq_ignore_ascii_case("access-control-"))
+}
+
 /// Whether `origin` may read responses, and the value to echo in `Access-Control-Allow-Origin`.
 pub fn allowed_origin(cors: &CorsPolicy, origin: Option<&str>) -> Option<String> {
     let origin = origin?;
@@ -165,21 +182,21 @@ pub fn with_cors(mut response: HttpResponse, cors: &CorsPolicy, origin: Option<&
     }
     if let Some(allow) = allowed_origin(cors, origin) {
         response.headers.push(("access-control-allow-origin", allow));
-        response.headers.push(("access-control-expose-headers", "WWW-Authenticate, Retry-After, DPoP-Nonce".into()));
+        response.headers.push(("access-control-expose-headers", EXPOSE_HEADERS.into()));
     }
     response
 }
 
 /// The answer to `OPTIONS`: a CORS preflight from an allowed origin gets the allow headers,
 /// anyone else gets a bare 204 (the browser then blocks the real request). `with_cors` adds
-/// the origin itself, as on every response.
-pub fn preflight(cors: &CorsPolicy, origin: Option<&str>) -> HttpResponse {
-    let mut response = HttpResponse::empty(204).with_header("allow", ALLOW);
+/// the origin itself, as on every response. `methods` are those the path takes.
+pub fn preflight(cors: &CorsPolicy, policy: &PreflightPolicy, origin: Option<&str>, methods: &str) -> HttpResponse {
+    let mut response = HttpResponse::empty(204).with_header("allow", methods);
     if allowed_origin(cors, origin).is_some() {
         response.headers.extend([
-            ("access-control-allow-methods", ALLOW.into()),
-            ("access-control-allow-headers", "Authorization, Content-Type, DPoP".into()),
-            ("access-control-max-age", "600".into()),
+            ("access-control-allow-methods", methods.into()),
+            ("access-control-allow-headers", policy.allow_headers.clone()),
+            ("access-control-max-age", policy.max_age_secs.to_string()),
         ]);
     }
     response

@@ -105,6 +105,8 @@ fn is_path_char(b: u8) -> bool {
 /// - a `.` or `..` segment: the URL the edge forwards is parsed again, which resolves them
 ///   (`/public/../admin` would be matched as a public path and sent as `/admin`). Cloudflare's URL
 ///   normalisation usually resolves them first, but not with it turned off, nor on bare workerd;
+/// - an encoded `;`, `?` or `#` (`/admin%3Bx`, `/admin%3Fx`, `/admin%23`): an origin that decodes
+///   before it splits off path parameters, the query or a fragment serves `/admin`;
 /// - a raw `\\` (URL parsers may read it as `/`).
 pub fn is_ambiguous_path(path: &str) -> bool {
     if path.contains("//") || path.contains(';') || path.contains('\\') {
@@ -130,7 +132,7 @@ pub fn is_ambiguous_path(path: &str) -> bool {
         if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~' | b'/' | b'\\') {
             return true;
         }
-        if value.is_ascii_control() {
+        if value.is_ascii_control() || matches!(value, b';' | b'?' | b'#') {
             return true;
         }
         let hex_digit = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
@@ -154,6 +156,8 @@ pub struct Rule {
     pub scopes: Vec<String>,
     /// At least one must be granted (when any are listed).
     pub any_scopes: Vec<String>,
+    /// A WebSocket upgrade may be made on this rule (the edge relays it); any other upgrade is refused.
+    pub websocket: bool,
     pub responder: Responder,
 }
 
@@ -215,6 +219,21 @@ struct RawRule {
     scopes: Option<Vec<String>>,
     #[serde(default)]
     any_scopes: Option<Vec<String>>,
+    #[serde(default)]
+    websocket: bool,
+}
+
+/// Methods no rule may list: TRACE and TRACK echo the request, headers the edge adds included
+/// (`X-Edge-Auth-Secret`), and CONNECT asks for a tunnel the gateway does not make.
+pub const NEVER_FORWARDED: [&str; 3] = ["TRACE", "TRACK", "CONNECT"];
+
+/// What a rule without a method list stands for when methods must be listed (a preflight's
+/// `Access-Control-Allow-Methods`, a 405's `Allow`).
+const ANY_METHOD: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Whether a request method is answered 405 whatever the rules say (never forwarded).
+pub fn is_refused_method(method: &str) -> bool {
+    method.eq_ignore_ascii_case("TRACE") || method.eq_ignore_ascii_case("TRACK")
 }
 
 impl Rules {
@@ -226,6 +245,7 @@ impl Rules {
             auth,
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             any_scopes: Vec::new(),
+            websocket: false,
             responder: Responder::Message(message),
         };
         Rules {
@@ -269,7 +289,12 @@ impl Rules {
                 list.iter()
                     .map(|m| {
                         let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic());
-                        valid.then(|| m.to_ascii_uppercase()).ok_or_else(|| format!("{m:?} is not a method"))
+                        let upper =
+                            valid.then(|| m.to_ascii_uppercase()).ok_or_else(|| format!("{m:?} is not a method"))?;
+                        if NEVER_FORWARDED.contains(&upper.as_str()) {
+                            return Err(format!("{upper} may not be listed: the gateway never forwards it"));
+                        }
+                        Ok(upper)
                     })
                     .collect::<Result<Vec<_>, _>>()?,
             ),
@@ -280,7 +305,33 @@ impl Rules {
         if auth != Auth::Required && !(scopes.is_empty() && any_scopes.is_empty()) {
             return Err("scopes and any_scopes need auth \"required\"".into());
         }
-        Ok(Rule { pattern, methods, auth, scopes, any_scopes, responder: Responder::Origin })
+        let websocket = raw.websocket;
+        // A WebSocket handshake is a GET (RFC 6455 §4.1).
+        if websocket && methods.as_ref().is_some_and(|list| !list.iter().any(|m| m == "GET")) {
+            return Err("websocket needs GET among the methods (a handshake is a GET)".into());
+        }
+        Ok(Rule { pattern, methods, auth, scopes, any_scopes, websocket, responder: Responder::Origin })
+    }
+
+    /// The methods the rules whose path matches take, in rule order, each once (`GET` brings
+    /// `HEAD`; a rule without a list brings the common methods). Never TRACE, TRACK or CONNECT.
+    pub fn methods_for(&self, path: &str) -> Vec<&str> {
+        let mut methods: Vec<&str> = Vec::new();
+        for rule in self.rules.iter().filter(|r| r.pattern.matches(path)) {
+            let listed: Vec<&str> = match &rule.methods {
+                None => ANY_METHOD.to_vec(),
+                Some(list) => list
+                    .iter()
+                    .flat_map(|m| std::iter::once(m.as_str()).chain((m == "GET").then_some("HEAD")))
+                    .collect(),
+            };
+            for m in listed {
+                if !methods.contains(&m) {
+                    methods.push(m);
+                }
+            }
+        }
+        methods
     }
 
     /// The first rule whose path and method both match decides.

@@ -142,7 +142,7 @@ mod tests {
             issuer: 0,
             kid: Some("k".into()),
             key: set.unwrap().select(Some("k")).unwrap().clone(),
-            principal: Rc::new(Principal { subject: None, scopes: BTreeSet::new(), binding: Binding::None }),
+            principal: Rc::new(Principal { subject: None, scopes: BTreeSet::new(), binding: Binding::None, expires }),
             validity: Validity { expires, not_before: None, issued_at: None },
         }
     }

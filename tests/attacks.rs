@@ -145,6 +145,7 @@ impl Isolate {
         origin: Option<&str>,
         dpop: Option<&str>,
     ) -> Outcome {
+        let upgrade = row.header("upgrade");
         let request = Incoming {
             method: &row.method,
             url,
@@ -154,6 +155,11 @@ impl Isolate {
             authorization,
             origin,
             host: Some("attacks.edge-auth.test"),
+            // As the end-to-end runner's requests arrive: plain http, and the client address
+            // wrangler dev reports in CF-Connecting-IP.
+            scheme: Some("http"),
+            address: Some("127.0.0.1"),
+            upgrade: upgrade.as_deref(),
             preflight: row.header("access-control-request-method").is_some(),
         };
         let keys = Keys {

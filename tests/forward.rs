@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use edge_auth::{
     claims::{Binding, Principal},
     config::GatewayConfig,
-    forward::{claims_segment, header_safe},
+    forward::{claims_segment, header_safe, Client},
 };
 use serde_json::json;
 
@@ -35,6 +35,17 @@ fn headers_that_speak_for_the_edge_never_pass_from_the_client() {
         "X_Edge_Auth_Secret",
         "Host",
         "X-Forwarded-Host",
+        "X-Forwarded-For",
+        "x-forwarded-proto",
+        "X-Forwarded-Prefix",
+        "X-Forwarded-Port",
+        "X-Forwarded-Anything",
+        "X_Forwarded_For",
+        "Forwarded",
+        "X-Real-IP",
+        "Proxy-Authorization",
+        "proxy-connection",
+        "Proxy-Anything",
         "Authorization",
         "X-Original-URL",
         "X-Rewrite-URL",
@@ -44,7 +55,7 @@ fn headers_that_speak_for_the_edge_never_pass_from_the_client() {
     ] {
         assert!(g.drops(name, true), "{name}");
     }
-    for name in ["X-Authx", "X-Custom", "Content-Type", "Cookie", "X-Forwarded-For", "Authorization-Extra"] {
+    for name in ["X-Authx", "X-Custom", "Content-Type", "Cookie", "X-Forwarded", "X-Real-IPs", "Authorization-Extra"] {
         assert!(!g.drops(name, true), "{name}");
     }
 }
@@ -70,30 +81,40 @@ fn identity_headers_carry_subject_sorted_scopes_claims_and_the_secret() {
         subject: Some("auth0|42".into()),
         scopes: BTreeSet::from(["write:a".to_owned(), "admin".to_owned(), "read:a".to_owned()]),
         binding: Binding::None,
+        expires: 1_767_229_200,
     };
     let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhdXRoMHw0MiJ9.c2ln";
-    let added = gateway(false, true, Some("s3cret"))
-        .added_headers(Some("api.example.com"), Some((&principal, claims_segment(token))));
+    let client = Client { host: Some("api.example.com"), scheme: Some("https"), address: Some("203.0.113.9") };
+    let added = gateway(false, true, Some("s3cret")).added_headers(&client, Some((&principal, claims_segment(token))));
     assert_eq!(
         added,
         vec![
             ("x-forwarded-host", "api.example.com".to_owned()),
+            ("x-forwarded-proto", "https".to_owned()),
+            ("x-forwarded-for", "203.0.113.9".to_owned()),
             ("x-edge-auth-secret", "s3cret".to_owned()),
             ("x-auth-subject", "auth0|42".to_owned()),
             ("x-auth-scopes", "admin read:a write:a".to_owned()),
             ("x-auth-claims", "eyJzdWIiOiJhdXRoMHw0MiJ9".to_owned()),
         ]
     );
-    let anonymous = gateway(false, true, None).added_headers(None, None);
+    let anonymous = gateway(false, true, None).added_headers(&Client::default(), None);
     assert!(anonymous.is_empty(), "no identity without a verified token: {anonymous:?}");
-    let silent = Principal { subject: None, scopes: BTreeSet::new(), binding: Binding::None };
-    assert!(gateway(false, false, None).added_headers(None, Some((&silent, "e30"))).is_empty());
+    let silent = Principal { subject: None, scopes: BTreeSet::new(), binding: Binding::None, expires: 0 };
+    assert!(gateway(false, false, None).added_headers(&Client::default(), Some((&silent, "e30"))).is_empty());
+    // No address reported by the runtime: no X-Forwarded-For at all (never the client's own).
+    let local = Client { host: Some("127.0.0.1:8787"), scheme: Some("http"), address: None };
+    assert_eq!(
+        gateway(false, false, None).added_headers(&local, None),
+        vec![("x-forwarded-host", "127.0.0.1:8787".to_owned()), ("x-forwarded-proto", "http".to_owned())]
+    );
 }
 
 #[test]
 fn a_dpop_bound_caller_is_named_by_its_key_thumbprint() {
-    let bound = Principal { subject: None, scopes: BTreeSet::new(), binding: Binding::Jkt("0ZcOCORZNYy".into()) };
-    let added = gateway(false, false, None).added_headers(None, Some((&bound, "e30")));
+    let bound =
+        Principal { subject: None, scopes: BTreeSet::new(), binding: Binding::Jkt("0ZcOCORZNYy".into()), expires: 0 };
+    let added = gateway(false, false, None).added_headers(&Client::default(), Some((&bound, "e30")));
     assert_eq!(added, vec![("x-auth-key-thumbprint", "0ZcOCORZNYy".to_owned())]);
 }
 

@@ -1169,3 +1169,161 @@ fn the_gateway_forwards_the_proof_with_authorization_and_names_the_key() {
     assert!(forward.verified);
     assert!(forward.headers.contains(&("x-auth-key-thumbprint", k.thumbprint())), "{forward:?}");
 }
+
+// ---- gateway: what never reaches the origin, and what does ----
+
+const ROUND_TWO_ROUTES: &str = r#"[
+    {"path": "/live", "auth": "public", "websocket": true},
+    {"path": "/feed", "methods": ["GET"], "websocket": true},
+    {"path": "/orders/:id", "methods": ["GET"], "scopes": ["read:orders"]},
+    {"path": "/orders/:id", "methods": ["DELETE"]},
+    {"path": "/*", "auth": "public"}
+]"#;
+
+fn gateway_world(extra: &[(&str, &str)]) -> World {
+    let mut vars = vec![("ORIGIN_URL", "https://origin.example.com"), ("ROUTES", ROUND_TWO_ROUTES)];
+    vars.extend_from_slice(extra);
+    world_with(&vars, &[key(1)])
+}
+
+#[test]
+fn trace_and_track_are_405_whatever_the_rules_say_and_never_forwarded() {
+    let w = gateway_world(&[]);
+    let token = format!("Bearer {}", valid_token());
+    for method in ["TRACE", "TRACK", "trace"] {
+        for (path, authorization) in [("/anything", None), ("/orders/7", Some(token.as_str()))] {
+            let outcome = w.call(method, path, authorization, None);
+            assert_error(&outcome.response, 405, "method_not_allowed");
+            assert!(outcome.forward.is_none(), "{method} {path} was forwarded");
+            let allow = outcome.response.header("allow").unwrap();
+            assert!(!allow.contains("TRACE") && !allow.contains("TRACK"), "{allow}");
+        }
+    }
+    // The catch-all takes every method, and says which ones when asked.
+    let r = w.call("TRACE", "/anything", None, None).response;
+    assert_eq!(r.header("allow"), Some("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
+    assert!(w.call("GET", "/anything", None, None).forward.is_some(), "the catch-all still forwards GET");
+    assert_error(&world().call("TRACE", "/api/public", None, None).response, 405, "method_not_allowed");
+}
+
+#[test]
+fn an_upgrade_is_refused_unless_its_rule_allows_a_websocket() {
+    let w = gateway_world(&[]);
+    let upgrade = |method, path, upgrade, authorization: Option<&str>| {
+        w.send(&Incoming { method, path, upgrade: Some(upgrade), authorization, ..Incoming::default() })
+    };
+    let token = format!("Bearer {}", valid_token());
+    for (method, path, kind) in [
+        ("GET", "/anything", "websocket"),
+        ("GET", "/orders/7", "websocket"),
+        ("GET", "/live", "h2c"),
+        ("GET", "/live", "websocket, h2c"),
+        ("POST", "/live", "websocket"),
+    ] {
+        let outcome = upgrade(method, path, kind, Some(token.as_str()));
+        assert_error(&outcome.response, 400, "invalid_request");
+        assert_eq!(body(&outcome.response)["error_description"], json!("Upgrade not allowed on this route"));
+        assert!(outcome.forward.is_none(), "{method} {path} {kind} was forwarded");
+    }
+    // Allowed: relayed by the edge. A public socket has no deadline.
+    let public = upgrade("GET", "/live", "WebSocket", None).forward.expect("relayed");
+    assert_eq!(public.relay, Some(app::Relay { close_at_ms: None }));
+    // A socket opened with a token closes when a request with it would be refused: exp + leeway.
+    assert_error(&upgrade("GET", "/feed", "websocket", None).response, 401, "missing_authorization");
+    let short = format!("Bearer {}", token_with(|c| c["exp"] = json!(NOW + 60)));
+    let relayed = upgrade("GET", "/feed", "websocket", Some(short.as_str())).forward.expect("relayed");
+    assert_eq!(relayed.relay, Some(app::Relay { close_at_ms: Some((NOW as u64 + 60 + 30) * 1000) }));
+    let strict = gateway_world(&[("CLOCK_SKEW_SECONDS", "0")]);
+    let outcome = strict.send(&Incoming {
+        method: "GET",
+        path: "/feed",
+        upgrade: Some("websocket"),
+        authorization: Some(&short),
+        ..Incoming::default()
+    });
+    assert_eq!(outcome.forward.unwrap().relay, Some(app::Relay { close_at_ms: Some((NOW as u64 + 60) * 1000) }));
+    // Without an Upgrade, a WebSocket rule is plain HTTP.
+    assert_eq!(w.call("GET", "/live", None, None).forward.unwrap().relay, None);
+}
+
+#[test]
+fn the_edge_says_who_the_client_is_and_how_it_came() {
+    let w = gateway_world(&[]);
+    let request = Incoming {
+        method: "GET",
+        path: "/anything",
+        host: Some("api.example.com"),
+        scheme: Some("https"),
+        address: Some("198.51.100.7"),
+        ..Incoming::default()
+    };
+    let headers = w.send(&request).forward.expect("forwarded").headers;
+    for (name, value) in
+        [("x-forwarded-host", "api.example.com"), ("x-forwarded-proto", "https"), ("x-forwarded-for", "198.51.100.7")]
+    {
+        let values: Vec<&str> = headers.iter().filter(|(n, _)| *n == name).map(|(_, v)| v.as_str()).collect();
+        assert_eq!(values, [value], "{name}: {headers:?}");
+    }
+}
+
+#[test]
+fn a_gateway_preflight_offers_the_methods_of_the_matching_rules_and_the_configured_headers() {
+    let w = gateway_world(&[
+        ("CORS_ALLOWED_ORIGINS", APP),
+        ("CORS_ALLOWED_HEADERS", "X-Request-Id"),
+        ("CORS_MAX_AGE_SECONDS", "120"),
+    ]);
+    let preflight =
+        |path| w.send(&Incoming { method: "OPTIONS", path, origin: Some(APP), preflight: true, ..Incoming::default() });
+    let orders = preflight("/orders/7");
+    assert!(orders.forward.is_none(), "a preflight is the edge's own");
+    let r = orders.response;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET, HEAD, DELETE, POST, PUT, PATCH, OPTIONS"));
+    assert_eq!(r.header("access-control-allow-headers"), Some("Authorization, Content-Type, DPoP, X-Request-Id"));
+    assert_eq!(r.header("access-control-max-age"), Some("120"));
+    assert_eq!(r.header("access-control-allow-origin"), Some(APP));
+    let only_orders = gateway_world(&[
+        ("CORS_ALLOWED_ORIGINS", APP),
+        ("ROUTES", r#"[{"path": "/orders/:id", "methods": ["GET", "DELETE"]}]"#),
+    ]);
+    let r = only_orders
+        .send(&Incoming {
+            method: "OPTIONS",
+            path: "/orders/7",
+            origin: Some(APP),
+            preflight: true,
+            ..Incoming::default()
+        })
+        .response;
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET, HEAD, DELETE, OPTIONS"));
+    assert_eq!(r.header("access-control-max-age"), Some("600"), "the default");
+    // The demo routes are the worker's: GET, and a DPoP proof may be sent too.
+    let demo = cors_world().call("OPTIONS", "/api/private", None, Some(APP)).response;
+    assert_eq!(demo.header("access-control-allow-headers"), Some("Authorization, Content-Type, DPoP"));
+}
+
+#[test]
+fn a_browser_may_read_the_challenge_the_retry_time_and_the_dpop_nonce() {
+    let r = cors_world().call("GET", "/api/private", None, Some(APP)).response;
+    assert_eq!(r.header("access-control-expose-headers"), Some("WWW-Authenticate, Retry-After, DPoP-Nonce"));
+}
+
+#[test]
+fn a_recheck_that_claimed_the_background_refresh_keeps_it_when_the_token_is_verified_afresh() {
+    let w = world();
+    let token = valid_token();
+    assert_eq!(w.get("/api/private", &token).status, 200);
+    // "key-1" is republished with other material and fetched; then those keys, too, go stale.
+    let mut impostor = key(2).public_jwk();
+    impostor["kid"] = json!("key-1");
+    w.io.issuer_serves(&json!({ "keys": [impostor] }));
+    let later = NOW as u64 * 1000 + 601_000;
+    block_on(w.issuers.get(0).unwrap().store.refresh(later, &w.io));
+    w.now.set(later + 601_000);
+    // The recheck of the cached token claims the refresh (the only claim this cooldown grants),
+    // then finds its key changed and verifies afresh: the claim must survive that second lookup.
+    let outcome = w.call("GET", "/api/private", Some(&format!("Bearer {token}")), None);
+    assert_invalid_token(&outcome.response, "The token signature is invalid");
+    assert!(outcome.background_refresh.is_some(), "the claimed refresh was dropped: stale keys for another cooldown");
+}

@@ -130,11 +130,48 @@ fn rules_that_cannot_be_understood_are_refused_with_their_index() {
         (json!([{ "path": "/a", "auth": "optional", "any_scopes": ["x"] }]), "rule 0: scopes and any_scopes need auth"),
         (json!([{ "path": "/a", "scopes": ["has space"] }]), "rule 0: scopes: \"has space\" is not a scope"),
         (json!([{ "path": "/a", "scopes": [""] }]), "rule 0: scopes: \"\" is not a scope"),
+        (json!([{ "path": "/a" }, { "path": "/b", "methods": ["GET", "trace"] }]), "rule 1: TRACE may not be listed"),
+        (json!([{ "path": "/a", "methods": ["TRACK"] }]), "rule 0: TRACK may not be listed"),
+        (json!([{ "path": "/a", "methods": ["Connect"] }]), "rule 0: CONNECT may not be listed"),
+        (json!([{ "path": "/a", "websocket": "yes" }]), "rule 0: invalid type: string \"yes\", expected a boolean"),
+        (json!([{ "path": "/a" }, { "path": "/b", "websocket": 1 }]), "rule 1: invalid type: integer"),
+        (json!([{ "path": "/a", "websocket": null }]), "rule 0: invalid type: null"),
+        (json!([{ "path": "/a", "methods": ["POST"], "websocket": true }]), "rule 0: websocket needs GET"),
     ];
     for (value, expected) in cases {
         let message = refusal(value.clone());
         assert!(message.starts_with(expected), "{value}: {message:?} should start with {expected:?}");
     }
+}
+
+#[test]
+fn websocket_is_off_unless_a_rule_says_true() {
+    let t = rules(json!([
+        { "path": "/live", "auth": "public", "websocket": true },
+        { "path": "/feed", "methods": ["get"], "websocket": true },
+        { "path": "/plain", "websocket": false },
+        { "path": "/*", "auth": "public" }
+    ]));
+    let websocket = |path: &str| match t.find("GET", path) {
+        Match::Rule(rule) => rule.websocket,
+        other => panic!("{path}: {other:?}"),
+    };
+    assert!(websocket("/live") && websocket("/feed"));
+    assert!(!websocket("/plain") && !websocket("/other"));
+}
+
+#[test]
+fn the_methods_for_a_path_are_those_of_every_rule_whose_path_matches() {
+    let t = rules(json!([
+        { "path": "/orders/:id", "methods": ["GET"], "scopes": ["read"] },
+        { "path": "/orders/:id", "methods": ["delete", "GET"] },
+        { "path": "/open/*" },
+        { "path": "/*", "methods": ["POST"], "auth": "public" }
+    ]));
+    assert_eq!(t.methods_for("/orders/7"), ["GET", "HEAD", "DELETE", "POST"]);
+    assert_eq!(t.methods_for("/open/x"), ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+    assert_eq!(t.methods_for("/else"), ["POST"]);
+    assert!(rules(json!([{ "path": "/a" }])).methods_for("/b").is_empty());
 }
 
 #[test]
@@ -176,23 +213,18 @@ fn paths_an_origin_could_read_as_another_path_are_ambiguous() {
         "/admin%7F",
         "/public/..%252fadmin",
         "/a%2541",
+        "/admin%3Bx",
+        "/admin%3bx",
+        "/admin%3Fx",
+        "/admin%3fx",
+        "/admin%23",
+        "/a%3Fb",
     ];
     for path in ambiguous {
         assert!(is_ambiguous_path(path), "{path}");
     }
-    let plain = [
-        "/",
-        "/a/b/",
-        "/a%20b",
-        "/caf%C3%A9",
-        "/a:b@c",
-        "/a-b.c_d~e",
-        "/a%40b",
-        "/a%3Fb",
-        "/a..b",
-        "/.well-known/x",
-        "/a%25",
-    ];
+    let plain =
+        ["/", "/a/b/", "/a%20b", "/caf%C3%A9", "/a:b@c", "/a-b.c_d~e", "/a%40b", "/a..b", "/.well-known/x", "/a%25"];
     for path in plain {
         assert!(!is_ambiguous_path(path), "{path}");
     }

@@ -58,6 +58,7 @@ const INVALID_TOKEN: Expect = (401, Some("invalid_token"));
 const INVALID_REQUEST: Expect = (400, Some("invalid_request"));
 const MISSING: Expect = (401, Some("missing_authorization"));
 const SCOPE: Expect = (403, Some("insufficient_scope"));
+const METHOD: Expect = (405, Some("method_not_allowed"));
 
 struct Keys {
     /// Published, usable.
@@ -122,6 +123,11 @@ impl Row {
 
     fn header(mut self, name: &str, value: impl Into<String>) -> Row {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    fn method(mut self, method: &'static str) -> Row {
+        self.method = method;
         self
     }
 
@@ -268,6 +274,8 @@ fn main() {
     authorization_headers(&mut corpus, &keys);
     gateway_paths(&mut corpus, &keys);
     spoofed_headers(&mut corpus, &keys);
+    methods_and_upgrades(&mut corpus, &keys);
+    proxy_headers(&mut corpus);
     let proof_keys = ProofKeys::new();
     dpop_rows(&mut corpus, &keys, &proof_keys);
 
@@ -1104,6 +1112,18 @@ fn gateway_paths(c: &mut Corpus, keys: &Keys) {
         INVALID_REQUEST,
     ));
     c.push(gw("%2D (an encoded -) in the scoped route", "/api/private%2Dscoped", INVALID_REQUEST));
+    // Encoded delimiters: an origin that decodes before it splits off path parameters (;), the
+    // query (?) or a fragment (#) serves /admin for each of these, which miss the /admin rule.
+    for (name, path) in [
+        ("%3B after admin: a decoding servlet origin drops ;x and serves /admin/panel", "/admin%3Bx/panel"),
+        ("%3b after admin", "/admin%3bx/panel"),
+        ("%3F after admin: a decoding origin reads the rest as a query", "/admin%3Fx"),
+        ("%3f inside the admin route", "/admin/panel%3fx"),
+        ("%23 after admin: a decoding origin reads the rest as a fragment", "/admin%23"),
+        ("%23 after the private route", "/api/private%23x"),
+    ] {
+        c.push(gw(name, path, INVALID_REQUEST));
+    }
     // Routing that differs by origin, not by encoding: forwarded as is to the public catch-all.
     // An origin routing case-insensitively or ignoring a trailing slash (Express's defaults) would
     // serve the protected route; ROUTES without a public catch-all answer 404 instead.
@@ -1120,6 +1140,60 @@ fn gateway_paths(c: &mut Corpus, keys: &Keys) {
         gw("optional route, Basic credentials: anonymous", "/optional", OK)
             .header("Authorization", "Basic YTpi")
             .not_seen(&["authorization", "x-auth-subject"]),
+    );
+}
+
+fn methods_and_upgrades(c: &mut Corpus, keys: &Keys) {
+    let admin = scoped(keys, "admin");
+    let gw = |name: &str, path: &str, expect: Expect| Row::new(format!("gateway: {name}"), "gateway", path, expect);
+    // TRACE echoes the request back, the edge's X-Edge-Auth-Secret included: never forwarded, on
+    // a public rule or with a token that passes the rule. (TRACK never reaches a worker: workerd's
+    // parser refuses it; the host tests hold the worker's own 405.)
+    c.push(gw("TRACE on the public catch-all", "/anything", METHOD).method("TRACE"));
+    c.push(gw("TRACE on a public prefix", "/public/x", METHOD).method("TRACE"));
+    c.push(gw("TRACE on the admin route with an admin token", "/admin/panel", METHOD).method("TRACE").bearer(&admin));
+    c.push(Row::new("TRACE on the public route", "both", "/api/public", METHOD).method("TRACE"));
+    // Upgrades: no rule here allows a WebSocket, so each is refused before any token is looked at.
+    let upgrade = |row: Row| {
+        row.header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("Sec-WebSocket-Version", "13")
+    };
+    c.push(upgrade(gw("WebSocket upgrade on the public catch-all", "/anything", INVALID_REQUEST)));
+    c.push(upgrade(gw("WebSocket upgrade on a public prefix", "/public/x", INVALID_REQUEST)));
+    c.push(
+        upgrade(gw("WebSocket upgrade on the admin route, admin token", "/admin/panel", INVALID_REQUEST))
+            .bearer(&admin),
+    );
+    c.push(upgrade(gw("WebSocket upgrade on the private route, no token", "/api/private", INVALID_REQUEST)));
+}
+
+fn proxy_headers(c: &mut Corpus) {
+    let gw = |name: &str, path: &str, expect: Expect| Row::new(format!("gateway: {name}"), "gateway", path, expect);
+    // Origins trust these for the client's address, scheme and base path: only the edge sets them.
+    // X-Forwarded-For is the runtime's CF-Connecting-IP (wrangler dev reports 127.0.0.1).
+    c.push(
+        gw("spoofed proxy headers are dropped; the edge sets X-Forwarded-Proto and -For", "/public/x", OK)
+            .header("Forwarded", "for=203.0.113.1;proto=https;host=admin.example")
+            .header("X-Forwarded-For", "203.0.113.1")
+            .header("X-Forwarded-Proto", "https")
+            .header("X-Forwarded-Prefix", "/admin")
+            .header("X-Forwarded-Port", "443")
+            .header("X-Real-IP", "203.0.113.1")
+            .header("Proxy-Authorization", "Basic YWRtaW46YWRtaW4=")
+            .header("Proxy-Connection", "keep-alive")
+            .not_seen(&["forwarded", "x-forwarded-prefix", "x-forwarded-port", "x-real-ip", "proxy-authorization"])
+            .not_seen(&["proxy-connection"])
+            .seen("x-forwarded-proto", "http")
+            .seen("x-forwarded-for", "127.0.0.1"),
+    );
+    c.push(
+        gw("spoofed X_Forwarded_For (underscores) is dropped", "/public/x", OK)
+            .header("X_Forwarded_For", "203.0.113.1")
+            .header("X_Real_IP", "203.0.113.1")
+            .not_seen(&["x_forwarded_for", "x_real_ip"])
+            .seen("x-forwarded-for", "127.0.0.1"),
     );
 }
 

@@ -7,6 +7,13 @@
 //! - `/__redirect`: 302 to `/elsewhere` (a gateway must hand it back, not follow it).
 //! - `/__slow/MS`: answers after MS milliseconds.
 //! - `/__reset`: reads the request, then closes the connection without answering.
+//! - `/__cors`: CORS headers of its own (`Access-Control-Allow-Origin: *` with credentials), as a
+//!   careless origin sends them.
+//!
+//! A WebSocket handshake (`Upgrade: websocket`) on any path is accepted: the first message is the
+//! handshake as received (the same echo, as text), then every message is sent back as it came.
+//! Messages and close codes received are counted ([`MockOrigin::socket_messages`],
+//! [`MockOrigin::socket_closes`]).
 //!
 //! One thread per connection, HTTP/1.1 keep-alive, bodies streamed through SHA-256 (never held).
 
@@ -15,7 +22,7 @@ use std::{
     net::{Shutdown, TcpListener, TcpStream},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     thread,
     time::Duration,
@@ -28,6 +35,14 @@ pub struct MockOrigin {
     port: u16,
     hits: Arc<AtomicUsize>,
     stopped: Arc<AtomicBool>,
+    sockets: Arc<Sockets>,
+}
+
+/// What the origin's WebSockets received.
+#[derive(Default)]
+struct Sockets {
+    messages: AtomicUsize,
+    closes: Mutex<Vec<Option<u16>>>,
 }
 
 impl MockOrigin {
@@ -40,20 +55,31 @@ impl MockOrigin {
         let port = listener.local_addr()?.port();
         let hits = Arc::new(AtomicUsize::new(0));
         let stopped = Arc::new(AtomicBool::new(false));
-        let (accept_hits, accept_stopped) = (hits.clone(), stopped.clone());
+        let sockets = Arc::new(Sockets::default());
+        let (accept_hits, accept_stopped, accept_sockets) = (hits.clone(), stopped.clone(), sockets.clone());
         thread::spawn(move || {
             for stream in listener.incoming() {
                 if accept_stopped.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
-                let hits = accept_hits.clone();
+                let (hits, sockets) = (accept_hits.clone(), accept_sockets.clone());
                 thread::spawn(move || {
-                    let _ = serve(stream, &hits);
+                    let _ = serve(stream, &hits, &sockets);
                 });
             }
         });
-        Ok(MockOrigin { port, hits, stopped })
+        Ok(MockOrigin { port, hits, stopped, sockets })
+    }
+
+    /// WebSocket messages received so far, on every socket.
+    pub fn socket_messages(&self) -> usize {
+        self.sockets.messages.load(Ordering::SeqCst)
+    }
+
+    /// The close code of every socket that was closed by its peer, in order (`None`: no code).
+    pub fn socket_closes(&self) -> Vec<Option<u16>> {
+        self.sockets.closes.lock().unwrap().clone()
     }
 
     pub fn port(&self) -> u16 {
@@ -77,7 +103,7 @@ impl Drop for MockOrigin {
     }
 }
 
-fn serve(stream: TcpStream, hits: &AtomicUsize) -> io::Result<()> {
+fn serve(stream: TcpStream, hits: &AtomicUsize, sockets: &Sockets) -> io::Result<()> {
     // Head and body go out as separate writes: without this, Nagle's algorithm holds the body back
     // until the client's delayed ACK (tens of ms) and every answer looks slow.
     stream.set_nodelay(true)?;
@@ -85,12 +111,17 @@ fn serve(stream: TcpStream, hits: &AtomicUsize) -> io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut stream = stream;
     // HTTP/1.1 keep-alive, as a real origin does: the gateway's outbound connections are reused.
-    while serve_one(&mut reader, &mut stream, hits)? {}
+    while serve_one(&mut reader, &mut stream, hits, sockets)? {}
     Ok(())
 }
 
 /// Answers one request; `false` when the connection is done.
-fn serve_one(reader: &mut BufReader<TcpStream>, stream: &mut TcpStream, hits: &AtomicUsize) -> io::Result<bool> {
+fn serve_one(
+    reader: &mut BufReader<TcpStream>,
+    stream: &mut TcpStream,
+    hits: &AtomicUsize,
+    sockets: &Sockets,
+) -> io::Result<bool> {
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut parts = request_line.split_whitespace();
@@ -114,6 +145,21 @@ fn serve_one(reader: &mut BufReader<TcpStream>, stream: &mut TcpStream, hits: &A
     let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
     let length = header("content-length").and_then(|v| v.parse::<u64>().ok());
     let close = http10 || header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    let echo = |body_bytes: u64, body_sha256: &str| {
+        json!({
+            "method": method,
+            "target": target,
+            "headers": headers.iter().map(|(n, v)| json!([n, v])).collect::<Vec<Value>>(),
+            "body_bytes": body_bytes,
+            "body_sha256": body_sha256,
+        })
+    };
+    if header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
+        let hello = echo(0, "").to_string();
+        let protocol = header("sec-websocket-protocol").and_then(|p| p.split(',').next()).map(str::trim);
+        socket(reader, stream, header("sec-websocket-key").unwrap_or_default(), protocol, hello, sockets)?;
+        return Ok(false);
+    }
     let (body_bytes, body_sha256) = read_body(reader, chunked, length)?;
 
     // The special paths work under any base path the gateway prefixes.
@@ -129,6 +175,14 @@ fn serve_one(reader: &mut BufReader<TcpStream>, stream: &mut TcpStream, hits: &A
             respond(stream, 200, &cookies, &json!({ "cookies": 2 }), close)?;
         }
         "/__redirect" => respond(stream, 302, &[("location", "/elsewhere")], &json!({ "redirect": true }), close)?,
+        "/__cors" => {
+            let cors = [
+                ("access-control-allow-origin", "*"),
+                ("access-control-allow-credentials", "true"),
+                ("access-control-expose-headers", "X-Internal"),
+            ];
+            respond(stream, 200, &cors, &json!({ "cors": "the origin's own" }), close)?;
+        }
         "/__reset" => {
             stream.shutdown(Shutdown::Both)?;
             return Ok(false);
@@ -137,17 +191,56 @@ fn serve_one(reader: &mut BufReader<TcpStream>, stream: &mut TcpStream, hits: &A
             if let Some(ms) = path.strip_prefix("/__slow/").and_then(|ms| ms.parse::<u64>().ok()) {
                 thread::sleep(Duration::from_millis(ms.min(60_000)));
             }
-            let echo = json!({
-                "method": method,
-                "target": target,
-                "headers": headers.iter().map(|(n, v)| json!([n, v])).collect::<Vec<Value>>(),
-                "body_bytes": body_bytes,
-                "body_sha256": body_sha256,
-            });
-            respond(stream, 200, &[], &echo, close)?;
+            respond(stream, 200, &[], &echo(body_bytes, &body_sha256), close)?;
         }
     }
     Ok(!close)
+}
+
+/// Completes a WebSocket handshake, sends `hello`, then echoes every message until the peer closes.
+fn socket(
+    reader: &mut BufReader<TcpStream>,
+    stream: &mut TcpStream,
+    key: &str,
+    protocol: Option<&str>,
+    hello: String,
+    sockets: &Sockets,
+) -> io::Result<()> {
+    use tungstenite::{handshake::derive_accept_key, protocol::Role, Message, WebSocket};
+    let mut head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\n",
+        derive_accept_key(key.as_bytes())
+    );
+    if let Some(protocol) = protocol {
+        head.push_str(&format!("sec-websocket-protocol: {protocol}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.set_read_timeout(None)?;
+    // Whatever the reader already buffered belongs to the socket.
+    let buffered = reader.buffer().to_vec();
+    let mut ws = WebSocket::from_partially_read(stream.try_clone()?, buffered, Role::Server, None);
+    let fail = |e: tungstenite::Error| io::Error::other(e.to_string());
+    ws.send(Message::text(hello)).map_err(fail)?;
+    loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => {
+                sockets.closes.lock().unwrap().push(frame.map(|f| u16::from(f.code)));
+                // tungstenite answers the close itself; flush it out.
+                let _ = ws.flush();
+                return Ok(());
+            }
+            Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                sockets.messages.fetch_add(1, Ordering::SeqCst);
+                ws.send(message).map_err(fail)?;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                sockets.closes.lock().unwrap().push(None);
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Reads a request body (fixed length or chunked) through SHA-256, holding 64 KiB at most.
@@ -173,7 +266,10 @@ fn read_body(reader: &mut impl BufRead, chunked: bool, length: Option<u64>) -> i
         loop {
             let mut size_line = String::new();
             reader.read_line(&mut size_line)?;
-            let size = u64::from_str_radix(size_line.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+            // Strict, as a real server is: a body cut short or a bad chunk size is an error (the
+            // connection is dropped unanswered), never the end of the body.
+            let size = u64::from_str_radix(size_line.trim().split(';').next().unwrap_or_default(), 16)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
             if size == 0 {
                 // Trailers, then the blank line.
                 loop {
@@ -184,12 +280,19 @@ fn read_body(reader: &mut impl BufRead, chunked: bool, length: Option<u64>) -> i
                 }
                 break;
             }
-            total += take(reader, size, &mut hasher)?;
+            let got = take(reader, size, &mut hasher)?;
+            if got < size {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "chunk cut short"));
+            }
+            total += got;
             let mut crlf = String::new();
             reader.read_line(&mut crlf)?;
         }
     } else if let Some(length) = length {
         total = take(reader, length, &mut hasher)?;
+        if total < length {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body cut short"));
+        }
     }
     Ok((total, hex(&hasher.finalize())))
 }

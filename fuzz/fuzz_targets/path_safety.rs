@@ -1,7 +1,7 @@
 //! Raw bytes → a request path (lossy UTF-8) → `rules::is_ambiguous_path` (the pipeline's gate)
 //! against the plainest reading of its rule: `//`, `;` or `\`; a `.` or `..` segment; a `%` not
-//! followed by two hex digits; an escape of an unreserved character, `/`, `\` or a control
-//! character; an escaped `%` followed by two hex digits; or escapes that decode to bytes that are
+//! followed by two hex digits; an escape of an unreserved character, `/`, `\`, `;`, `?`, `#` or a
+//! control character; an escaped `%` followed by two hex digits; or escapes that decode to bytes that are
 //! not UTF-8.
 //!
 //! And every path with an encoded separator is ambiguous.
@@ -26,7 +26,7 @@ fn ambiguous(path: &str) -> bool {
             _ => return true,
         };
         let byte = u8::from_str_radix(hex, 16).expect("two hex digits");
-        if byte.is_ascii_alphanumeric() || b"-._~/\\".contains(&byte) || byte.is_ascii_control() {
+        if byte.is_ascii_alphanumeric() || b"-._~/\\;?#".contains(&byte) || byte.is_ascii_control() {
             return true;
         }
         if byte == b'%' && chunk.len() >= 4 && chunk.as_bytes()[2..4].iter().all(u8::is_ascii_hexdigit) {
@@ -41,7 +41,7 @@ fn ambiguous(path: &str) -> bool {
 fuzz_target!(|data: &[u8]| {
     let path = String::from_utf8_lossy(data);
     let lower = path.to_ascii_lowercase();
-    let encoded_separator = ["%2f", "%5c", "%2e"].iter().any(|encoded| lower.contains(encoded));
+    let encoded_separator = ["%2f", "%5c", "%2e", "%3b", "%3f", "%23"].iter().any(|encoded| lower.contains(encoded));
     assert_eq!(is_ambiguous_path(&path), ambiguous(&path), "is_ambiguous_path({path:?})");
     assert!(!encoded_separator || is_ambiguous_path(&path), "an encoded separator not ambiguous: {path:?}");
 });

@@ -138,6 +138,9 @@ fuzz_target!(|data: &[u8]| {
         dpop: None,
         origin: (selector & 0x40 != 0).then_some(ALLOWED_ORIGIN),
         host: Some("api.fuzz.test"),
+        scheme: Some("https"),
+        address: None,
+        upgrade: None,
         preflight: selector & 0x80 != 0,
     };
 

@@ -123,6 +123,8 @@ pub fn fetch(request: Request, env: JsValue, ctx: JsValue) -> JsValue {
         authorization,
         origin: header("origin"),
         preflight: header("access-control-request-method").is_some(),
+        upgrade: header("upgrade"),
+        address: header("cf-connecting-ip"),
     };
     let mut answer = Box::pin(serve(request, parts, isolate, env, ctx, now));
     // Poll once in place: most answers (public routes, refusals, cached tokens) need no I/O and are
@@ -142,22 +144,26 @@ struct Parts {
     dpop: Option<String>,
     origin: Option<String>,
     preflight: bool,
+    upgrade: Option<String>,
+    /// Set by the runtime, never by the client (Cloudflare replaces any the client sent).
+    address: Option<String>,
 }
 
-/// The host, and the path with its query, of an absolute URL exactly as the runtime hands it
-/// over, never decoded or re-encoded here. (wrangler dev and Cloudflare's URL normalisation
-/// resolve `..` first, bare workerd does not: the pipeline refuses dot segments either way.)
-fn split_url(url: &str) -> (&str, &str) {
-    let after_scheme = url.find("://").map_or(url, |i| &url[i + 3..]);
+/// The scheme, the host, and the path with its query, of an absolute URL exactly as the runtime
+/// hands it over, never decoded or re-encoded here. (wrangler dev and Cloudflare's URL
+/// normalisation resolve `..` first, bare workerd does not: the pipeline refuses dot segments
+/// either way.)
+fn split_url(url: &str) -> (Option<&str>, &str, &str) {
+    let (scheme, after_scheme) = url.find("://").map_or((None, url), |i| (Some(&url[..i]), &url[i + 3..]));
     match after_scheme.find(['/', '?']) {
-        Some(i) => (&after_scheme[..i], &after_scheme[i..]),
-        None => (after_scheme, "/"),
+        Some(i) => (scheme, &after_scheme[..i], &after_scheme[i..]),
+        None => (scheme, after_scheme, "/"),
     }
 }
 
 async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValue, ctx: JsValue, now: u64) -> Response {
     {
-        let (host, path_and_query) = split_url(&parts.url);
+        let (scheme, host, path_and_query) = split_url(&parts.url);
         let incoming = Incoming {
             method: &parts.method,
             url: &parts.url,
@@ -166,6 +172,9 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
             dpop: parts.dpop.as_deref(),
             origin: parts.origin.as_deref(),
             host: Some(host),
+            scheme,
+            address: parts.address.as_deref(),
+            upgrade: parts.upgrade.as_deref(),
             preflight: parts.preflight,
         };
         let outcome = match isolate.as_ref() {
@@ -205,7 +214,11 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
         };
         if let (Some(forward), Ok(ready)) = (&outcome.forward, isolate.as_ref()) {
             if let Some(gateway) = &ready.config.gateway {
-                let sent = origin::forward(&request, gateway, path_and_query, forward, &outcome.response.headers);
+                let cors = origin::Cors {
+                    owned: crate::http::edge_owns_cors(&ready.config.cors),
+                    headers: &outcome.response.headers,
+                };
+                let sent = origin::forward(&request, gateway, path_and_query, forward, cors);
                 return match sent.await {
                     Ok(response) => response,
                     Err(error) => {
