@@ -104,28 +104,14 @@ fn var(env: &JsValue, name: &str) -> Option<serde_json::Value> {
 
 /// The worker's `fetch` handler, called by `entry.mjs` with the runtime's request, env and context.
 /// Returns a `Response`, or a promise of one when the answer had to wait for I/O.
+/// `head` is what the pipeline reads of the request, joined in JavaScript by `entry.mjs`: one
+/// string crossing into wasm instead of a call back out for each header.
 #[wasm_bindgen]
-pub fn fetch(request: Request, env: JsValue, ctx: JsValue) -> JsValue {
+pub fn fetch(request: Request, env: JsValue, ctx: JsValue, head: String) -> JsValue {
     console_error_panic_hook::set_once();
     let now = js_sys::Date::now() as u64;
     let isolate = isolate(&env);
-    let headers = request.headers();
-    let header = |name: &str| headers.get(name).ok().flatten();
-    let authorization = header("authorization");
-    // The proof is read only for the DPoP scheme: a Bearer request pays nothing for it.
-    let dpop_scheme = authorization
-        .as_deref()
-        .is_some_and(|a| a.trim_start().get(..5).is_some_and(|s| s.eq_ignore_ascii_case("dpop ")));
-    let parts = Parts {
-        method: request.method(),
-        url: request.url(),
-        dpop: if dpop_scheme { header("dpop") } else { None },
-        authorization,
-        origin: header("origin"),
-        preflight: header("access-control-request-method").is_some(),
-        upgrade: header("upgrade"),
-        address: header("cf-connecting-ip"),
-    };
+    let parts = Parts::parse(head);
     let mut answer = Box::pin(serve(request, parts, isolate, env, ctx, now));
     // Poll once in place: most answers (public routes, refusals, cached tokens) need no I/O and are
     // returned without a promise. A future that pends is polled again by the promise's executor,
@@ -137,16 +123,41 @@ pub fn fetch(request: Request, env: JsValue, ctx: JsValue) -> JsValue {
     }
 }
 
+/// The request's head as `entry.mjs` joined it; fields are ranges of that one string.
 struct Parts {
-    method: String,
-    url: String,
-    authorization: Option<String>,
-    dpop: Option<String>,
-    origin: Option<String>,
-    preflight: bool,
-    upgrade: Option<String>,
+    head: String,
+    fields: [Option<(usize, usize)>; 8],
+}
+
+impl Parts {
+    const METHOD: usize = 0;
+    const URL: usize = 1;
+    const AUTHORIZATION: usize = 2;
+    const DPOP: usize = 3;
+    const ORIGIN: usize = 4;
+    const PREFLIGHT: usize = 5;
+    const UPGRADE: usize = 6;
     /// Set by the runtime, never by the client (Cloudflare replaces any the client sent).
-    address: Option<String>,
+    const ADDRESS: usize = 7;
+
+    fn parse(head: String) -> Parts {
+        let mut fields = [None; 8];
+        let mut start = 0;
+        for (i, line) in head.split('\n').enumerate().take(8) {
+            let end = start + line.len();
+            fields[i] = match (i, line.as_bytes().first()) {
+                (Self::METHOD | Self::URL, _) => Some((start, end)),
+                (_, Some(b'+')) => Some((start + 1, end)),
+                _ => None,
+            };
+            start = end + 1;
+        }
+        Parts { head, fields }
+    }
+
+    fn get(&self, field: usize) -> Option<&str> {
+        self.fields[field].map(|(start, end)| &self.head[start..end])
+    }
 }
 
 /// The scheme, the host, and the path with its query, of an absolute URL exactly as the runtime
@@ -163,19 +174,20 @@ fn split_url(url: &str) -> (Option<&str>, &str, &str) {
 
 async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValue, ctx: JsValue, now: u64) -> Response {
     {
-        let (scheme, host, path_and_query) = split_url(&parts.url);
+        let url = parts.get(Parts::URL).unwrap_or_default();
+        let (scheme, host, path_and_query) = split_url(url);
         let incoming = Incoming {
-            method: &parts.method,
-            url: &parts.url,
+            method: parts.get(Parts::METHOD).unwrap_or_default(),
+            url,
             path: path_and_query.split('?').next().unwrap_or("/"),
-            authorization: parts.authorization.as_deref(),
-            dpop: parts.dpop.as_deref(),
-            origin: parts.origin.as_deref(),
+            authorization: parts.get(Parts::AUTHORIZATION),
+            dpop: parts.get(Parts::DPOP),
+            origin: parts.get(Parts::ORIGIN),
             host: Some(host),
             scheme,
-            address: parts.address.as_deref(),
-            upgrade: parts.upgrade.as_deref(),
-            preflight: parts.preflight,
+            address: parts.get(Parts::ADDRESS),
+            upgrade: parts.get(Parts::UPGRADE),
+            preflight: parts.get(Parts::PREFLIGHT).is_some(),
         };
         let outcome = match isolate.as_ref() {
             Ok(ready) => {
@@ -218,7 +230,7 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                     owned: crate::http::edge_owns_cors(&ready.config.cors),
                     headers: &outcome.response.headers,
                 };
-                let sent = origin::forward(&request, gateway, path_and_query, forward, cors);
+                let sent = origin::forward(&request, incoming.method, gateway, path_and_query, forward, cors);
                 return match sent.await {
                     Ok(response) => response,
                     Err(error) => {
@@ -272,15 +284,37 @@ impl KeyIo for LazyIo {
     }
 }
 
+#[wasm_bindgen(inline_js = "
+// The worker's own answers, built on the JavaScript side in one call: the headers come as one
+// string, name and value on alternate lines (no header value holds a line break).
+export function respond(status, body, headers) {
+  const init = { status };
+  if (headers) {
+    const lines = headers.split('\\n');
+    const pairs = [];
+    for (let i = 0; i + 1 < lines.length; i += 2) pairs.push([lines[i], lines[i + 1]]);
+    init.headers = pairs;
+  }
+  return new Response(body, init);
+}
+")]
+extern "C" {
+    #[wasm_bindgen(catch)]
+    fn respond(status: u16, body: Option<&str>, headers: &str) -> Result<Response, JsValue>;
+}
+
 fn to_response(response: &HttpResponse) -> Result<Response, JsValue> {
-    let headers = Headers::new()?;
+    let mut headers = String::with_capacity(64);
     for (name, value) in &response.headers {
-        headers.append(name, value)?;
+        if value.contains(['\n', '\r']) {
+            return Err(JsValue::NULL);
+        }
+        headers.push_str(name);
+        headers.push('\n');
+        headers.push_str(value);
+        headers.push('\n');
     }
-    let init = ResponseInit::new();
-    init.set_status(response.status);
-    init.set_headers(&headers);
-    Response::new_with_opt_str_and_init(response.body.as_deref(), &init)
+    respond(response.status, response.body.as_deref(), &headers)
 }
 
 /// Never let a conversion failure become the runtime's own error page (or a stack trace).

@@ -5,7 +5,7 @@
 
 use wasm_bindgen::{prelude::wasm_bindgen, JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Headers, Request, RequestInit, RequestRedirect, Response};
+use web_sys::{Request, Response};
 
 use crate::{
     app::Forward,
@@ -139,6 +139,43 @@ extern "C" {
     fn relay(response: &Response, close_at: f64) -> Response;
 }
 
+#[wasm_bindgen(inline_js = "
+export function header_names(request) {
+  return [...request.headers.keys()].join('\\n');
+}
+")]
+extern "C" {
+    /// The request's header names (lower case, each once), one a line: one crossing, so that the
+    /// core can decide what the origin gets without a call per header.
+    fn header_names(request: &Request) -> String;
+}
+
+#[wasm_bindgen(inline_js = "
+// The request to the origin, built from the client's in one call: its headers less `drop` (one
+// name a line), plus `add` (name and value on alternate lines), its method, the given body.
+export function outgoing(request, url, drop, add, body) {
+  const headers = new Headers(request.headers);
+  if (drop) for (const name of drop.split('\\n')) headers.delete(name);
+  if (add) {
+    const lines = add.split('\\n');
+    for (let i = 0; i + 1 < lines.length; i += 2) headers.append(lines[i], lines[i + 1]);
+  }
+  const init = { method: request.method, headers, redirect: 'manual' };
+  if (body) init.body = body;
+  return new Request(url, init);
+}
+")]
+extern "C" {
+    #[wasm_bindgen(catch)]
+    fn outgoing(
+        request: &Request,
+        url: &str,
+        drop: &str,
+        add: &str,
+        body: Option<&web_sys::ReadableStream>,
+    ) -> Result<Request, JsValue>;
+}
+
 /// The CORS side of an answer: whether the edge owns CORS (the origin's `Access-Control-*` are
 /// removed), and the headers the pipeline added (CORS, `Vary`).
 pub struct Cors<'a> {
@@ -150,39 +187,43 @@ pub struct Cors<'a> {
 /// returned as the runtime gave it, with `extra` headers (CORS) added.
 pub async fn forward(
     request: &Request,
+    method: &str,
     gateway: &GatewayConfig,
     path_and_query: &str,
     forward: &Forward,
     cors: Cors<'_>,
 ) -> Result<Response, ApiError> {
-    let headers = Headers::new().map_err(|_| ApiError::OriginUnreachable)?;
-    for entry in js_sys::try_iter(&request.headers()).ok().flatten().into_iter().flatten().flatten() {
-        let pair: js_sys::Array = entry.unchecked_into();
-        let (name, value) = (pair.get(0).as_string().unwrap_or_default(), pair.get(1).as_string().unwrap_or_default());
-        if !gateway.drops(&name, forward.verified) {
-            let _ = headers.append(&name, &value);
-        }
+    // The core decides per header name (`GatewayConfig::drops`); names and edits cross as one
+    // string each way, and JavaScript copies the headers.
+    let names = header_names(request);
+    let mut drop = String::new();
+    for name in names.split('\n').filter(|name| !name.is_empty() && gateway.drops(name, forward.verified)) {
+        drop.push_str(name);
+        drop.push('\n');
     }
+    let mut add = String::new();
     for (name, value) in &forward.headers {
-        let _ = headers.append(name, value);
+        if value.contains(['\n', '\r']) {
+            return Err(unreachable_origin());
+        }
+        add.push_str(name);
+        add.push('\n');
+        add.push_str(value);
+        add.push('\n');
     }
-    let init = RequestInit::new();
-    let method = request.method();
-    init.set_method(&method);
-    init.set_headers_headers(&headers);
-    init.set_redirect(RequestRedirect::Manual);
     // Where the body's reader notes a failure of its own (only a request with a body has one).
     let mut state = None;
+    let mut body = None;
     if method != "GET" && method != "HEAD" {
-        if let Some(body) = request.body() {
+        if let Some(stream) = request.body() {
             let length = request.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<u64>().ok());
             let watch = state.insert(js_sys::Object::new());
-            init.set_body(&watched_body(&body, length.map_or(-1.0, |n| n as f64), watch));
+            body = Some(watched_body(&stream, length.map_or(-1.0, |n| n as f64), watch));
         }
     }
     let state: JsValue = state.map_or(JsValue::UNDEFINED, Into::into);
-    let outgoing =
-        Request::new_with_str_and_init(&gateway.target(path_and_query), &init).map_err(|_| unreachable_origin())?;
+    let outgoing = outgoing(request, &gateway.target(path_and_query), &drop, &add, body.as_ref())
+        .map_err(|_| unreachable_origin())?;
     let response: Response = match JsFuture::from(fetch_within(&outgoing, gateway.timeout_ms as f64, &state)).await {
         Ok(value) => value.dyn_into().map_err(|_| unreachable_origin())?,
         Err(error) if error_name(&error).as_deref() == Some("TimeoutError") => {
