@@ -6,13 +6,13 @@ Usage: python3 bench/gateway.py [seconds-per-run] [rounds]   (./scripts/bench.sh
 The origin is the dev issuer's echo origin (`edge-auth-dev-issuer origin`, HTTP/1.1 keep-alive,
 a thread per connection). wrk keeps its 8 connections open in both set-ups; workerd keeps its own
 to the origin. Two routes are measured through the gateway: a public one (no token looked at) and a
-required one with one valid token (so a warm key and the verified-token cache, the steady state).
+required one, with one valid token repeated (a warm key and the verified-token cache, the steady
+state) and with 5,000 distinct tokens (every one a signature check).
 For scale, the same hop through a plain JavaScript pass-through worker that checks nothing
 (`bench/peer/passthrough.js`) on the same workerd: most of the hop is workerd's own outbound fetch.
 """
 
 import argparse
-import re
 import signal
 import subprocess
 import sys
@@ -23,26 +23,8 @@ import bench  # noqa: E402  (the benchmark's build, bundle and process helpers)
 
 WORK = bench.WORK.parent / "bench-gateway"
 ROUTES = '[{"path": "/public/*", "auth": "public"}, {"path": "/private/*"}]'
-
-
-def wrk(url, seconds, header=None):
-    cmd = ["wrk", "-t1", "-c8", f"-d{seconds}s", "--latency"]
-    if header:
-        cmd += ["-H", header]
-    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 60)
-    if out.returncode != 0:
-        raise SystemExit(f"gateway bench: wrk failed:\n{out.stdout}\n{out.stderr}")
-    text = out.stdout
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    if non2xx:
-        raise SystemExit(f"gateway bench: {non2xx.group(1)} non-2xx answers from {url}:\n{text}")
-
-    def percentile(p):
-        value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M).groups()
-        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-    return {"p50": percentile(50), "p99": percentile(99), "rps": rps}
+# Distinct tokens for the required rule's cache-miss row: more than the token cache holds.
+TOKENS = 5000
 
 
 def median(values):
@@ -87,34 +69,60 @@ def main():
         passthrough = procs.start([bench.workerd_binary(), "serve", passthrough_config], WORK / "passthrough.log")
         bench.wait_until_serving(passthrough, passthrough_port, "/public/x", WORK / "passthrough.log")
 
+        distinct = WORK / "distinct.txt"
+        distinct.write_text(bench.run([bench.ISSUER_BIN, "mint", "--port", issuer_port, "--dir", key_dir, "--exp", 7200,
+                                       "--count", TOKENS], stdout=subprocess.PIPE, text=True).stdout)
+        repeated = WORK / "repeated.txt"
+        repeated.write_text(token + "\n")
+
+        def drive(proc, port, path, tokens=None):
+            return lambda s: bench.drive(proc, port, path, tokens, s, 1, 8)
+
         runs = {
-            "origin, straight": lambda s: wrk(f"http://127.0.0.1:{origin_port}/public/x", s),
-            "through a JavaScript pass-through (checks nothing)": lambda s: wrk(
-                f"http://127.0.0.1:{passthrough_port}/public/x", s),
-            "through the gateway, public rule": lambda s: wrk(f"http://127.0.0.1:{gateway_port}/public/x", s),
-            "through the gateway, required rule": lambda s: wrk(
-                f"http://127.0.0.1:{gateway_port}/private/x", s, f"Authorization: Bearer {token}"),
+            "origin, straight": drive(origin, origin_port, "/public/x"),
+            "JavaScript pass-through (checks nothing)": drive(passthrough, passthrough_port, "/public/x"),
+            "gateway, public rule": drive(gateway, gateway_port, "/public/x"),
+            "gateway, required rule, one token repeated": drive(gateway, gateway_port, "/private/x", repeated),
+            f"gateway, required rule, {TOKENS} distinct tokens": drive(gateway, gateway_port, "/private/x", distinct),
         }
         for run in runs.values():
-            run(2)  # warm-up: keys fetched, token verified once, JIT warm
+            run(2)  # warm-up: keys fetched, tokens verified once, JIT warm
         results = {name: [] for name in runs}
         for _ in range(args.rounds):
             for name, run in runs.items():
-                results[name].append(run(args.seconds))
+                r = run(args.seconds)
+                if r["non2xx"] or r["socket_errors"]:
+                    raise SystemExit(f"gateway bench: {name}: {r['non2xx']} non-2xx, {r['socket_errors']} socket errors")
+                results[name].append(r)
                 time.sleep(0.5)
-        straight = {k: median([r[k] for r in results["origin, straight"]]) for k in ("p50", "p99", "rps")}
+
+        def med(name):
+            return {k: median([r[k] for r in results[name]]) for k in ("p50_us", "p99_us", "rps", "cpu_us",
+                                                                          "background_cores")}
+
+        straight, floor = med("origin, straight"), med("JavaScript pass-through (checks nothing)")
         lines = [
             f"gateway hop, {args.rounds} rounds of {args.seconds} s, wrk 1 thread 8 connections, medians:",
             "",
-            "| path | req/s | p50 | p99 | p50 added | p99 added |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| path | req/s | vs pass-through | p50 | p99 | p50 added over the origin | p50 added over the pass-through "
+            "| workerd CPU/req | other cores |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for name, rows in results.items():
-            m = {k: median([r[k] for r in rows]) for k in ("p50", "p99", "rps")}
-            added = "" if name == "origin, straight" else \
-                f"{m['p50'] - straight['p50']:+.2f} ms | {m['p99'] - straight['p99']:+.2f} ms"
-            lines.append(f"| {name} | {m['rps']:,.0f} | {m['p50']:.2f} ms | {m['p99']:.2f} ms | "
-                         + (added or "- | -") + " |")
+        for name in runs:
+            m = med(name)
+            is_origin = name == "origin, straight"
+            lines.append(
+                f"| {name} | {m['rps']:,.0f} | " + ("-" if is_origin else f"{m['rps'] / floor['rps']:.2f}x")
+                + f" | {m['p50_us'] / 1000:.2f} ms | {m['p99_us'] / 1000:.2f} ms | "
+                + ("-" if is_origin else f"{(m['p50_us'] - straight['p50_us']) / 1000:+.2f} ms")
+                + " | " + ("-" if is_origin or name.startswith("JavaScript")
+                           else f"{(m['p50_us'] - floor['p50_us']) / 1000:+.2f} ms")
+                + " | " + ("- (not a worker)" if is_origin else f"{m['cpu_us']:.0f} us")
+                + f" | {m['background_cores']:.2f} |")
+        lines += ["", "req/s vs pass-through is the gateway's req/s over the JavaScript pass-through's, same rounds. "
+                  "CPU/req is the workerd process's utime + stime over the run, over requests completed. \"other "
+                  "cores\": CPU used meanwhile by anything but wrk and the process measured (above ~0.15, compare "
+                  "with care)."]
         print("\n".join(lines))
     finally:
         procs.stop_all()

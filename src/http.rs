@@ -156,9 +156,12 @@ pub fn edge_owns_cors(cors: &CorsPolicy) -> bool {
     !matches!(cors, CorsPolicy::None)
 }
 
+/// What every CORS response header's name starts with, in lower case (as the runtime lists names).
+pub const CORS_HEADER_PREFIX: &str = "access-control-";
+
 /// A CORS response header (`Access-Control-*`), in any case.
 pub fn is_cors_header(name: &str) -> bool {
-    name.get(..15).is_some_and(|prefix| prefix.eq_ignore_ascii_case("access-control-"))
+    name.get(..CORS_HEADER_PREFIX.len()).is_some_and(|prefix| prefix.eq_ignore_ascii_case(CORS_HEADER_PREFIX))
 }
 
 /// Whether `origin` may read responses, and the value to echo in `Access-Control-Allow-Origin`.

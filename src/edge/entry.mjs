@@ -3,6 +3,7 @@
 // Rust handler directly. Panic recovery still holds: the glue is built with wasm-bindgen's
 // abort handler and reset-state function, and re-creates the instance after a trap.
 import * as glue from "./glue.js";
+import { forward } from "./forward.mjs";
 
 const FAILURE = '{"error":"server_error","error_description":"Internal error"}';
 
@@ -34,11 +35,19 @@ function head(request) {
   ].join("\n");
 }
 
+// A plan (a string) goes to forward.mjs; an origin that fails is answered by the edge
+// (glue.origin_failed).
+function send(request, answer) {
+  return typeof answer === "string" ? forward(request, answer, glue.origin_failed) : answer;
+}
+
 export default {
   fetch(request, env, ctx) {
     try {
-      const response = glue.fetch(request, env, ctx, head(request));
-      return response instanceof Promise ? response.catch(failed) : response;
+      const answer = glue.fetch(request, env, ctx, head(request));
+      // A Response, a plan for the origin (gateway mode), or a promise of either.
+      if (answer instanceof Promise) return answer.then((a) => send(request, a)).catch(failed);
+      return typeof answer === "string" ? send(request, answer).catch(failed) : answer;
     } catch (error) {
       return failed(error);
     }

@@ -118,8 +118,8 @@ pub fn fetch(request: Request, env: JsValue, ctx: JsValue, head: String) -> JsVa
     // and the Future contract has it wake that later waker, not this no-op one. (worker's `Delay`
     // breaks that contract by keeping its first waker; `timer.rs` is ours for that reason.)
     match answer.as_mut().poll(&mut TaskContext::from_waker(Waker::noop())) {
-        Poll::Ready(response) => response.into(),
-        Poll::Pending => wasm_bindgen_futures::future_to_promise(async move { Ok(answer.await.into()) }).into(),
+        Poll::Ready(answer) => answer,
+        Poll::Pending => wasm_bindgen_futures::future_to_promise(async move { Ok(answer.await) }).into(),
     }
 }
 
@@ -172,7 +172,9 @@ fn split_url(url: &str) -> (Option<&str>, &str, &str) {
     }
 }
 
-async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValue, ctx: JsValue, now: u64) -> Response {
+/// The answer: a `Response`, or for a request the gateway forwards, the plan `entry.mjs` hands
+/// to `forward.mjs` (see `origin::plan`).
+async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValue, ctx: JsValue, now: u64) -> JsValue {
     {
         let url = parts.get(Parts::URL).unwrap_or_default();
         let (scheme, host, path_and_query) = split_url(url);
@@ -230,18 +232,30 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                     owned: crate::http::edge_owns_cors(&ready.config.cors),
                     headers: &outcome.response.headers,
                 };
-                let sent = origin::forward(&request, incoming.method, gateway, path_and_query, forward, cors);
-                return match sent.await {
-                    Ok(response) => response,
-                    Err(error) => {
-                        let refusal = app::refusal(&error, &ready.config, incoming.origin);
-                        to_response(&refusal).unwrap_or_else(|_| fallback())
+                return match origin::plan(
+                    &request,
+                    incoming.method,
+                    gateway,
+                    path_and_query,
+                    forward,
+                    cors,
+                    incoming.origin,
+                ) {
+                    Some(plan) => JsValue::from_str(&plan),
+                    None => {
+                        let refusal = app::refusal(&origin::unreachable_origin(), &ready.config, incoming.origin);
+                        to_response(&refusal).unwrap_or_else(|_| fallback()).into()
                     }
                 };
             }
         }
-        to_response(&outcome.response).unwrap_or_else(|_| fallback())
+        to_response(&outcome.response).unwrap_or_else(|_| fallback()).into()
     }
+}
+
+/// The isolate's configuration, if it was read (for answers made outside a request's pipeline).
+fn ready() -> Option<Rc<Ready>> {
+    ISOLATE.with(|cell| cell.get().and_then(|isolate| isolate.as_ref().as_ref().ok().cloned()))
 }
 
 /// The key store's runtime side, built only when a request needs it: most requests are served

@@ -1,0 +1,161 @@
+// Gateway mode's hot path in JavaScript: the pipeline (in wasm) decided what the origin gets and
+// handed back a plan; this sends it and hands the answer back, as a plain pass-through would, so
+// no forwarded request pays for a promise bridge into wasm. Only a failure calls back in
+// (`failed`), to answer with the edge's own error. Every decision is the core's: which headers go
+// (`drop`, `add`), the target, the timeout, the relay's deadline, CORS ownership.
+//
+// plan: one string, NUL-separated: url, drop, add, timeoutMs, withBody, relayAt, corsPrefix, corsAdd, origin
+//   drop     header names to remove, one a line          add      name and value on alternate lines
+//   withBody "1": the client's body is sent              relayAt  "": not a relayed WebSocket handshake;
+//                                                                  else its deadline in ms (-1: none)
+//   corsPrefix  when set, origin headers starting with it are removed (the edge owns CORS)
+//   corsAdd  the edge's CORS headers, as add;  origin   the request's Origin ("": none), for an error's CORS
+export function forward(request, plan, failed) {
+  const [url, drop, add, ms, withBody, deadline, corsPrefix, corsAdd, origin] = plan.split("\0");
+  const relayAt = deadline === "" ? null : Number(deadline);
+  const headers = new Headers(request.headers);
+  if (drop) for (const name of drop.split("\n")) if (name) headers.delete(name);
+  appendLines(headers, add, false);
+  // Aborts only while waiting for the response headers: the timer is cleared as soon as they
+  // arrive (or the fetch fails), so a slow body streams on and no timer outlives its request.
+  const controller = new AbortController();
+  const init = { method: request.method, headers, redirect: "manual", signal: controller.signal };
+  let state = null;
+  if (withBody && request.body) {
+    state = {};
+    init.body = watchedBody(request.body, request.headers.get("content-length"), state, controller);
+  }
+  const timer = setTimeout(() => controller.abort(new DOMException("origin timeout", "TimeoutError")), Number(ms));
+  return fetch(url, init).then(
+    (response) => {
+      clearTimeout(timer);
+      if (state) state.answered = true;
+      if (relayAt !== null && response.status === 101) return relay(response, relayAt);
+      if (!corsPrefix && !corsAdd) return response;
+      // The runtime's response headers are immutable: re-wrap the same body stream, passing the
+      // response itself as the init (status, status text and every header, each Set-Cookie kept).
+      const out = new Response(response.body, response);
+      if (corsPrefix) {
+        for (const name of [...out.headers.keys()]) if (name.startsWith(corsPrefix)) out.headers.delete(name);
+      }
+      appendLines(out.headers, corsAdd, true);
+      return out;
+    },
+    (error) => {
+      clearTimeout(timer);
+      const kind = error?.name === "TimeoutError" ? "timeout" : state?.clientFailed ? "client_body" : "unreachable";
+      return failed(kind, origin || undefined);
+    },
+  );
+}
+
+// `lines`: name and value on alternate lines. `set`: replace, except Vary, which is added to (the
+// origin's own Vary still holds).
+function appendLines(headers, lines, set) {
+  if (!lines) return;
+  const parts = lines.split("\n");
+  for (let i = 0; i + 1 < parts.length; i += 2) {
+    const [name, value] = [parts[i], parts[i + 1]];
+    if (set && name.toLowerCase() !== "vary") headers.set(name, value);
+    else headers.append(name, value);
+  }
+}
+
+// The client's body, read through a reader of our own so that a failure to read it (a bad chunk,
+// a connection cut mid-upload) is told apart from the origin's: the fetch fails the same way for
+// both. A failure aborts the fetch (workerd would otherwise end an errored body stream as if it
+// were complete, and the origin would act on a truncated body) unless the origin has answered.
+// A known length is kept (FixedLengthStream), so the origin still gets Content-Length.
+function watchedBody(body, contentLength, state, controller) {
+  const reader = body.getReader();
+  const watched = new ReadableStream({
+    async pull(stream) {
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (error) {
+        state.clientFailed = true;
+        if (!state.answered) controller.abort(error);
+        stream.error(error);
+        return;
+      }
+      if (chunk.done) stream.close();
+      else stream.enqueue(chunk.value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+  const length = contentLength === null ? NaN : Number(contentLength);
+  if (!Number.isSafeInteger(length) || length < 0 || typeof FixedLengthStream !== "function") return watched;
+  const fixed = new FixedLengthStream(length);
+  watched.pipeTo(fixed.writable).catch(() => {});
+  return fixed.readable;
+}
+
+// Relays frames between the socket the edge accepts from the client and the one the origin
+// accepted, in JavaScript: no frame crosses into wasm. Both are closed with 1008 at closeAt (ms
+// since the epoch; negative: never), and either side's close closes the other. An origin that
+// did not accept the upgrade has its answer handed back as it is.
+function relay(response, closeAt) {
+  const upstream = response.webSocket;
+  if (!upstream) return response;
+  const [client, edge] = Object.values(new WebSocketPair());
+  upstream.accept();
+  edge.accept();
+  let open = true;
+  let timer;
+  const close = (code, reason) => {
+    if (!open) return;
+    open = false;
+    clearTimeout(timer);
+    for (const socket of [edge, upstream]) {
+      try {
+        socket.close(code, reason);
+      } catch {}
+    }
+  };
+  // 1005 (no code), 1006 (abnormal) and 1015 (TLS) are reported, never sent.
+  const sendable = (code) =>
+    code === 1000 || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
+  const pass = (from, to) => {
+    // A binary message may come as a Blob (wrangler dev's sockets), which send() would turn into
+    // the text '[object Blob]': it is read first, and later messages wait their turn behind it.
+    let queue = null;
+    from.addEventListener("message", (event) => {
+      const data = event.data;
+      if (!queue && !(data instanceof Blob)) {
+        try {
+          to.send(data);
+        } catch {
+          close(1011, "relay failed");
+        }
+        return;
+      }
+      const turn = (queue || Promise.resolve())
+        .then(async () => to.send(data instanceof Blob ? await data.arrayBuffer() : data))
+        .catch(() => close(1011, "relay failed"));
+      queue = turn;
+      turn.then(() => {
+        if (queue === turn) queue = null;
+      });
+    });
+    from.addEventListener("close", (event) => close(sendable(event.code) ? event.code : 1000, event.reason || ""));
+    from.addEventListener("error", () => close(1011, "relay failed"));
+  };
+  pass(edge, upstream);
+  pass(upstream, edge);
+  if (closeAt >= 0) {
+    // setTimeout waits at most 2^31-1 ms (~24.8 days): a longer wait is re-armed.
+    const arm = () => {
+      const left = closeAt - Date.now();
+      if (left <= 0) close(1008, "token expired");
+      else timer = setTimeout(arm, Math.min(left, 2147483647));
+    };
+    arm();
+  }
+  const headers = new Headers();
+  const protocol = response.headers.get("sec-websocket-protocol");
+  if (protocol) headers.set("sec-websocket-protocol", protocol);
+  return new Response(null, { status: 101, webSocket: client, headers });
+}
