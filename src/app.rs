@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::{
     claims::{self, Binding, ClaimsPolicy, Principal},
     config::{Config, DpopMode},
+    decision::{CacheUse, Decision, Reason},
     error::{ApiError, ConfigError, ConfigProblem, ProofProblem, RequestProblem, TokenProblem},
     extract::{self, Scheme},
     forward,
@@ -109,6 +110,9 @@ pub struct Outcome {
     /// The key store of this issuer (an index into the isolate's `Issuers`) asks for a refresh
     /// after this response (stale-while-revalidate).
     pub background_refresh: Option<usize>,
+    /// What was decided, for the log and the metrics (the edge adds the times, and the origin's
+    /// status when it forwards).
+    pub decision: Decision,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +148,14 @@ struct Facts {
     scheme: Option<Scheme>,
     /// A fresh DPoP nonce for the answer (the client's is aging).
     nonce: Option<String>,
+    /// The rule that decided (its pattern), once one was found.
+    rule: Option<Rc<str>>,
+    /// Why an admitted request was admitted (`Ok` unless set).
+    admitted: Option<Reason>,
+    /// The trusted issuer and the held key that judged the token, and whether from the cache.
+    issuer: Option<Rc<str>>,
+    kid: Option<Rc<str>>,
+    cache: Option<CacheUse>,
 }
 
 impl Facts {
@@ -164,13 +176,21 @@ pub async fn handle<I: KeyIo, V: Verifier>(
 ) -> Outcome {
     let mut facts = Facts::default();
     let result = respond(request, &setup, now_ms, &mut facts).await;
-    let (response, forward) = match result {
-        Ok(Answer::Respond(response)) => (response, None),
-        Ok(Answer::Forward(forward)) => (HttpResponse::empty(200), Some(forward)),
+    let (response, forward, reason) = match result {
+        Ok(Answer::Respond(response)) => (response, None, facts.admitted.unwrap_or(Reason::Ok)),
+        Ok(Answer::Forward(forward)) => (HttpResponse::empty(200), Some(forward), facts.admitted.unwrap_or(Reason::Ok)),
         Err(error) => {
             let challenge = setup.as_ref().ok().map(|s| challenge(s.config, facts.scheme));
-            (http::error_response(&error, challenge.as_ref()), None)
+            (http::error_response(&error, challenge.as_ref()), None, Reason::of(&error))
         }
+    };
+    let decision = Decision {
+        rule: facts.rule,
+        status: response.status,
+        reason,
+        issuer: facts.issuer,
+        kid: facts.kid,
+        cache: facts.cache,
     };
     let response = match facts.nonce {
         Some(nonce) => response.with_header("dpop-nonce", nonce),
@@ -180,7 +200,7 @@ pub async fn handle<I: KeyIo, V: Verifier>(
         Ok(setup) => http::with_cors(response, &setup.config.cors, request.origin),
         Err(_) => response,
     };
-    Outcome { response, forward, background_refresh: facts.refresh }
+    Outcome { response, forward, background_refresh: facts.refresh, decision }
 }
 
 fn challenge(config: &Config, scheme: Option<Scheme>) -> Challenge<'_> {
@@ -199,16 +219,21 @@ async fn respond<I: KeyIo, V: Verifier>(
     };
     // A gateway answers CORS preflights itself, on any path, before anything else.
     if gateway && request.method == "OPTIONS" && request.origin.is_some() && request.preflight {
+        facts.admitted = Some(Reason::Preflight);
         return Ok(Answer::Respond(preflight(setup, request)));
     }
     if let Some(Setup { keys, .. }) =
         setup.as_ref().ok().filter(|s| s.config.status_endpoint && request.path == STATUS_PATH)
     {
+        facts.rule = Some(STATUS_PATH.into());
         return match request.method {
             "GET" | "HEAD" => Ok(Answer::Respond(
                 HttpResponse::json(200, &keys.issuers.status(now_ms, keys.io)).with_header("cache-control", "no-store"),
             )),
-            "OPTIONS" => Ok(Answer::Respond(preflight(setup, request))),
+            "OPTIONS" => {
+                facts.admitted = Some(Reason::Preflight);
+                Ok(Answer::Respond(preflight(setup, request)))
+            }
             _ => Err(ApiError::MethodNotAllowed(http::ALLOW.into())),
         };
     }
@@ -230,7 +255,10 @@ async fn respond<I: KeyIo, V: Verifier>(
         return Err(ApiError::MethodNotAllowed(table.methods_for(request.path).join(", ")));
     }
     let rule = match table.find(request.method, request.path) {
-        Match::Rule(rule) => rule,
+        Match::Rule(rule) => {
+            facts.rule = Some(rule.path.clone());
+            rule
+        }
         Match::MethodNotAllowed(allowed) => return Err(ApiError::MethodNotAllowed(allowed.join(", "))),
         Match::NotFound => return Err(ApiError::NotFound),
     };
@@ -243,9 +271,11 @@ async fn respond<I: KeyIo, V: Verifier>(
     }
     // The worker's own routes answer any OPTIONS as a preflight (no token needed).
     if request.method == "OPTIONS" && matches!(rule.responder, Responder::Message(_)) {
+        facts.admitted = Some(Reason::Preflight);
         return Ok(Answer::Respond(preflight(setup, request)));
     }
     if rule.auth == Auth::Public {
+        facts.admitted = Some(Reason::Public);
         return answer(rule, None, setup, request);
     }
     let Setup { config, keys, .. } = setup.as_ref().map_err(|broken| ApiError::Misconfigured(broken.error.clone()))?;
@@ -253,6 +283,7 @@ async fn respond<I: KeyIo, V: Verifier>(
         Ok(verified) => verified,
         // An optional rule admits a request that carries no token (a non-Bearer scheme is no token).
         Err(ApiError::MissingAuthorization) if rule.auth == Auth::Optional => {
+            facts.admitted = Some(Reason::Anonymous);
             return answer(rule, None, setup, request);
         }
         Err(error) => return Err(error),
@@ -354,6 +385,9 @@ async fn verify_token<I: KeyIo, V: Verifier>(
 ) -> Result<Rc<Principal>, ApiError> {
     let cached = keys.tokens.borrow().get(raw);
     if let Some(verified) = cached {
+        facts.cache = Some(CacheUse::Hit);
+        facts.issuer = keys.issuers.get(verified.issuer).map(|issuer| issuer.name.clone());
+        facts.kid = verified.kid.clone();
         match recheck(&verified, config, keys, now_ms, now_secs, facts).await {
             Ok(true) => return Ok(verified.principal),
             // The token's key id now names other key material: verify the token afresh.
@@ -365,6 +399,9 @@ async fn verify_token<I: KeyIo, V: Verifier>(
         }
     }
 
+    facts.cache = Some(CacheUse::Miss);
+    facts.issuer = None;
+    facts.kid = None;
     let token = UnverifiedToken::parse(raw).map_err(ApiError::InvalidToken)?;
     // The issuer is chosen before any key is looked at: an unknown one costs no fetch, and one
     // issuer's keys never verify another's token.
@@ -372,8 +409,11 @@ async fn verify_token<I: KeyIo, V: Verifier>(
         .claimed_issuer()
         .and_then(|iss| keys.issuers.find(iss))
         .ok_or(ApiError::InvalidToken(TokenProblem::UntrustedIssuer))?;
+    facts.issuer = Some(issuer.name.clone());
     let kid = token.kid().map(Rc::from);
     let resolved = issuer.store.resolve(kid.as_deref(), now_ms, keys.io).await?;
+    // Only now is the kid one of the issuer's own, fit for a log line or a metric.
+    facts.kid.clone_from(&kid);
     facts.ask_refresh(index, resolved.background_refresh);
     let signed = verify::check_signature(token, &resolved.key, keys.verifier).await.map_err(ApiError::InvalidToken)?;
     let policy = ClaimsPolicy {
@@ -437,7 +477,7 @@ async fn check_proof<I: KeyIo, V: Verifier>(
     match keys.proofs.borrow_mut().remember(&checked.thumbprint, &checked.jti, forget_at, now_secs) {
         Remembered::Fresh => {}
         Remembered::FreshEvicting => {
-            keys.io.log(r#"{"component":"edge-auth.dpop","event":"replay_memory_full"}"#);
+            keys.io.log("replay_memory_full", r#"{"component":"edge-auth.dpop","event":"replay_memory_full"}"#);
         }
         Remembered::Replayed => return Err(ApiError::InvalidDpopProof(ProofProblem::Replayed)),
     }

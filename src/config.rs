@@ -7,7 +7,10 @@
 
 use serde_json::Value;
 
-use crate::error::{ConfigError, ConfigProblem};
+use crate::{
+    decision::{DecisionLog, ObservePolicy, DEFAULT_LOG_LINES_PER_MINUTE},
+    error::{ConfigError, ConfigProblem},
+};
 
 /// Leeway for `exp`, `nbf` and `iat`, so that small clock differences do not reject good tokens.
 pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 30;
@@ -40,6 +43,8 @@ pub struct Config {
     /// Set by `ORIGIN_URL`: the worker is a gateway in front of that origin.
     pub gateway: Option<GatewayConfig>,
     pub dpop: DpopPolicy,
+    /// What the edge tells the operator: `DECISION_LOG`, `DECISION_LOG_SAMPLE`, `LOG_LINES_PER_MINUTE`.
+    pub observe: ObservePolicy,
 }
 
 /// One issuer the worker trusts: a token whose `iss` is exactly `issuer` is checked with keys
@@ -228,8 +233,21 @@ impl Config {
         let status_endpoint = vars.switch("STATUS_ENDPOINT")?;
         let gateway = gateway(&vars)?;
         let dpop = dpop(&vars)?;
+        let observe = observe(&vars)?;
 
-        Ok(Config { issuers, realm, leeway_secs, cors, preflight, scope_source, jwks, status_endpoint, gateway, dpop })
+        Ok(Config {
+            issuers,
+            realm,
+            leeway_secs,
+            cors,
+            preflight,
+            scope_source,
+            jwks,
+            status_endpoint,
+            gateway,
+            dpop,
+            observe,
+        })
     }
 
     /// The realm named in `WWW-Authenticate`: the protected API's identifier.
@@ -393,6 +411,33 @@ fn dpop<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<DpopPolicy, Conf
     Ok(DpopPolicy { mode, max_age_secs, nonce })
 }
 
+const DECISION_LOGS: &str = "one of refusals, all, off";
+const SAMPLE_EXPECTED: &str = "a number from 0 to 1 (the share of decisions logged)";
+/// At least one line a minute; past this, a limit is no limit.
+pub const MAX_LOG_LINES_PER_MINUTE: u64 = 100_000;
+
+fn observe<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<ObservePolicy, ConfigError> {
+    let decision_log = match vars.text("DECISION_LOG", DECISION_LOGS)?.as_deref() {
+        None | Some("refusals") => DecisionLog::Refusals,
+        Some("all") => DecisionLog::All,
+        Some("off") => DecisionLog::Off,
+        Some(_) => return Err(invalid("DECISION_LOG", DECISION_LOGS)),
+    };
+    let sample = match vars.get("DECISION_LOG_SAMPLE") {
+        None => 1.0,
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+        Some(Value::String(s)) => s.trim().parse::<f64>().unwrap_or(f64::NAN),
+        Some(_) => f64::NAN,
+    };
+    if !(0.0..=1.0).contains(&sample) {
+        return Err(invalid("DECISION_LOG_SAMPLE", SAMPLE_EXPECTED));
+    }
+    let per_minute =
+        vars.count("LOG_LINES_PER_MINUTE", u64::from(DEFAULT_LOG_LINES_PER_MINUTE), 1, MAX_LOG_LINES_PER_MINUTE)?;
+    let lines_per_minute = u32::try_from(per_minute).unwrap_or(u32::MAX);
+    Ok(ObservePolicy { decision_log, sample, lines_per_minute })
+}
+
 fn missing(variable: &'static str) -> ConfigError {
     ConfigError { variable, problem: ConfigProblem::Missing }
 }
@@ -506,13 +551,22 @@ impl<F: Fn(&str) -> Option<Value>> Vars<F> {
 
     /// Whole seconds within `min..=max`: a string of digits or a non-negative integer.
     fn seconds(&self, name: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
-        let seconds = match self.get(name) {
-            None => return Ok(default),
+        self.whole(name, default, min, max).ok_or(invalid(name, SECONDS_EXPECTED))
+    }
+
+    /// A whole number within `min..=max`, as [`Vars::seconds`] reads one.
+    fn count(&self, name: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        self.whole(name, default, min, max).ok_or(invalid(name, "a whole number within the documented range"))
+    }
+
+    fn whole(&self, name: &'static str, default: u64, min: u64, max: u64) -> Option<u64> {
+        let value = match self.get(name) {
+            None => return Some(default),
             Some(Value::String(s)) if s.trim().bytes().all(|b| b.is_ascii_digit()) => s.trim().parse::<u64>().ok(),
             Some(Value::Number(n)) => n.as_u64(),
             Some(_) => None,
         };
-        seconds.filter(|n| (min..=max).contains(n)).ok_or(invalid(name, SECONDS_EXPECTED))
+        value.filter(|n| (min..=max).contains(n))
     }
 
     /// A boolean, or the string `true` or `false`; off unless given.
@@ -960,6 +1014,32 @@ mod tests {
             json!((0..19).map(|i| json!({ "domain": format!("t{i}.auth0.com") })).collect::<Vec<_>>())
         )])
         .is_ok());
+    }
+
+    #[test]
+    fn the_decision_log_and_the_line_budget_default_to_refusals_all_sampled_60_a_minute() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.observe, ObservePolicy::default());
+        assert_eq!(
+            (c.observe.decision_log, c.observe.sample, c.observe.lines_per_minute),
+            (DecisionLog::Refusals, 1.0, 60)
+        );
+        let c =
+            with(&[("DECISION_LOG", "all"), ("DECISION_LOG_SAMPLE", "0.25"), ("LOG_LINES_PER_MINUTE", "5")]).unwrap();
+        assert_eq!((c.observe.decision_log, c.observe.sample, c.observe.lines_per_minute), (DecisionLog::All, 0.25, 5));
+        let c = typed_with(&[("DECISION_LOG", json!("off")), ("DECISION_LOG_SAMPLE", json!(0))]).unwrap();
+        assert_eq!((c.observe.decision_log, c.observe.sample), (DecisionLog::Off, 0.0));
+        for (name, value) in [
+            ("DECISION_LOG", "refusal"),
+            ("DECISION_LOG_SAMPLE", "1.5"),
+            ("DECISION_LOG_SAMPLE", "-0.1"),
+            ("DECISION_LOG_SAMPLE", "NaN"),
+            ("DECISION_LOG_SAMPLE", "half"),
+            ("LOG_LINES_PER_MINUTE", "0"),
+            ("LOG_LINES_PER_MINUTE", "100001"),
+        ] {
+            assert_eq!(failing_variable(with(&[(name, value)])), name, "{name}={value}");
+        }
     }
 
     #[test]

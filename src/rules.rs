@@ -4,6 +4,8 @@
 //! The demo routes are a built-in table ([`Rules::demo`]) answered by the worker itself; `ROUTES`
 //! is a user's table answered by the origin. Both go through the same matcher and pipeline.
 
+use std::rc::Rc;
+
 use serde::Deserialize;
 
 /// Who answers a request once its rule admits it.
@@ -148,6 +150,8 @@ pub fn is_ambiguous_path(path: &str) -> bool {
 /// One compiled rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
+    /// The path pattern as configured: how decisions and metrics name the rule.
+    pub path: Rc<str>,
     pattern: Pattern,
     /// Upper-case; `None` admits every method. A rule listing GET also takes HEAD.
     methods: Option<Vec<String>>,
@@ -240,6 +244,7 @@ impl Rules {
     /// The quickstart's routes.
     pub fn demo(public: &'static str, private: &'static str, scoped: &'static str, scope: &str) -> Rules {
         let rule = |path: &str, auth, scopes: &[&str], message| Rule {
+            path: path.into(),
             pattern: Pattern::parse(path).expect("built-in paths are valid"),
             methods: Some(vec!["GET".into(), "OPTIONS".into()]),
             auth,
@@ -310,7 +315,16 @@ impl Rules {
         if websocket && methods.as_ref().is_some_and(|list| !list.iter().any(|m| m == "GET")) {
             return Err("websocket needs GET among the methods (a handshake is a GET)".into());
         }
-        Ok(Rule { pattern, methods, auth, scopes, any_scopes, websocket, responder: Responder::Origin })
+        Ok(Rule {
+            path: raw.path.as_str().into(),
+            pattern,
+            methods,
+            auth,
+            scopes,
+            any_scopes,
+            websocket,
+            responder: Responder::Origin,
+        })
     }
 
     /// The methods the rules whose path matches take, in rule order, each once (`GET` brings

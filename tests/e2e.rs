@@ -1643,3 +1643,107 @@ fn a_proof_made_by_the_dpop_npm_package_verifies_end_to_end() {
     drop(input);
     let _ = client.wait();
 }
+
+// ---------------------------------------------------------------- decisions you can count
+
+/// A wrangler config like wrangler.toml but for the built worker as it is, plus `extra` TOML.
+fn test_config(name: &str, extra: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = temp_dir(name).join("wrangler.toml");
+    let main = root.join("build/worker.mjs");
+    std::fs::write(
+        &config,
+        format!("name = \"edge-auth\"\nmain = \"{}\"\ncompatibility_date = \"2026-11-01\"\n{extra}", main.display()),
+    )
+    .unwrap();
+    config
+}
+
+/// The `decision` lines logged so far.
+fn decisions(w: &Worker) -> Vec<Value> {
+    w.lines().into_iter().filter(|v| v["event"] == "decision").collect()
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn with_decision_log_all_every_request_gets_one_line_with_its_reason_and_analytics_bound_changes_no_answer() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let config = test_config(
+        "decisions-config",
+        "\n[[analytics_engine_datasets]]\nbinding = \"ANALYTICS\"\ndataset = \"edge_auth_e2e\"\n",
+    );
+    let ready = |port| request(port, "GET", "/api/public", &[]).status == 200;
+    let w = Worker::launch_with(&issuer, &[("DECISION_LOG", "all")], &temp_dir("decisions"), Some(&config), ready);
+    assert!(w.log().contains("ANALYTICS"), "wrangler dev did not bind the dataset:\n{}", w.log());
+    let before = decisions(&w).len();
+    let mint = || Mint::new(&issuer.issuer(), AUDIENCE);
+    let expired = Mint { expires_in: -3600, ..mint() }.sign(key(1));
+    // Signed by another key under the held key's kid.
+    let forged = sign(&json!({"alg": "RS256", "kid": key(1).kid}), &mint().claims(), key(2));
+    let good = mint().sign(key(1));
+    // Path, token, status, reason, rule.
+    type Case<'a> = (&'a str, Option<String>, u16, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
+        ("/api/public", None, 200, "public", Some("/api/public")),
+        ("/api/private", Some(good.clone()), 200, "ok", Some("/api/private")),
+        ("/api/private", Some(good), 200, "ok", Some("/api/private")),
+        ("/api/private", None, 401, "missing_authorization", Some("/api/private")),
+        ("/api/private", Some(expired), 401, "expired", Some("/api/private")),
+        ("/api/private", Some(forged), 401, "bad_signature", Some("/api/private")),
+        ("/api/private-scoped", Some(mint().sign(key(1))), 403, "insufficient_scope", Some("/api/private-scoped")),
+        ("/api/nope", None, 404, "not_found", None),
+    ];
+    for (path, token, status, _, _) in &cases {
+        let r = match token {
+            Some(token) => w.get(path, token),
+            None => request(w.port, "GET", path, &[]),
+        };
+        assert_eq!(r.status, *status, "{path}: {}", r.body);
+    }
+    wait_until("a decision line per request", Duration::from_secs(10), || decisions(&w).len() >= before + cases.len());
+    let lines = decisions(&w)[before..].to_vec();
+    assert_eq!(lines.len(), cases.len(), "{lines:#?}");
+    for (line, (path, _, status, reason, rule)) in lines.iter().zip(&cases) {
+        assert_eq!(line["reason"], json!(reason), "{path}: {line}");
+        assert_eq!(line["status"], json!(status), "{path}: {line}");
+        assert_eq!(line["rule"], json!(rule), "{path}: {line}");
+        assert!(line["ms"].is_u64(), "{line}");
+    }
+    assert_eq!(lines[1]["iss"], json!(issuer.issuer()));
+    assert_eq!(lines[1]["kid"], json!(key(1).kid));
+    // The forged token named a held kid; the missing token named none.
+    assert_eq!(lines[5]["kid"], json!(key(1).kid));
+    assert_eq!(lines[3]["kid"], Value::Null);
+    assert!(!w.log().contains("analytics_unusable") && !w.log().contains("analytics_failed"), "{}", w.log());
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn a_flood_of_unknown_kids_makes_no_more_log_lines_than_the_budget() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let budget = 5;
+    let w = Worker::start(&issuer, &[("LOG_LINES_PER_MINUTE", "5")], &temp_dir("flood"));
+    assert_eq!(w.get("/api/private", &token_for(&issuer, key(1))).status, 200);
+    let claims = Mint::new(&issuer.issuer(), AUDIENCE).claims();
+    let total = 60;
+    let started = Instant::now();
+    for i in 0..total {
+        let forged = sign(&json!({"alg": "RS256", "kid": format!("flood-{i}")}), &claims, key(3));
+        assert_eq!(w.get("/api/private", &forged).status, 401);
+    }
+    // The flood may straddle one minute boundary: two budgets, at most.
+    let minutes = if started.elapsed() < Duration::from_secs(59) { 2 } else { 3 };
+    w.expect_line("an unknown_kid decision", |v| v["event"] == "decision" && v["reason"] == "unknown_kid");
+    thread::sleep(Duration::from_secs(2));
+    let lines = w.lines();
+    let count = |wanted: &dyn Fn(&Value) -> bool| lines.iter().filter(|v| wanted(v)).count();
+    let decided = count(&|v| v["event"] == "decision" && v["reason"] == "unknown_kid");
+    let cooldown = count(&|v| v["event"] == "cooldown_hit");
+    eprintln!("{total} unknown kids: {decided} decision lines, {cooldown} cooldown_hit lines (budget {budget}/min)");
+    assert!(decided >= budget && decided <= budget * minutes, "{decided} decision lines");
+    assert!(cooldown <= budget * minutes, "{cooldown} cooldown_hit lines");
+    // Every suppressed line counts what was held back, never more than was sent.
+    for line in lines.iter().filter(|v| v["event"] == "suppressed") {
+        assert!(line["count"].as_u64().unwrap() <= total as u64, "{line}");
+    }
+}

@@ -16,6 +16,7 @@ use edge_auth::{
     app::{self, Broken, Incoming, Keys, Outcome, Setup},
     config::IssuerConfig,
     config::{self, Config},
+    decision::CacheUse,
     http::HttpResponse,
     issuers::Issuers,
     jwks::VerificationKey,
@@ -1326,4 +1327,101 @@ fn a_recheck_that_claimed_the_background_refresh_keeps_it_when_the_token_is_veri
     let outcome = w.call("GET", "/api/private", Some(&format!("Bearer {token}")), None);
     assert_invalid_token(&outcome.response, "The token signature is invalid");
     assert!(outcome.background_refresh.is_some(), "the claimed refresh was dropped: stale keys for another cooldown");
+}
+
+// ---- decisions ----
+
+/// The decision's rule, status, reason, issuer, kid and cache use, as plain values.
+type Decided<'a> = (Option<&'a str>, u16, &'a str, Option<&'a str>, Option<&'a str>, Option<CacheUse>);
+
+fn decided(outcome: &Outcome) -> Decided<'_> {
+    let d = &outcome.decision;
+    (d.rule.as_deref(), d.status, d.reason.as_str(), d.issuer.as_deref(), d.kid.as_deref(), d.cache)
+}
+
+#[test]
+fn every_answer_says_which_rule_decided_and_why() {
+    let w = world();
+    let bearer = |token: &str| format!("Bearer {token}");
+    let good = bearer(&valid_token());
+    let call = |method, path, authorization: Option<&str>| w.call(method, path, authorization, None);
+    assert_eq!(decided(&call("GET", "/api/public", None)), (Some("/api/public"), 200, "public", None, None, None));
+    assert_eq!(
+        decided(&call("GET", "/api/private", Some(&good))),
+        (Some("/api/private"), 200, "ok", Some(ISSUER), Some("key-1"), Some(CacheUse::Miss))
+    );
+    assert_eq!(
+        decided(&call("GET", "/api/private", Some(&good))),
+        (Some("/api/private"), 200, "ok", Some(ISSUER), Some("key-1"), Some(CacheUse::Hit))
+    );
+    assert_eq!(
+        decided(&call("GET", "/api/private-scoped", Some(&good))),
+        (Some("/api/private-scoped"), 403, "insufficient_scope", Some(ISSUER), Some("key-1"), Some(CacheUse::Hit))
+    );
+    assert_eq!(decided(&call("GET", "/api/nope", None)), (None, 404, "not_found", None, None, None));
+    assert_eq!(decided(&call("GET", "/api//private", None)), (None, 400, "ambiguous_path", None, None, None));
+    assert_eq!(decided(&call("POST", "/api/private", None)), (None, 405, "method_not_allowed", None, None, None));
+    assert_eq!(
+        decided(&call("GET", "/api/private", None)),
+        (Some("/api/private"), 401, "missing_authorization", None, None, None)
+    );
+    assert_eq!(decided(&call("OPTIONS", "/api/private", None)).2, "preflight");
+}
+
+#[test]
+fn a_refused_token_names_its_reason_and_never_a_kid_or_issuer_the_edge_does_not_hold() {
+    let w = world();
+    let refused = |token: String| {
+        let outcome = w.call("GET", "/api/private", Some(&format!("Bearer {token}")), None);
+        let (_, status, reason, issuer, kid, cache) = decided(&outcome);
+        (status, reason.to_owned(), issuer.map(str::to_owned), kid.map(str::to_owned), cache)
+    };
+    let held = Some(ISSUER.to_owned());
+    let unknown_kid = sign(&json!({ "alg": "RS256", "kid": "attacker-text" }), &mint().claims(), key(1));
+    assert_eq!(refused(unknown_kid), (401, "unknown_kid".into(), held.clone(), None, Some(CacheUse::Miss)));
+    let other_issuer = token_with(|c| c["iss"] = json!("https://attacker.example/"));
+    assert_eq!(refused(other_issuer), (401, "untrusted_issuer".into(), None, None, Some(CacheUse::Miss)));
+    let forged = sign(&json!({ "alg": "RS256", "kid": "key-1" }), &mint().claims(), key(2));
+    assert_eq!(
+        refused(forged),
+        (401, "bad_signature".into(), held.clone(), Some("key-1".into()), Some(CacheUse::Miss))
+    );
+    for (edit, reason) in [
+        (json!({ "exp": NOW - 3600 }), "expired"),
+        (json!({ "nbf": NOW + 3600 }), "not_yet_valid"),
+        (json!({ "aud": "https://other.example" }), "wrong_audience"),
+    ] {
+        let token = token_with(|c| {
+            for (k, v) in edit.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+        });
+        assert_eq!(refused(token).1, reason);
+    }
+    assert_eq!(refused("abc".into()).1, "malformed_token");
+    let none = sign(&json!({ "alg": "none", "kid": "key-1" }), &mint().claims(), key(1));
+    assert_eq!(refused(none).1, "unsupported_alg");
+    let bound = token_with(|c| c["cnf"] = json!({ "jkt": "x".repeat(43) }));
+    assert_eq!(refused(bound).1, "token_binding");
+}
+
+#[test]
+fn a_forwarded_request_and_a_gateway_preflight_are_decided_too() {
+    let w = gateway_world(&[("CORS_ALLOWED_ORIGINS", "https://app.example.com")]);
+    let token = format!("Bearer {}", token_with(|c| c["scope"] = json!("read:orders")));
+    let outcome = w.call("GET", "/orders/7", Some(&token), None);
+    assert!(outcome.forward.is_some());
+    assert_eq!(decided(&outcome), (Some("/orders/:id"), 200, "ok", Some(ISSUER), Some("key-1"), Some(CacheUse::Miss)));
+    let public = w.call("GET", "/anything", None, None);
+    assert_eq!(decided(&public), (Some("/*"), 200, "public", None, None, None));
+    let preflight = w.send(&Incoming {
+        method: "OPTIONS",
+        path: "/orders/7",
+        origin: Some("https://app.example.com"),
+        preflight: true,
+        ..Incoming::default()
+    });
+    assert_eq!(decided(&preflight), (None, 204, "preflight", None, None, None));
+    let broken = world_with(&[("ORIGIN_URL", "https://origin.example.com"), ("ROUTES", "[")], &[key(1)]);
+    assert_eq!(decided(&broken.call("GET", "/x", None, None)), (None, 500, "misconfigured", None, None, None));
 }

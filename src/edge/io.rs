@@ -137,8 +137,8 @@ impl KeyIo for WorkerIo {
         Date::now().as_millis()
     }
 
-    fn log(&self, line: &str) {
-        worker::console_log!("{line}");
+    fn log(&self, event: &'static str, line: &str) {
+        super::observe::emit(event, "", line, false);
     }
 }
 

@@ -13,6 +13,7 @@
 //! The `worker` crate still does what it is good at: KV, the Cache API and the issuer fetch (`io`).
 
 mod io;
+mod observe;
 mod origin;
 mod timer;
 mod webcrypto;
@@ -67,6 +68,7 @@ fn isolate(env: &JsValue) -> Rc<Isolate> {
         cell.get_or_init(|| {
             let get = |name: &str| var(env, name);
             let ready = Config::from_vars(get).and_then(|config| {
+                observe::init(config.observe.lines_per_minute);
                 let rules = app::compile_rules(&config)?;
                 Ok(Rc::new(Ready {
                     issuers: Rc::new(Issuers::new(&config)),
@@ -80,7 +82,8 @@ fn isolate(env: &JsValue) -> Rc<Isolate> {
             Rc::new(ready.map_err(|error| {
                 let gateway = config::gateway_requested(get);
                 // Once per isolate: every request would say the same.
-                web_sys::console::error_1(&app::describe_config_error(&error).to_string().into());
+                let line = app::describe_config_error(&error).to_string();
+                observe::emit("misconfigured", "", &line, true);
                 Unready { error, gateway }
             }))
         })
@@ -179,7 +182,7 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
         };
         let outcome = match isolate.as_ref() {
             Ok(ready) => {
-                let io = LazyIo { env: env.unchecked_into(), ready: ready.clone(), io: OnceCell::new() };
+                let io = LazyIo { env: env.clone().unchecked_into(), ready: ready.clone(), io: OnceCell::new() };
                 let keys = Keys {
                     issuers: &ready.issuers,
                     io: &io,
@@ -212,6 +215,8 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                 app::handle::<LazyIo, webcrypto::WebCrypto>(&incoming, Err(broken), now).await
             }
         };
+        let policy = isolate.as_ref().as_ref().map_or_else(|_| Default::default(), |ready| ready.config.observe);
+        let mut decision = outcome.decision;
         if let (Some(forward), Ok(ready)) = (&outcome.forward, isolate.as_ref()) {
             if let Some(gateway) = &ready.config.gateway {
                 let cors = origin::Cors {
@@ -219,15 +224,25 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                     headers: &outcome.response.headers,
                 };
                 let sent = origin::forward(&request, gateway, path_and_query, forward, cors);
-                return match sent.await {
-                    Ok(response) => response,
+                let origin_started = js_sys::Date::now();
+                let result = sent.await;
+                let origin_ms = Some(js_sys::Date::now() - origin_started);
+                let response = match result {
+                    Ok(response) => {
+                        decision.status = response.status();
+                        response
+                    }
                     Err(error) => {
                         let refusal = app::refusal(&error, &ready.config, incoming.origin);
+                        decision.refused_after_pipeline(&error, refusal.status);
                         to_response(&refusal).unwrap_or_else(|_| fallback())
                     }
                 };
+                observe::record(&env, policy, decision, &parts.method, now as f64, origin_ms);
+                return response;
             }
         }
+        observe::record(&env, policy, decision, &parts.method, now as f64, None);
         to_response(&outcome.response).unwrap_or_else(|_| fallback())
     }
 }
@@ -267,8 +282,8 @@ impl KeyIo for LazyIo {
         self.get().sleep(ms).await
     }
 
-    fn log(&self, line: &str) {
-        web_sys::console::log_1(&line.into());
+    fn log(&self, event: &'static str, line: &str) {
+        observe::emit(event, "", line, false);
     }
 }
 
@@ -285,7 +300,7 @@ fn to_response(response: &HttpResponse) -> Result<Response, JsValue> {
 
 /// Never let a conversion failure become the runtime's own error page (or a stack trace).
 fn fallback() -> Response {
-    web_sys::console::error_1(&r#"{"component":"edge-auth","event":"internal_error"}"#.into());
+    observe::emit("internal_error", "", r#"{"component":"edge-auth","event":"internal_error"}"#, true);
     let init = ResponseInit::new();
     init.set_status(500);
     let headers = Headers::new().ok();

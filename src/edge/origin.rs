@@ -243,6 +243,7 @@ fn unreachable_origin() -> ApiError {
     ApiError::OriginUnreachable
 }
 
-fn log(event: &str) {
-    web_sys::console::error_1(&format!(r#"{{"component":"edge-auth.gateway","event":"{event}"}}"#).into());
+fn log(event: &'static str) {
+    let line = format!(r#"{{"component":"edge-auth.gateway","event":"{event}"}}"#);
+    super::observe::emit(event, "", &line, true);
 }

@@ -194,7 +194,7 @@ impl KeyIo for FakeIo {
         self.clock.get()
     }
 
-    fn log(&self, line: &str) {
+    fn log(&self, _event: &'static str, line: &str) {
         self.logs.borrow_mut().push(line.to_owned());
     }
 }
