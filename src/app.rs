@@ -86,10 +86,14 @@ pub struct Setup<'a, I, V> {
 pub fn compile_rules(config: &Config) -> Result<Rules, ConfigError> {
     match &config.gateway {
         None => Ok(demo_rules()),
-        Some(gateway) => Rules::parse(&gateway.routes).map_err(|e| ConfigError {
-            variable: "ROUTES",
-            problem: ConfigProblem::InvalidRule { index: e.index, detail: e.reason },
-        }),
+        Some(gateway) => {
+            let mut rules = Rules::parse(&gateway.routes).map_err(|e| ConfigError {
+                variable: "ROUTES",
+                problem: ConfigProblem::InvalidRule { index: e.index, detail: e.reason },
+            })?;
+            rules.need_claims(gateway.claim_headers.iter().map(|(_, claim)| claim.clone()));
+            Ok(rules)
+        }
     }
 }
 
@@ -122,6 +126,8 @@ pub struct Forward {
     pub verified: bool,
     /// A WebSocket handshake on a rule that allows one: the edge accepts it and relays frames.
     pub relay: Option<Relay>,
+    /// `CLAIM_HEADERS` of the verified caller (names chosen by configuration, so not `'static`).
+    pub claim_headers: Vec<(Rc<str>, String)>,
 }
 
 /// How long a relayed WebSocket may live.
@@ -278,8 +284,10 @@ async fn respond<I: KeyIo, V: Verifier>(
         facts.admitted = Some(Reason::Public);
         return answer(rule, None, setup, request);
     }
-    let Setup { config, keys, .. } = setup.as_ref().map_err(|broken| ApiError::Misconfigured(broken.error.clone()))?;
-    let (principal, token) = match authenticate(request, config, keys, now_ms, facts).await {
+    let Setup { config, keys, rules: table } =
+        setup.as_ref().map_err(|broken| ApiError::Misconfigured(broken.error.clone()))?;
+    let needed = table.claims_needed();
+    let (principal, token) = match authenticate(request, config, keys, needed, now_ms, facts).await {
         Ok(verified) => verified,
         // An optional rule admits a request that carries no token (a non-Bearer scheme is no token).
         Err(ApiError::MissingAuthorization) if rule.auth == Auth::Optional => {
@@ -290,6 +298,9 @@ async fn respond<I: KeyIo, V: Verifier>(
     };
     if !rule.is_satisfied_by(|scope| principal.has_scope(scope)) {
         return Err(ApiError::InsufficientScope { required: rule.scope_requirement() });
+    }
+    if let Some(unmet) = rule.unmet_claim(|name| principal.claim(name)) {
+        return Err(ApiError::ClaimMismatch { claim: unmet.name.clone() });
     }
     answer(rule, Some((principal.as_ref(), token)), setup, request)
 }
@@ -321,7 +332,11 @@ fn answer<I, V>(
                     u64::try_from(principal.expires.saturating_add(leeway)).unwrap_or(0).saturating_mul(1000)
                 }),
             });
-            Ok(Answer::Forward(Forward { headers, verified: identity.is_some(), relay }))
+            let claim_headers = match (gateway, identity) {
+                (Some(gateway), Some((principal, _))) => gateway.claim_headers(principal),
+                _ => Vec::new(),
+            };
+            Ok(Answer::Forward(Forward { headers, verified: identity.is_some(), relay, claim_headers }))
         }
         // An origin rule only comes from a configuration that was read; this is for completeness.
         (Responder::Origin, Err(broken)) => Err(ApiError::Misconfigured(broken.error.clone())),
@@ -352,6 +367,7 @@ async fn authenticate<'t, I: KeyIo, V: Verifier>(
     request: &Incoming<'t>,
     config: &Config,
     keys: &Keys<'_, I, V>,
+    needed: &[Rc<str>],
     now_ms: u64,
     facts: &mut Facts,
 ) -> Result<(Rc<Principal>, &'t str), ApiError> {
@@ -361,7 +377,7 @@ async fn authenticate<'t, I: KeyIo, V: Verifier>(
         return Err(ApiError::InvalidToken(TokenProblem::DpopRequired));
     }
     let now_secs = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
-    let principal = verify_token(raw, config, keys, now_ms, now_secs, facts).await?;
+    let principal = verify_token(raw, config, keys, needed, now_ms, now_secs, facts).await?;
     match (&principal.binding, scheme) {
         (Binding::Unsupported, _) => Err(ApiError::InvalidToken(TokenProblem::UnsupportedConfirmation)),
         (Binding::None, Scheme::Bearer) => Ok((principal, raw)),
@@ -379,6 +395,7 @@ async fn verify_token<I: KeyIo, V: Verifier>(
     raw: &str,
     config: &Config,
     keys: &Keys<'_, I, V>,
+    needed: &[Rc<str>],
     now_ms: u64,
     now_secs: i64,
     facts: &mut Facts,
@@ -422,7 +439,10 @@ async fn verify_token<I: KeyIo, V: Verifier>(
         leeway_secs: config.leeway_secs,
         scope_source: config.scope_source,
     };
-    let (principal, validity) = claims::validate(signed, &policy, now_secs).map_err(ApiError::InvalidToken)?;
+    let (mut principal, validity) = claims::validate(signed, &policy, now_secs).map_err(ApiError::InvalidToken)?;
+    if !needed.is_empty() {
+        principal.claims = claims::select(forward::claims_segment(raw), needed);
+    }
     let principal = Rc::new(principal);
     let verified = Verified { issuer: index, kid, key: resolved.key, principal: principal.clone(), validity };
     keys.tokens.borrow_mut().insert(raw, verified, now_secs, config.leeway_secs);

@@ -5,6 +5,8 @@
 //! Development values live in `.dev.vars`, which only `wrangler dev` reads: a deployment with no
 //! variables set says which one is missing rather than trusting a local issuer.
 
+use std::rc::Rc;
+
 use serde_json::Value;
 
 use crate::{
@@ -109,7 +111,12 @@ pub struct GatewayConfig {
     pub forward_authorization: bool,
     pub forward_claims: bool,
     pub secret: Option<String>,
+    /// `CLAIM_HEADERS`: a header (lower case, `x-auth-…`) per claim it carries, in the order given.
+    pub claim_headers: Vec<ClaimHeader>,
 }
+
+/// One `CLAIM_HEADERS` entry: the header's name (lower case) and the claim it carries.
+pub type ClaimHeader = (Rc<str>, Rc<str>);
 
 /// How long the origin has to send its response headers.
 pub const DEFAULT_ORIGIN_TIMEOUT_SECONDS: u64 = 30;
@@ -474,6 +481,9 @@ const SECRET_EXPECTED: &str = "a string of printable ASCII (it is sent as a head
 
 fn gateway<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<Option<GatewayConfig>, ConfigError> {
     let Some(url) = vars.text("ORIGIN_URL", ORIGIN_EXPECTED)? else {
+        if vars.get("CLAIM_HEADERS").is_some() {
+            return Err(invalid("CLAIM_HEADERS", "used only in gateway mode: set ORIGIN_URL too"));
+        }
         return match vars.get("ROUTES") {
             Some(_) => Err(invalid("ROUTES", "used only in gateway mode: set ORIGIN_URL too")),
             None => Ok(None),
@@ -499,7 +509,39 @@ fn gateway<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<Option<Gatewa
         forward_authorization: vars.switch("FORWARD_AUTHORIZATION")?,
         forward_claims: vars.switch("FORWARD_CLAIMS")?,
         secret,
+        claim_headers: claim_headers(vars)?,
     }))
+}
+
+const CLAIM_HEADERS_EXPECTED: &str = "a JSON object of header names starting with X-Auth- (none the edge sets itself: \
+     X-Auth-Subject, X-Auth-Scopes, X-Auth-Claims, X-Auth-Key-Thumbprint) to claim names";
+
+/// `CLAIM_HEADERS`: `{"X-Auth-Email": "email"}`, as JSON text or a TOML table. A name must start
+/// with `X-Auth-`, so that the spoofing rule removes a client's copy, and not be one the edge sets.
+fn claim_headers<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<Vec<ClaimHeader>, ConfigError> {
+    let fail = || invalid("CLAIM_HEADERS", CLAIM_HEADERS_EXPECTED);
+    let value = match vars.get("CLAIM_HEADERS") {
+        None => return Ok(Vec::new()),
+        Some(Value::String(text)) => serde_json::from_str(&text).map_err(|_| fail())?,
+        Some(value) => value,
+    };
+    let Value::Object(map) = value else { return Err(fail()) };
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let mut headers: Vec<ClaimHeader> = Vec::with_capacity(map.len());
+    for (name, claim) in map {
+        let lower = name.to_ascii_lowercase();
+        let claim = claim.as_str().filter(|c| !c.is_empty()).ok_or_else(fail)?;
+        let usable = lower.len() > "x-auth-".len()
+            && lower.starts_with("x-auth-")
+            && lower.bytes().all(token)
+            && !crate::forward::EDGE_IDENTITY_HEADERS.contains(&lower.replace('_', "-").as_str())
+            && !headers.iter().any(|(known, _)| **known == *lower);
+        if !usable {
+            return Err(fail());
+        }
+        headers.push((lower.into(), claim.into()));
+    }
+    Ok(headers)
 }
 
 /// An `ORIGIN_URL`: `https://`, or `http://` to a loopback host; an optional base path; no query,
@@ -1014,6 +1056,43 @@ mod tests {
             json!((0..19).map(|i| json!({ "domain": format!("t{i}.auth0.com") })).collect::<Vec<_>>())
         )])
         .is_ok());
+    }
+
+    #[test]
+    fn claim_headers_name_x_auth_headers_the_edge_does_not_set_itself() {
+        let gateway = [("ORIGIN_URL", "https://origin.example.com"), ("ROUTES", "[]")];
+        let headers = |value: &str| {
+            let mut vars = gateway.to_vec();
+            vars.push(("CLAIM_HEADERS", value));
+            with(&vars).map(|c| c.gateway.unwrap().claim_headers)
+        };
+        let parsed = headers(r#"{"X-Auth-Email": "email", "x-auth-org": "https://example.com/org"}"#).unwrap();
+        let pairs: Vec<(&str, &str)> = parsed.iter().map(|(h, c)| (&**h, &**c)).collect();
+        assert_eq!(pairs, [("x-auth-email", "email"), ("x-auth-org", "https://example.com/org")]);
+        for bad in [
+            r#"{"X-Email": "email"}"#,
+            r#"{"X-Auth-": "email"}"#,
+            r#"{"X-Auth-Subject": "email"}"#,
+            r#"{"x-auth-scopes": "scope"}"#,
+            r#"{"X-Auth-Claims": "x"}"#,
+            r#"{"X_Auth_Key_Thumbprint": "x"}"#,
+            r#"{"X-Auth-Key-Thumbprint": "x"}"#,
+            r#"{"X-Auth-E mail": "email"}"#,
+            r#"{"X-Auth-Email": ""}"#,
+            r#"{"X-Auth-Email": ["email"]}"#,
+            r#"{"X-Auth-Email": "email", "x-auth-email": "other"}"#,
+            r#"["X-Auth-Email"]"#,
+            "not json",
+        ] {
+            assert_eq!(headers(bad).expect_err(bad).variable, "CLAIM_HEADERS", "{bad}");
+        }
+        let toml_table = typed_with(&[
+            ("ORIGIN_URL", json!("https://origin.example.com")),
+            ("ROUTES", json!([])),
+            ("CLAIM_HEADERS", json!({"X-Auth-Email": "email"})),
+        ]);
+        assert_eq!(toml_table.unwrap().gateway.unwrap().claim_headers.len(), 1);
+        assert_eq!(failing_variable(with(&[("CLAIM_HEADERS", r#"{"X-Auth-Email": "email"}"#)])), "CLAIM_HEADERS");
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub enum ApiError {
     InsufficientScope {
         required: String,
     },
+    /// A claim the rule names does not hold (`access_denied`): the claim's name, from the rule.
+    ClaimMismatch {
+        claim: std::rc::Rc<str>,
+    },
     /// No usable keys anywhere and the issuer cannot be reached right now.
     KeysUnavailable {
         retry_after_secs: u64,

@@ -129,6 +129,10 @@ pub fn error_response(error: &ApiError, challenge: Option<&Challenge<'_>>) -> Ht
             let headers = challenge.headers(Some(("insufficient_scope", description)), Some(required));
             (403, "insufficient_scope", description.into(), headers)
         }
+        // Not an RFC 6750 error (no challenge): the token is fine, this route is not for its holder.
+        ApiError::ClaimMismatch { claim } => {
+            (403, "access_denied", format!("The token's {claim:?} claim does not satisfy this route"), vec![])
+        }
         ApiError::OriginUnreachable => (502, "origin_unreachable", "The origin could not be reached".into(), vec![]),
         ApiError::OriginTimeout => (504, "origin_timeout", "The origin did not answer in time".into(), vec![]),
         ApiError::KeysUnavailable { retry_after_secs } => (

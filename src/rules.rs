@@ -162,7 +162,48 @@ pub struct Rule {
     pub any_scopes: Vec<String>,
     /// A WebSocket upgrade may be made on this rule (the edge relays it); any other upgrade is refused.
     pub websocket: bool,
+    /// Every one must hold (checked after the scopes).
+    pub claims: Vec<ClaimRule>,
     pub responder: Responder,
+}
+
+/// `"claims": {"org_id": "org_123", "roles": ["admin", "editor"]}`: one claim and the values it may
+/// take (express-oauth2-jwt-bearer's `claimEquals` / `claimIncludes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRule {
+    /// Taken whole: Auth0's namespaced claims hold dots and slashes (`https://example.com/roles`).
+    pub name: Rc<str>,
+    /// Strings, numbers or booleans; any one will do (a single value is a list of one).
+    accepted: Vec<serde_json::Value>,
+}
+
+impl ClaimRule {
+    /// Whether the token's claim (absent: `None`) holds: it equals an accepted value, or is an
+    /// array that has one among its elements. Values compare as JSON (`1` is not `"1"`).
+    pub fn holds(&self, claim: Option<&serde_json::Value>) -> bool {
+        let Some(claim) = claim else { return false };
+        self.accepted
+            .iter()
+            .any(|accepted| claim == accepted || claim.as_array().is_some_and(|items| items.contains(accepted)))
+    }
+
+    fn parse(name: &str, value: &serde_json::Value) -> Result<ClaimRule, String> {
+        use serde_json::Value;
+        let scalar = |v: &Value| matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_));
+        if name.is_empty() {
+            return Err("claims: a claim name may not be empty".into());
+        }
+        let accepted = match value {
+            Value::Array(items) if !items.is_empty() && items.iter().all(scalar) => items.clone(),
+            v if scalar(v) => vec![v.clone()],
+            _ => {
+                return Err(format!(
+                    "claims: {name:?} must be a string, number or boolean, or a non-empty array of them"
+                ))
+            }
+        };
+        Ok(ClaimRule { name: name.into(), accepted })
+    }
 }
 
 impl Rule {
@@ -173,6 +214,11 @@ impl Rule {
     /// What the rule asks for, as `scope="..."` of a 403 lists it: `scopes`, then `any_scopes`.
     pub fn scope_requirement(&self) -> String {
         self.scopes.iter().chain(&self.any_scopes).map(String::as_str).collect::<Vec<_>>().join(" ")
+    }
+
+    /// The first claim rule the token's claims do not meet (`claim` looks one up by name).
+    pub fn unmet_claim<'v>(&self, claim: impl Fn(&str) -> Option<&'v serde_json::Value>) -> Option<&ClaimRule> {
+        self.claims.iter().find(|rule| !rule.holds(claim(&rule.name)))
     }
 
     /// Whether the granted scopes satisfy this rule.
@@ -193,6 +239,9 @@ pub enum Match<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
     rules: Vec<Rule>,
+    /// Every claim some rule (or `CLAIM_HEADERS`) reads beyond the standard ones: only these are
+    /// kept with a verified token, and none is read when none is named.
+    claims_needed: Vec<Rc<str>>,
 }
 
 /// A rule that cannot be understood: its 0-based index (if the array itself was fine) and why.
@@ -225,6 +274,8 @@ struct RawRule {
     any_scopes: Option<Vec<String>>,
     #[serde(default)]
     websocket: bool,
+    #[serde(default)]
+    claims: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Methods no rule may list: TRACE and TRACK echo the request, headers the edge adds included
@@ -251,6 +302,7 @@ impl Rules {
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             any_scopes: Vec::new(),
             websocket: false,
+            claims: Vec::new(),
             responder: Responder::Message(message),
         };
         Rules {
@@ -259,6 +311,7 @@ impl Rules {
                 rule("/api/private", Auth::Required, &[], private),
                 rule("/api/private-scoped", Auth::Required, &[scope], scoped),
             ],
+            claims_needed: Vec::new(),
         }
     }
 
@@ -281,7 +334,24 @@ impl Rules {
             .enumerate()
             .map(|(index, raw)| Self::rule(raw).map_err(|reason| RulesError { index: Some(index), reason }))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Rules { rules })
+        let mut parsed = Rules { rules, claims_needed: Vec::new() };
+        let names: Vec<Rc<str>> = parsed.rules.iter().flat_map(|r| r.claims.iter().map(|c| c.name.clone())).collect();
+        parsed.need_claims(names);
+        Ok(parsed)
+    }
+
+    /// The claims a verified token must keep for these rules and the identity headers.
+    pub fn claims_needed(&self) -> &[Rc<str>] {
+        &self.claims_needed
+    }
+
+    /// Adds claims to keep (`CLAIM_HEADERS`' sources), each once.
+    pub fn need_claims(&mut self, names: impl IntoIterator<Item = Rc<str>>) {
+        for name in names {
+            if !self.claims_needed.contains(&name) {
+                self.claims_needed.push(name);
+            }
+        }
     }
 
     fn rule(raw: &serde_json::Value) -> Result<Rule, String> {
@@ -310,6 +380,15 @@ impl Rules {
         if auth != Auth::Required && !(scopes.is_empty() && any_scopes.is_empty()) {
             return Err("scopes and any_scopes need auth \"required\"".into());
         }
+        let claims = match raw.claims {
+            None => Vec::new(),
+            // As with scopes: an optional rule admits a request without a token, which would
+            // pass the claims unchecked.
+            Some(_) if auth != Auth::Required => {
+                return Err("claims need a token: auth \"required\" (not allowed on a public or optional rule)".into());
+            }
+            Some(map) => map.iter().map(|(name, value)| ClaimRule::parse(name, value)).collect::<Result<_, _>>()?,
+        };
         let websocket = raw.websocket;
         // A WebSocket handshake is a GET (RFC 6455 §4.1).
         if websocket && methods.as_ref().is_some_and(|list| !list.iter().any(|m| m == "GET")) {
@@ -323,6 +402,7 @@ impl Rules {
             scopes,
             any_scopes,
             websocket,
+            claims,
             responder: Responder::Origin,
         })
     }

@@ -1747,3 +1747,56 @@ fn a_flood_of_unknown_kids_makes_no_more_log_lines_than_the_budget() {
         assert!(line["count"].as_u64().unwrap() <= total as u64, "{line}");
     }
 }
+
+// ---------------------------------------------------------------- rules and headers from any claim
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn claim_rules_and_claim_headers_hold_through_the_mock_origin() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let origin = MockOrigin::start().unwrap();
+    let routes = r#"[
+        {"path": "/org/*", "claims": {"org_id": "org_123", "https://example.com/roles": ["admin", "editor"]}},
+        {"path": "/*"}
+    ]"#;
+    let claim_headers = r#"{"X-Auth-Email": "email", "X-Auth-Roles": "https://example.com/roles"}"#;
+    let w = gateway(&issuer, &origin, &[("ROUTES", routes), ("CLAIM_HEADERS", claim_headers)], "gw-claims");
+    let token = |edit: &dyn Fn(&mut Value)| {
+        let mut claims = Mint::new(&issuer.issuer(), AUDIENCE).claims();
+        edit(&mut claims);
+        format!("Bearer {}", sign(&json!({"alg": "RS256", "kid": key(1).kid}), &claims, key(1)))
+    };
+    let member = token(&|c| {
+        c["org_id"] = json!("org_123");
+        c["https://example.com/roles"] = json!(["editor"]);
+        c["email"] = json!("ada@example.com");
+    });
+    let got = Received::of(&request(
+        w.port,
+        "GET",
+        "/org/reports",
+        &[("Authorization", &member), ("X-Auth-Email", "forged@example.com")],
+    ));
+    assert_eq!(got.target(), "/base/org/reports");
+    assert_eq!(got.header("x-auth-email").as_deref(), Some("ada@example.com"));
+    assert_eq!(got.header("x-auth-roles").as_deref(), Some(r#"["editor"]"#));
+    // Another org: refused at the edge, naming the claim only; the origin sees nothing.
+    let before = origin.hits();
+    let outsider = token(&|c| {
+        c["org_id"] = json!("org_999");
+        c["https://example.com/roles"] = json!("admin");
+    });
+    let r = request(w.port, "GET", "/org/reports", &[("Authorization", &outsider)]);
+    assert_eq!((r.status, r.error().as_str()), (403, "access_denied"), "{}", r.body);
+    assert!(r.body.contains("org_id") && !r.body.contains("org_999"), "{}", r.body);
+    assert_eq!(origin.hits(), before);
+    // Elsewhere a token without the claims passes, and a header whose claim is absent is not sent.
+    let plain = token(&|_| {});
+    let got = Received::of(&request(
+        w.port,
+        "GET",
+        "/other",
+        &[("Authorization", &plain), ("X-Auth-Email", "forged@example.com")],
+    ));
+    assert_eq!((got.header("x-auth-email"), got.header("x-auth-roles")), (None, None));
+}

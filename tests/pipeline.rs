@@ -1425,3 +1425,66 @@ fn a_forwarded_request_and_a_gateway_preflight_are_decided_too() {
     let broken = world_with(&[("ORIGIN_URL", "https://origin.example.com"), ("ROUTES", "[")], &[key(1)]);
     assert_eq!(decided(&broken.call("GET", "/x", None, None)), (None, 500, "misconfigured", None, None, None));
 }
+
+// ---- rules and headers from any claim ----
+
+const CLAIM_ROUTES: &str = r#"[
+    {"path": "/org/*", "claims": {"org_id": "org_123", "https://example.com/roles": ["admin", "editor"]}},
+    {"path": "/*", "auth": "public"}
+]"#;
+
+#[test]
+fn a_claim_rule_admits_a_token_whose_claims_hold_and_refuses_others_with_403_naming_the_claim_only() {
+    let w = world_with(
+        &[
+            ("ORIGIN_URL", "https://origin.example.com"),
+            ("ROUTES", CLAIM_ROUTES),
+            ("CLAIM_HEADERS", r#"{"X-Auth-Org": "org_id", "X-Auth-Email": "email"}"#),
+        ],
+        &[key(1)],
+    );
+    let with_claims = |org: Value, roles: Value| {
+        token_with(|c| {
+            c["org_id"] = org;
+            c["https://example.com/roles"] = roles;
+        })
+    };
+    let good = with_claims(json!("org_123"), json!(["viewer", "editor"]));
+    for _ in 0..2 {
+        // The second time from the token cache, which kept the claims.
+        let outcome = w.call("GET", "/org/reports", Some(&format!("Bearer {good}")), None);
+        let forward = outcome.forward.expect("forwarded");
+        let headers: Vec<(&str, &str)> = forward.claim_headers.iter().map(|(h, v)| (&**h, v.as_str())).collect();
+        // No email claim: no header.
+        assert_eq!(headers, [("x-auth-org", "org_123")]);
+    }
+    assert_eq!(w.verifier.checks.get(), 1);
+    for (token, claim) in [
+        (with_claims(json!("org_999"), json!(["admin"])), "org_id"),
+        (with_claims(json!("org_123"), json!(["viewer"])), "https://example.com/roles"),
+        (token_with(|c| c["org_id"] = json!("org_123")), "https://example.com/roles"),
+    ] {
+        let outcome = w.call("GET", "/org/reports", Some(&format!("Bearer {token}")), None);
+        assert!(outcome.forward.is_none());
+        assert_error(&outcome.response, 403, "access_denied");
+        let description = body(&outcome.response)["error_description"].as_str().unwrap().to_owned();
+        assert_eq!(description, format!("The token's {claim:?} claim does not satisfy this route"));
+        assert!(!description.contains("org_999") && !description.contains("viewer"), "{description}");
+        assert_eq!(outcome.decision.reason.as_str(), "claim_mismatch");
+    }
+}
+
+#[test]
+fn claims_are_read_only_when_a_rule_or_claim_header_names_them() {
+    let w = gateway_world(&[]);
+    let token = token_with(|c| c["org_id"] = json!("org_123"));
+    let outcome = w.call("GET", "/orders/1", Some(&format!("Bearer {token}")), None);
+    assert!(outcome.forward.is_some() || outcome.response.status == 403);
+    let cached = w.tokens.borrow().get(&token).expect("cached");
+    assert!(cached.principal.claims.is_empty());
+    let named = world_with(&[("ORIGIN_URL", "https://origin.example.com"), ("ROUTES", CLAIM_ROUTES)], &[key(1)]);
+    named.call("GET", "/org/x", Some(&format!("Bearer {token}")), None);
+    let cached = named.tokens.borrow().get(&token).expect("cached");
+    let kept: Vec<&str> = cached.principal.claims.iter().map(|(n, _)| &**n).collect();
+    assert_eq!(kept, ["org_id"]);
+}

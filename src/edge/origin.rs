@@ -166,6 +166,9 @@ pub async fn forward(
     for (name, value) in &forward.headers {
         let _ = headers.append(name, value);
     }
+    for (name, value) in &forward.claim_headers {
+        let _ = headers.append(name, value);
+    }
     let init = RequestInit::new();
     let method = request.method();
     init.set_method(&method);
