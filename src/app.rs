@@ -12,6 +12,7 @@ use crate::{
     claims::{self, Binding, ClaimsPolicy, Principal},
     config::{Config, DpopMode},
     decision::{CacheUse, Decision, Reason},
+    denylist::{DenyIo, DenyList, Snapshot, TokenIds},
     error::{ApiError, ConfigError, ConfigProblem, ProofProblem, RequestProblem, TokenProblem},
     extract::{self, Scheme},
     forward,
@@ -71,6 +72,8 @@ pub struct Keys<'a, I, V> {
     pub tokens: &'a RefCell<TokenCache>,
     /// DPoP proofs accepted by this isolate, until they are too old to be accepted again.
     pub proofs: &'a RefCell<ReplayCache>,
+    /// The isolate's copy of the deny list, when a `DENYLIST` is bound.
+    pub denylist: Option<&'a RefCell<DenyList>>,
 }
 
 /// What the pipeline runs on once the configuration was read: it, its compiled rule table, and
@@ -114,6 +117,8 @@ pub struct Outcome {
     /// The key store of this issuer (an index into the isolate's `Issuers`) asks for a refresh
     /// after this response (stale-while-revalidate).
     pub background_refresh: Option<usize>,
+    /// List the deny list again after this response (its copy is due).
+    pub denylist_refresh: bool,
     /// What was decided, for the log and the metrics (the edge adds the times, and the origin's
     /// status when it forwards).
     pub decision: Decision,
@@ -162,6 +167,7 @@ struct Facts {
     issuer: Option<Rc<str>>,
     kid: Option<Rc<str>>,
     cache: Option<CacheUse>,
+    denylist_refresh: bool,
 }
 
 impl Facts {
@@ -175,7 +181,11 @@ impl Facts {
 pub trait Verifier: SignatureVerifier + ProofVerifier {}
 impl<T: SignatureVerifier + ProofVerifier> Verifier for T {}
 
-pub async fn handle<I: KeyIo, V: Verifier>(
+/// The runtime's I/O the pipeline may need: keys and the deny list.
+pub trait Io: KeyIo + DenyIo {}
+impl<T: KeyIo + DenyIo> Io for T {}
+
+pub async fn handle<I: Io, V: Verifier>(
     request: &Incoming<'_>,
     setup: Result<Setup<'_, I, V>, Broken<'_>>,
     now_ms: u64,
@@ -206,14 +216,14 @@ pub async fn handle<I: KeyIo, V: Verifier>(
         Ok(setup) => http::with_cors(response, &setup.config.cors, request.origin),
         Err(_) => response,
     };
-    Outcome { response, forward, background_refresh: facts.refresh, decision }
+    Outcome { response, forward, background_refresh: facts.refresh, denylist_refresh: facts.denylist_refresh, decision }
 }
 
 fn challenge(config: &Config, scheme: Option<Scheme>) -> Challenge<'_> {
     Challenge { realm: config.realm(), dpop: config.dpop.mode, scheme }
 }
 
-async fn respond<I: KeyIo, V: Verifier>(
+async fn respond<I: Io, V: Verifier>(
     request: &Incoming<'_>,
     setup: &Result<Setup<'_, I, V>, Broken<'_>>,
     now_ms: u64,
@@ -296,6 +306,9 @@ async fn respond<I: KeyIo, V: Verifier>(
         }
         Err(error) => return Err(error),
     };
+    if let Some(list) = keys.denylist {
+        check_denylist(&principal, list, keys.io, now_ms, facts).await?;
+    }
     if !rule.is_satisfied_by(|scope| principal.has_scope(scope)) {
         return Err(ApiError::InsufficientScope { required: rule.scope_requirement() });
     }
@@ -363,7 +376,7 @@ fn preflight<I, V>(setup: &Result<Setup<'_, I, V>, Broken<'_>>, request: &Incomi
 /// Header → token → issuer → key → signature → claims → binding, each step refusing with the
 /// check that failed. A token verified before skips the parse and the signature, never the key,
 /// clock, binding, proof or scope. Answers the caller and the token that proved who it is.
-async fn authenticate<'t, I: KeyIo, V: Verifier>(
+async fn authenticate<'t, I: Io, V: Verifier>(
     request: &Incoming<'t>,
     config: &Config,
     keys: &Keys<'_, I, V>,
@@ -391,7 +404,7 @@ async fn authenticate<'t, I: KeyIo, V: Verifier>(
 }
 
 /// The token's own checks, from the cache when it was verified before.
-async fn verify_token<I: KeyIo, V: Verifier>(
+async fn verify_token<I: Io, V: Verifier>(
     raw: &str,
     config: &Config,
     keys: &Keys<'_, I, V>,
@@ -451,7 +464,7 @@ async fn verify_token<I: KeyIo, V: Verifier>(
 
 /// What a cached verification must still pass: the clock, and its key still being held by its
 /// issuer. `Ok(false)` when the token's key id now names other key material.
-async fn recheck<I: KeyIo, V: Verifier>(
+async fn recheck<I: Io, V: Verifier>(
     verified: &Verified,
     config: &Config,
     keys: &Keys<'_, I, V>,
@@ -466,10 +479,64 @@ async fn recheck<I: KeyIo, V: Verifier>(
     Ok(resolved.key == verified.key)
 }
 
+/// Refuses a token the deny list names, from the isolate's copy: listed in the foreground only
+/// by an isolate that never listed it (and refused with 503 when that fails: revocation never
+/// fails open), else listed again after the response when due.
+async fn check_denylist<I: Io>(
+    principal: &Principal,
+    list: &RefCell<DenyList>,
+    io: &I,
+    now_ms: u64,
+    facts: &mut Facts,
+) -> Result<(), ApiError> {
+    let copy = list.borrow().copy();
+    let copy = match copy {
+        Some(copy) => {
+            facts.denylist_refresh |= list.borrow_mut().claim_refresh(now_ms);
+            copy
+        }
+        None => match io.list_denied().await {
+            Ok(entries) => list.borrow_mut().install(Snapshot::new(entries), now_ms),
+            Err(reason) => {
+                let line = json!({ "component": "edge-auth.denylist", "event": "denylist_unreadable", "reason": reason, "copy": "none" });
+                io.log("denylist_unreadable", &line.to_string());
+                return Err(ApiError::DenylistUnavailable);
+            }
+        },
+    };
+    let ids = TokenIds {
+        subject: principal.subject.as_deref(),
+        jti: principal.jti.as_deref(),
+        client: principal.client.as_deref(),
+        issuer: facts.issuer.as_deref(),
+    };
+    if let Some(found) = copy.matches(&ids) {
+        // The operator's reason is for the log only; the client is told "revoked".
+        let line = json!({ "component": "edge-auth.denylist", "event": "revoked", "entry": found.kind, "reason": found.reason });
+        io.log("revoked", &line.to_string());
+        return Err(ApiError::InvalidToken(TokenProblem::Revoked));
+    }
+    Ok(())
+}
+
+/// Lists the deny list after a response and installs the copy; a failure keeps the last copy.
+pub async fn refresh_denylist<I: Io>(list: &RefCell<DenyList>, io: &I, now_ms: u64) {
+    match io.list_denied().await {
+        Ok(entries) => {
+            list.borrow_mut().install(Snapshot::new(entries), now_ms);
+        }
+        Err(reason) => {
+            let age = list.borrow().age_secs(now_ms);
+            let line = json!({ "component": "edge-auth.denylist", "event": "denylist_unreadable", "reason": reason, "copy_age_s": age });
+            io.log("denylist_unreadable", &line.to_string());
+        }
+    }
+}
+
 /// RFC 9449 for a bound token sent with the DPoP scheme: the proof's own checks, then that the
 /// token is bound to the proof's key (§4.3 step 12), then that the proof is new to this isolate.
 /// Never skipped by the token cache.
-async fn check_proof<I: KeyIo, V: Verifier>(
+async fn check_proof<I: Io, V: Verifier>(
     request: &Incoming<'_>,
     token: &str,
     jkt: &str,

@@ -17,6 +17,14 @@ pub struct AccessClaims {
     pub aud: Option<Audience>,
     #[serde(default)]
     pub sub: Option<String>,
+    /// The token's id and its client (`azp`, else `client_id`): deny-list keys. Anything but a
+    /// string is none (never a reason to refuse a token that the list does not name).
+    #[serde(default, deserialize_with = "string_or_none")]
+    pub jti: Option<String>,
+    #[serde(default, deserialize_with = "string_or_none")]
+    pub azp: Option<String>,
+    #[serde(default, deserialize_with = "string_or_none")]
+    pub client_id: Option<String>,
     #[serde(default)]
     pub scope: Option<String>,
     /// Auth0 RBAC: granted permissions, when "Add Permissions in the Access Token" is on.
@@ -96,6 +104,9 @@ pub struct Principal {
     /// The claims that rules or `CLAIM_HEADERS` name, as signed ([`select`]); empty when none is
     /// named. Kept with a cached verification, so a cache hit reads no claim again.
     pub claims: Vec<(Rc<str>, serde_json::Value)>,
+    /// `jti`, and `azp` or else `client_id`: what the deny list may name besides `sub` and `iss`.
+    pub jti: Option<String>,
+    pub client: Option<String>,
 }
 
 impl Principal {
@@ -166,7 +177,16 @@ pub fn validate(
         scopes.extend(custom.permissions.into_iter().flatten());
     }
     let binding = Binding::of(custom.cnf.as_ref());
-    Ok((Principal { subject: custom.sub, scopes, binding, expires: validity.expires, claims: Vec::new() }, validity))
+    let principal = Principal {
+        subject: custom.sub,
+        scopes,
+        binding,
+        expires: validity.expires,
+        claims: Vec::new(),
+        jti: custom.jti,
+        client: custom.azp.or(custom.client_id),
+    };
+    Ok((principal, validity))
 }
 
 /// The `names` claims of a verified token's payload segment (base64url JSON), each found one with

@@ -47,6 +47,9 @@ pub struct Config {
     pub dpop: DpopPolicy,
     /// What the edge tells the operator: `DECISION_LOG`, `DECISION_LOG_SAMPLE`, `LOG_LINES_PER_MINUTE`.
     pub observe: ObservePolicy,
+    /// `DENYLIST_REFRESH_SECONDS`: how old an isolate's copy of the deny list may grow before it
+    /// is listed again (used only with a `DENYLIST` binding).
+    pub denylist_refresh_secs: u64,
 }
 
 /// One issuer the worker trusts: a token whose `iss` is exactly `issuer` is checked with keys
@@ -241,6 +244,8 @@ impl Config {
         let gateway = gateway(&vars)?;
         let dpop = dpop(&vars)?;
         let observe = observe(&vars)?;
+        let denylist_refresh_secs =
+            vars.seconds("DENYLIST_REFRESH_SECONDS", crate::denylist::DEFAULT_REFRESH_SECONDS, 1, 3600)?;
 
         Ok(Config {
             issuers,
@@ -254,6 +259,7 @@ impl Config {
             gateway,
             dpop,
             observe,
+            denylist_refresh_secs,
         })
     }
 
@@ -1093,6 +1099,15 @@ mod tests {
         ]);
         assert_eq!(toml_table.unwrap().gateway.unwrap().claim_headers.len(), 1);
         assert_eq!(failing_variable(with(&[("CLAIM_HEADERS", r#"{"X-Auth-Email": "email"}"#)])), "CLAIM_HEADERS");
+    }
+
+    #[test]
+    fn the_deny_list_refresh_defaults_to_30_seconds_within_1_to_3600() {
+        assert_eq!(with(&[]).unwrap().denylist_refresh_secs, 30);
+        assert_eq!(with(&[("DENYLIST_REFRESH_SECONDS", "5")]).unwrap().denylist_refresh_secs, 5);
+        for bad in ["0", "3601", "1.5"] {
+            assert_eq!(failing_variable(with(&[("DENYLIST_REFRESH_SECONDS", bad)])), "DENYLIST_REFRESH_SECONDS");
+        }
     }
 
     #[test]

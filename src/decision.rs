@@ -172,12 +172,14 @@ impl Reason {
                 | TokenProblem::DpopRequired
                 | TokenProblem::UnsupportedConfirmation
                 | TokenProblem::KeyBindingMismatch => Reason::TokenBinding,
+                TokenProblem::Revoked => Reason::Revoked,
             },
             ApiError::InvalidDpopProof(_) => Reason::InvalidDpopProof,
             ApiError::UseDpopNonce { .. } => Reason::UseDpopNonce,
             ApiError::InsufficientScope { .. } => Reason::InsufficientScope,
             ApiError::ClaimMismatch { .. } => Reason::ClaimMismatch,
             ApiError::KeysUnavailable { .. } => Reason::NoKeys,
+            ApiError::DenylistUnavailable => Reason::DenylistUnavailable,
             ApiError::OriginUnreachable => Reason::OriginUnreachable,
             ApiError::OriginTimeout => Reason::OriginTimeout,
         }
@@ -457,6 +459,8 @@ mod tests {
             (ApiError::InvalidToken(T::DpopRequired), "token_binding"),
             (ApiError::InvalidToken(T::UnsupportedConfirmation), "token_binding"),
             (ApiError::InvalidToken(T::KeyBindingMismatch), "token_binding"),
+            (ApiError::InvalidToken(T::Revoked), "revoked"),
+            (ApiError::DenylistUnavailable, "denylist_unavailable"),
             (ApiError::InvalidDpopProof(ProofProblem::Replayed), "invalid_dpop_proof"),
             (ApiError::UseDpopNonce { nonce: "n".into() }, "use_dpop_nonce"),
             (ApiError::InsufficientScope { required: "a".into() }, "insufficient_scope"),

@@ -33,6 +33,9 @@ pub enum ApiError {
     ClaimMismatch {
         claim: std::rc::Rc<str>,
     },
+    /// The deny list was never read by this isolate and cannot be read now: refused, since
+    /// revocation must not fail open.
+    DenylistUnavailable,
     /// No usable keys anywhere and the issuer cannot be reached right now.
     KeysUnavailable {
         retry_after_secs: u64,
@@ -99,6 +102,8 @@ pub enum TokenProblem {
     UnsupportedConfirmation,
     /// `cnf.jkt` is not the thumbprint of the key that signed the proof.
     KeyBindingMismatch,
+    /// The deny list names the token's subject, id, client or issuer.
+    Revoked,
 }
 
 impl TokenProblem {
@@ -123,6 +128,7 @@ impl TokenProblem {
             Self::DpopRequired => "A DPoP-bound token with its proof is required",
             Self::UnsupportedConfirmation => "The token is bound by a confirmation method that is not supported",
             Self::KeyBindingMismatch => "The token is bound to another key than the one that signed the proof",
+            Self::Revoked => "The token is revoked",
         }
     }
 }

@@ -89,6 +89,10 @@ impl Challenge<'_> {
     }
 }
 
+/// A client refused because the deny list could not be read tries again after this long: the
+/// next request of an isolate that never read it reads it again.
+const DENYLIST_RETRY_AFTER_SECS: u64 = 5;
+
 /// When the configuration itself is broken: Bearer only, a neutral realm.
 const BROKEN: Challenge<'static> = Challenge { realm: "edge-auth", dpop: DpopMode::Off, scheme: None };
 
@@ -135,6 +139,12 @@ pub fn error_response(error: &ApiError, challenge: Option<&Challenge<'_>>) -> Ht
         }
         ApiError::OriginUnreachable => (502, "origin_unreachable", "The origin could not be reached".into(), vec![]),
         ApiError::OriginTimeout => (504, "origin_timeout", "The origin did not answer in time".into(), vec![]),
+        ApiError::DenylistUnavailable => (
+            503,
+            "temporarily_unavailable",
+            "The revocation list cannot be read right now".into(),
+            vec![("retry-after", DENYLIST_RETRY_AFTER_SECS.to_string())],
+        ),
         ApiError::KeysUnavailable { retry_after_secs } => (
             503,
             "temporarily_unavailable",

@@ -7,6 +7,7 @@ pub mod app;
 pub mod claims;
 pub mod config;
 pub mod decision;
+pub mod denylist;
 pub mod error;
 pub mod extract;
 pub mod forward;

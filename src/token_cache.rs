@@ -148,6 +148,8 @@ mod tests {
                 binding: Binding::None,
                 expires,
                 claims: Vec::new(),
+                jti: None,
+                client: None,
             }),
             validity: Validity { expires, not_before: None, issued_at: None },
         }

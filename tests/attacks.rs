@@ -168,6 +168,7 @@ impl Isolate {
             verifier: &RustRsa,
             tokens: &self.tokens,
             proofs: &self.proofs,
+            denylist: None,
         };
         let setup = Setup { config: &self.config, rules: &self.rules, keys };
         block_on(app::handle(&request, Ok(setup), NOW as u64 * 1000))

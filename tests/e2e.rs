@@ -1800,3 +1800,59 @@ fn claim_rules_and_claim_headers_hold_through_the_mock_origin() {
     ));
     assert_eq!((got.header("x-auth-email"), got.header("x-auth-roles")), (None, None));
 }
+
+// ---------------------------------------------------------------- revoking now
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn an_entry_written_with_deny_sh_refuses_the_next_requests_within_the_refresh_bound() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let config = test_config(
+        "denylist-config",
+        "\n[[kv_namespaces]]\nbinding = \"DENYLIST\"\nid = \"00000000000000000000000000000001\"\n",
+    );
+    let state = temp_dir("denylist");
+    let ready = |port| request(port, "GET", "/api/public", &[]).status == 200;
+    let refresh = 2;
+    let w = Worker::launch_with(&issuer, &[("DENYLIST_REFRESH_SECONDS", "2")], &state, Some(&config), ready);
+    let mint = || Mint::new(&issuer.issuer(), AUDIENCE);
+    let departing = Mint { subject: "auth0|departing".into(), ..mint() }.sign(key(1));
+    let staying = Mint { subject: "auth0|staying".into(), ..mint() }.sign(key(1));
+    assert_eq!(w.get("/api/private", &departing).status, 200, "{}", w.log());
+
+    let deny = Command::new("sh")
+        .current_dir(root)
+        .arg("scripts/deny.sh")
+        .args(["add", "sub", "auth0|departing", "--reason", "left the company", "--local"])
+        .arg("--persist-to")
+        .arg(&state)
+        .arg("--config")
+        .arg(&config)
+        .env(
+            "PATH",
+            format!("{}:{}", root.join("node_modules/.bin").display(), std::env::var("PATH").unwrap_or_default()),
+        )
+        .output()
+        .expect("run deny.sh");
+    assert!(deny.status.success(), "{}", String::from_utf8_lossy(&deny.stderr));
+    let written = Instant::now();
+    // The copy is at most `refresh` s old when a request claims a listing, which the next one sees.
+    let mut status = 0;
+    while written.elapsed() < Duration::from_secs(refresh + 8) {
+        status = w.get("/api/private", &departing).status;
+        if status == 401 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    let took = written.elapsed();
+    eprintln!("deny-list entry took effect after {took:?} (refresh {refresh} s)");
+    let r = w.get("/api/private", &departing);
+    assert_eq!((status, r.status, r.error().as_str()), (401, 401, "invalid_token"), "{}\n{}", r.body, w.log());
+    assert_eq!(r.json()["error_description"], json!("The token is revoked"));
+    assert!(!r.body.contains("left the company"));
+    assert!(took <= Duration::from_secs(refresh + 2), "took {took:?}");
+    assert_eq!(w.get("/api/private", &staying).status, 200);
+    w.expect_line("a revoked line with the reason", |v| v["event"] == "revoked" && v["reason"] == "left the company");
+}

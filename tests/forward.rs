@@ -84,6 +84,8 @@ fn identity_headers_carry_subject_sorted_scopes_claims_and_the_secret() {
         binding: Binding::None,
         expires: 1_767_229_200,
         claims: Vec::new(),
+        jti: None,
+        client: None,
     };
     let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhdXRoMHw0MiJ9.c2ln";
     let client = Client { host: Some("api.example.com"), scheme: Some("https"), address: Some("203.0.113.9") };
@@ -102,8 +104,15 @@ fn identity_headers_carry_subject_sorted_scopes_claims_and_the_secret() {
     );
     let anonymous = gateway(false, true, None).added_headers(&Client::default(), None);
     assert!(anonymous.is_empty(), "no identity without a verified token: {anonymous:?}");
-    let silent =
-        Principal { subject: None, scopes: BTreeSet::new(), binding: Binding::None, expires: 0, claims: Vec::new() };
+    let silent = Principal {
+        subject: None,
+        scopes: BTreeSet::new(),
+        binding: Binding::None,
+        expires: 0,
+        claims: Vec::new(),
+        jti: None,
+        client: None,
+    };
     assert!(gateway(false, false, None).added_headers(&Client::default(), Some((&silent, "e30"))).is_empty());
     // No address reported by the runtime: no X-Forwarded-For at all (never the client's own).
     let local = Client { host: Some("127.0.0.1:8787"), scheme: Some("http"), address: None };
@@ -121,6 +130,8 @@ fn a_dpop_bound_caller_is_named_by_its_key_thumbprint() {
         binding: Binding::Jkt("0ZcOCORZNYy".into()),
         expires: 0,
         claims: Vec::new(),
+        jti: None,
+        client: None,
     };
     let added = gateway(false, false, None).added_headers(&Client::default(), Some((&bound, "e30")));
     assert_eq!(added, vec![("x-auth-key-thumbprint", "0ZcOCORZNYy".to_owned())]);
@@ -169,6 +180,8 @@ fn claim_headers_carry_strings_as_is_and_anything_else_as_compact_json_encoded_l
             ("org".into(), json!({"id": 7, "name": "Zoë"})),
             ("https://example.com/roles".into(), json!(["admin", "editor"])),
         ],
+        jti: None,
+        client: None,
     };
     let headers: Vec<(String, String)> =
         config.claim_headers(&principal).into_iter().map(|(h, v)| (h.to_string(), v)).collect();

@@ -17,6 +17,7 @@ use edge_auth::{
     config::IssuerConfig,
     config::{self, Config},
     decision::CacheUse,
+    denylist::{DeniedEntry, DenyList},
     http::HttpResponse,
     issuers::Issuers,
     jwks::VerificationKey,
@@ -38,6 +39,8 @@ struct World {
     io: FakeIo,
     tokens: RefCell<TokenCache>,
     proofs: RefCell<ReplayCache>,
+    /// Bound only by the deny-list tests.
+    denylist: Option<RefCell<DenyList>>,
     verifier: CountingRsa,
     /// The clock, in milliseconds; tests move it by hand.
     now: Cell<u64>,
@@ -83,6 +86,7 @@ fn world_with(vars: &[(&str, &str)], published: &[&SigningKey]) -> World {
         io: FakeIo::serving(&jwks(published)),
         tokens: RefCell::default(),
         proofs: RefCell::default(),
+        denylist: None,
         verifier: CountingRsa::default(),
         now: Cell::new(NOW as u64 * 1000),
     }
@@ -104,6 +108,7 @@ impl World {
             verifier: &self.verifier,
             tokens: &self.tokens,
             proofs: &self.proofs,
+            denylist: self.denylist.as_ref(),
         };
         let setup = match &self.config {
             Ok((config, rules)) => Ok(Setup { config, rules, keys }),
@@ -1487,4 +1492,109 @@ fn claims_are_read_only_when_a_rule_or_claim_header_names_them() {
     let cached = named.tokens.borrow().get(&token).expect("cached");
     let kept: Vec<&str> = cached.principal.claims.iter().map(|(n, _)| &**n).collect();
     assert_eq!(kept, ["org_id"]);
+}
+
+// ---- revoking now: the deny list ----
+
+fn denying(entries: &[(&str, Option<&str>)]) -> World {
+    let mut w = world();
+    w.denylist = Some(RefCell::new(DenyList::new(30)));
+    *w.io.denied.borrow_mut() = Ok(entries
+        .iter()
+        .map(|(key, reason)| DeniedEntry { key: key.to_string(), reason: reason.map(str::to_owned) })
+        .collect());
+    w
+}
+
+fn assert_revoked(outcome: &Outcome) {
+    assert_invalid_token(&outcome.response, "The token is revoked");
+    assert_eq!(outcome.decision.reason.as_str(), "revoked");
+}
+
+#[test]
+fn a_token_the_deny_list_names_is_revoked_cached_or_not_and_the_reason_is_only_logged() {
+    let w = denying(&[
+        ("sub:auth0|departed", Some("left the company")),
+        ("jti:token-7", None),
+        ("client:leaky-client", None),
+        ("iss:https://elsewhere.example/", None),
+    ]);
+    let bearer = |token: String| format!("Bearer {token}");
+    let fine = bearer(valid_token());
+    // Verified and cached before the entry matters: the cache never skips the list.
+    assert_eq!(w.call("GET", "/api/private", Some(&fine), None).response.status, 200);
+    assert_eq!(w.call("GET", "/api/private", Some(&fine), None).response.status, 200);
+    for token in [
+        token_with(|c| c["sub"] = json!("auth0|departed")),
+        token_with(|c| c["jti"] = json!("token-7")),
+        token_with(|c| c["azp"] = json!("leaky-client")),
+        token_with(|c| c["client_id"] = json!("leaky-client")),
+    ] {
+        let token = bearer(token);
+        for _ in 0..2 {
+            let outcome = w.call("GET", "/api/private", Some(&token), None);
+            assert_revoked(&outcome);
+            assert!(!outcome.response.body.as_deref().unwrap().contains("left the company"));
+        }
+    }
+    // azp wins over client_id; a jti of the wrong type is no jti.
+    let azp_first = token_with(|c| {
+        c["azp"] = json!("good-client");
+        c["client_id"] = json!("leaky-client");
+    });
+    assert_eq!(w.get("/api/private", &azp_first).status, 200);
+    assert_eq!(w.get("/api/private", &token_with(|c| c["jti"] = json!(7))).status, 200);
+    let logged = w.io.logs.borrow().iter().any(|l| l.contains("\"revoked\"") && l.contains("left the company"));
+    assert!(logged, "{:?}", w.io.logs.borrow());
+    // One listing served every request.
+    assert_eq!(w.io.deny_lists.get(), 1);
+    // A public route never consults it.
+    assert_eq!(w.call("GET", "/api/public", None, None).response.status, 200);
+}
+
+#[test]
+fn the_issuer_entry_revokes_every_token_of_that_issuer() {
+    let w = denying(&[("iss:https://tenant.example.auth0.com/", Some("tenant compromised"))]);
+    assert_revoked(&w.call("GET", "/api/private", Some(&format!("Bearer {}", valid_token())), None));
+}
+
+#[test]
+fn the_copy_is_listed_again_in_the_background_once_per_interval_and_a_failure_keeps_the_last_copy() {
+    let w = denying(&[]);
+    let token = valid_token();
+    let call = |w: &World| w.call("GET", "/api/private", Some(&format!("Bearer {token}")), None);
+    let first = call(&w);
+    assert_eq!((first.response.status, first.denylist_refresh), (200, false));
+    w.now.set(w.now.get() + 30_000);
+    // Due: this response asks for a listing, the next within the interval does not.
+    assert!(call(&w).denylist_refresh);
+    assert!(!call(&w).denylist_refresh);
+    // The edge lists after the response; the new entry holds from then on.
+    *w.io.denied.borrow_mut() = Ok(vec![DeniedEntry { key: "sub:dev-user|1".into(), reason: None }]);
+    block_on(app::refresh_denylist(w.denylist.as_ref().unwrap(), &w.io, w.now.get()));
+    assert_revoked(&call(&w));
+    // KV failing: the last copy stays in force, with a log line.
+    *w.io.denied.borrow_mut() = Err("KV list failed".into());
+    w.now.set(w.now.get() + 30_000);
+    assert!(call(&w).denylist_refresh);
+    block_on(app::refresh_denylist(w.denylist.as_ref().unwrap(), &w.io, w.now.get()));
+    assert_revoked(&call(&w));
+    assert!(w.io.events().contains(&"denylist_unreadable".to_owned()));
+}
+
+#[test]
+fn an_isolate_that_never_read_the_list_refuses_tokens_with_503_until_it_can() {
+    let w = denying(&[]);
+    *w.io.denied.borrow_mut() = Err("KV list failed".into());
+    let token = format!("Bearer {}", valid_token());
+    let outcome = w.call("GET", "/api/private", Some(&token), None);
+    assert_error(&outcome.response, 503, "temporarily_unavailable");
+    assert_eq!(outcome.response.header("retry-after"), Some("5"));
+    assert_eq!(outcome.decision.reason.as_str(), "denylist_unavailable");
+    assert!(w.io.events().contains(&"denylist_unreadable".to_owned()));
+    // Requests without a token are not held up by it.
+    assert_eq!(w.call("GET", "/api/public", None, None).response.status, 200);
+    assert_error(&w.call("GET", "/api/private", None, None).response, 401, "missing_authorization");
+    *w.io.denied.borrow_mut() = Ok(Vec::new());
+    assert_eq!(w.call("GET", "/api/private", Some(&token), None).response.status, 200);
 }

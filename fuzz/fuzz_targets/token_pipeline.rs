@@ -151,7 +151,7 @@ fuzz_target!(|data: &[u8]| {
     let io = FixedIo::default();
     let tokens = RefCell::new(TokenCache::default());
     let send = || {
-        let keys = Keys { issuers: &issuers, io: &io, verifier: &RustRsa, tokens: &tokens, proofs: &proofs };
+        let keys = Keys { issuers: &issuers, io: &io, verifier: &RustRsa, tokens: &tokens, proofs: &proofs, denylist: None };
         block_on(app::handle(&request, Ok(Setup { config, rules: &mode.rules, keys }), FIXTURE.now_ms()))
     };
     let first = send();

@@ -31,6 +31,7 @@ use web_sys::{Headers, Request, Response, ResponseInit};
 use crate::{
     app::{self, Broken, Incoming, Keys, Setup},
     config::{self, Config},
+    denylist::{DeniedEntry, DenyIo, DenyList},
     error::ConfigError,
     http::HttpResponse,
     issuers::Issuers,
@@ -48,6 +49,8 @@ struct Ready {
     issuers: Rc<Issuers>,
     tokens: RefCell<TokenCache>,
     proofs: RefCell<ReplayCache>,
+    /// The deny list's copy, when a `DENYLIST` namespace is bound.
+    denylist: Option<RefCell<DenyList>>,
     verifier: webcrypto::WebCrypto,
 }
 
@@ -74,6 +77,9 @@ fn isolate(env: &JsValue) -> Rc<Isolate> {
                     issuers: Rc::new(Issuers::new(&config)),
                     tokens: RefCell::default(),
                     proofs: RefCell::default(),
+                    denylist: js_sys::Reflect::get(env, &JsValue::from_str(io::DENYLIST_BINDING))
+                        .is_ok_and(|binding| binding.is_object())
+                        .then(|| RefCell::new(DenyList::new(config.denylist_refresh_secs))),
                     verifier: webcrypto::WebCrypto::new(),
                     rules,
                     config,
@@ -189,17 +195,22 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                     verifier: &ready.verifier,
                     tokens: &ready.tokens,
                     proofs: &ready.proofs,
+                    denylist: ready.denylist.as_ref(),
                 };
                 let setup = Setup { config: &ready.config, rules: &ready.rules, keys };
                 let outcome = app::handle(&incoming, Ok(setup), now).await;
                 let writes_due = ready.issuers.iter().any(|issuer| issuer.store.has_pending_writes());
-                if outcome.background_refresh.is_some() || writes_due {
+                if outcome.background_refresh.is_some() || writes_due || outcome.denylist_refresh {
                     // After the response: a refresh, and the shared-tier writes this request's
                     // fetch or load made due (a KV write takes far longer at the edge than a
                     // request should wait). Nothing awaits it, so I/O isolation is respected.
                     let (issuers, refresh) = (ready.issuers.clone(), outcome.background_refresh);
+                    let denylist = outcome.denylist_refresh;
                     let context = worker::Context::new(ctx.unchecked_into());
                     context.wait_until(async move {
+                        if let Some(list) = denylist.then_some(()).and(io.ready.denylist.as_ref()) {
+                            app::refresh_denylist(list, &io, js_sys::Date::now() as u64).await;
+                        }
                         if let Some(issuer) = refresh.and_then(|index| issuers.get(index)) {
                             issuer.store.refresh(js_sys::Date::now() as u64, &io).await;
                         }
@@ -284,6 +295,12 @@ impl KeyIo for LazyIo {
 
     fn log(&self, event: &'static str, line: &str) {
         observe::emit(event, "", line, false);
+    }
+}
+
+impl DenyIo for LazyIo {
+    async fn list_denied(&self) -> Result<Vec<DeniedEntry>, String> {
+        self.get().list_denied().await
     }
 }
 

@@ -14,7 +14,10 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use edge_auth::keystore::{FetchError, JwksSource, KeyIo, SharedTier};
+use edge_auth::{
+    denylist::{DeniedEntry, DenyIo},
+    keystore::{FetchError, JwksSource, KeyIo, SharedTier},
+};
 use edge_auth_dev_issuer::SigningKey;
 
 pub const ISSUER: &str = "https://tenant.example.auth0.com/";
@@ -88,6 +91,9 @@ pub struct FakeIo {
     pub kv_writes: Cell<usize>,
     pub cache_writes: Cell<usize>,
     pub logs: RefCell<Vec<String>>,
+    /// What a deny-list listing answers, and how many were made.
+    pub denied: RefCell<Result<Vec<DeniedEntry>, String>>,
+    pub deny_lists: Cell<usize>,
 }
 
 impl FakeIo {
@@ -108,6 +114,8 @@ impl FakeIo {
             kv_writes: Cell::new(0),
             cache_writes: Cell::new(0),
             logs: RefCell::new(Vec::new()),
+            denied: RefCell::new(Ok(Vec::new())),
+            deny_lists: Cell::new(0),
         }
     }
 
@@ -196,5 +204,12 @@ impl KeyIo for FakeIo {
 
     fn log(&self, _event: &'static str, line: &str) {
         self.logs.borrow_mut().push(line.to_owned());
+    }
+}
+
+impl DenyIo for FakeIo {
+    async fn list_denied(&self) -> Result<Vec<DeniedEntry>, String> {
+        self.deny_lists.set(self.deny_lists.get() + 1);
+        self.denied.borrow().clone()
     }
 }
