@@ -19,6 +19,7 @@ use crate::{
     http::{self, Challenge, HttpResponse},
     issuers::Issuers,
     keystore::KeyIo,
+    limits::{self, RateLimiter},
     nonce,
     proof::{self, ProofError, ProofRequest, ProofVerifier},
     replay::{Remembered, ReplayCache},
@@ -181,9 +182,9 @@ impl Facts {
 pub trait Verifier: SignatureVerifier + ProofVerifier {}
 impl<T: SignatureVerifier + ProofVerifier> Verifier for T {}
 
-/// The runtime's I/O the pipeline may need: keys and the deny list.
-pub trait Io: KeyIo + DenyIo {}
-impl<T: KeyIo + DenyIo> Io for T {}
+/// The runtime's I/O the pipeline may need: keys, the deny list and the rate limiters.
+pub trait Io: KeyIo + DenyIo + RateLimiter {}
+impl<T: KeyIo + DenyIo + RateLimiter> Io for T {}
 
 pub async fn handle<I: Io, V: Verifier>(
     request: &Incoming<'_>,
@@ -292,6 +293,9 @@ async fn respond<I: Io, V: Verifier>(
     }
     if rule.auth == Auth::Public {
         facts.admitted = Some(Reason::Public);
+        if let (Some(limit), Ok(setup)) = (&rule.rate_limit, setup) {
+            spend(limit, None, None, request, setup.keys.io).await?;
+        }
         return answer(rule, None, setup, request);
     }
     let Setup { config, keys, rules: table } =
@@ -302,6 +306,9 @@ async fn respond<I: Io, V: Verifier>(
         // An optional rule admits a request that carries no token (a non-Bearer scheme is no token).
         Err(ApiError::MissingAuthorization) if rule.auth == Auth::Optional => {
             facts.admitted = Some(Reason::Anonymous);
+            if let Some(limit) = &rule.rate_limit {
+                spend(limit, None, None, request, keys.io).await?;
+            }
             return answer(rule, None, setup, request);
         }
         Err(error) => return Err(error),
@@ -314,6 +321,10 @@ async fn respond<I: Io, V: Verifier>(
     }
     if let Some(unmet) = rule.unmet_claim(|name| principal.claim(name)) {
         return Err(ApiError::ClaimMismatch { claim: unmet.name.clone() });
+    }
+    // Last: only a request that would otherwise be admitted spends the caller's budget.
+    if let Some(limit) = &rule.rate_limit {
+        spend(limit, facts.issuer.as_deref(), Some(&principal), request, keys.io).await?;
     }
     answer(rule, Some((principal.as_ref(), token)), setup, request)
 }
@@ -477,6 +488,27 @@ async fn recheck<I: Io, V: Verifier>(
     let resolved = issuer.store.resolve(verified.kid.as_deref(), now_ms, keys.io).await?;
     facts.ask_refresh(verified.issuer, resolved.background_refresh);
     Ok(resolved.key == verified.key)
+}
+
+/// Spends one unit of the rule's limit for this caller; 429 with the period as `Retry-After` when
+/// the caller is over it. A binding that fails lets the request through, with a log line.
+async fn spend<I: Io>(
+    limit: &rules::RateLimit,
+    issuer: Option<&str>,
+    principal: Option<&Principal>,
+    request: &Incoming<'_>,
+    io: &I,
+) -> Result<(), ApiError> {
+    let key = limits::key(limit, issuer, principal, request.address);
+    match io.spend(&limit.binding, &key).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError::RateLimited { retry_after_secs: limit.period_secs }),
+        Err(reason) => {
+            let line = json!({ "component": "edge-auth.limits", "event": "rate_limit_failed", "binding": &*limit.binding, "reason": reason });
+            io.log("rate_limit_failed", &line.to_string());
+            Ok(())
+        }
+    }
 }
 
 /// Refuses a token the deny list names, from the isolate's copy: listed in the foreground only

@@ -180,6 +180,7 @@ impl Reason {
             ApiError::ClaimMismatch { .. } => Reason::ClaimMismatch,
             ApiError::KeysUnavailable { .. } => Reason::NoKeys,
             ApiError::DenylistUnavailable => Reason::DenylistUnavailable,
+            ApiError::RateLimited { .. } => Reason::RateLimited,
             ApiError::OriginUnreachable => Reason::OriginUnreachable,
             ApiError::OriginTimeout => Reason::OriginTimeout,
         }
@@ -461,6 +462,7 @@ mod tests {
             (ApiError::InvalidToken(T::KeyBindingMismatch), "token_binding"),
             (ApiError::InvalidToken(T::Revoked), "revoked"),
             (ApiError::DenylistUnavailable, "denylist_unavailable"),
+            (ApiError::RateLimited { retry_after_secs: 60 }, "rate_limited"),
             (ApiError::InvalidDpopProof(ProofProblem::Replayed), "invalid_dpop_proof"),
             (ApiError::UseDpopNonce { nonce: "n".into() }, "use_dpop_nonce"),
             (ApiError::InsufficientScope { required: "a".into() }, "insufficient_scope"),

@@ -33,6 +33,10 @@ pub enum ApiError {
     ClaimMismatch {
         claim: std::rc::Rc<str>,
     },
+    /// The rule's limit for this caller is spent: try again after the binding's period.
+    RateLimited {
+        retry_after_secs: u64,
+    },
     /// The deny list was never read by this isolate and cannot be read now: refused, since
     /// revocation must not fail open.
     DenylistUnavailable,

@@ -139,6 +139,12 @@ pub fn error_response(error: &ApiError, challenge: Option<&Challenge<'_>>) -> Ht
         }
         ApiError::OriginUnreachable => (502, "origin_unreachable", "The origin could not be reached".into(), vec![]),
         ApiError::OriginTimeout => (504, "origin_timeout", "The origin did not answer in time".into(), vec![]),
+        ApiError::RateLimited { retry_after_secs } => (
+            429,
+            "rate_limited",
+            "Too many requests; retry after the time in Retry-After".into(),
+            vec![("retry-after", retry_after_secs.to_string())],
+        ),
         ApiError::DenylistUnavailable => (
             503,
             "temporarily_unavailable",

@@ -15,6 +15,7 @@ pub mod http;
 pub mod issuers;
 pub mod jwks;
 pub mod keystore;
+pub mod limits;
 pub mod nonce;
 pub mod proof;
 pub mod replay;

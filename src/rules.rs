@@ -164,7 +164,65 @@ pub struct Rule {
     pub websocket: bool,
     /// Every one must hold (checked after the scopes).
     pub claims: Vec<ClaimRule>,
+    /// A limit per caller, checked once the request is otherwise admitted.
+    pub rate_limit: Option<RateLimit>,
     pub responder: Responder,
+}
+
+/// `"rate_limit": {"binding": "NAME", "key": "subject", "period": 60}`: a Workers Rate Limiting
+/// binding (`[[ratelimits]]`) spent once per admitted request, keyed on the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub binding: Rc<str>,
+    pub key: LimitKey,
+    /// The binding's period (10 or 60 s), which the worker cannot read from the binding: stated
+    /// here, and sent as `Retry-After` to a caller over the limit.
+    pub period_secs: u64,
+}
+
+/// Whose budget a request spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitKey {
+    /// The verified issuer and `sub`.
+    Subject,
+    /// The verified issuer and client (`azp`, else `client_id`).
+    Client,
+    /// The client's address as the runtime reports it (`CF-Connecting-IP`): for public rules.
+    Ip,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    binding: String,
+    key: LimitKey,
+    #[serde(default)]
+    period: Option<u64>,
+}
+
+/// What Workers Rate Limiting allows as a period.
+pub const RATE_LIMIT_PERIODS: [u64; 2] = [10, 60];
+pub const DEFAULT_RATE_LIMIT_PERIOD_SECONDS: u64 = 60;
+
+impl RateLimit {
+    fn parse(raw: RawRateLimit, auth: Auth) -> Result<RateLimit, String> {
+        let name_ok = !raw.binding.is_empty()
+            && raw.binding.len() <= 64
+            && raw.binding.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !raw.binding.as_bytes()[0].is_ascii_digit();
+        if !name_ok {
+            return Err(format!("rate_limit: binding {:?} is not a binding name", raw.binding));
+        }
+        if raw.key != LimitKey::Ip && auth != Auth::Required {
+            return Err("rate_limit: key \"subject\" or \"client\" needs auth \"required\" (use \"ip\")".into());
+        }
+        let period_secs = raw.period.unwrap_or(DEFAULT_RATE_LIMIT_PERIOD_SECONDS);
+        if !RATE_LIMIT_PERIODS.contains(&period_secs) {
+            return Err("rate_limit: period must be 10 or 60 (the binding's period)".into());
+        }
+        Ok(RateLimit { binding: raw.binding.into(), key: raw.key, period_secs })
+    }
 }
 
 /// `"claims": {"org_id": "org_123", "roles": ["admin", "editor"]}`: one claim and the values it may
@@ -276,6 +334,8 @@ struct RawRule {
     websocket: bool,
     #[serde(default)]
     claims: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    rate_limit: Option<RawRateLimit>,
 }
 
 /// Methods no rule may list: TRACE and TRACK echo the request, headers the edge adds included
@@ -303,6 +363,7 @@ impl Rules {
             any_scopes: Vec::new(),
             websocket: false,
             claims: Vec::new(),
+            rate_limit: None,
             responder: Responder::Message(message),
         };
         Rules {
@@ -338,6 +399,12 @@ impl Rules {
         let names: Vec<Rc<str>> = parsed.rules.iter().flat_map(|r| r.claims.iter().map(|c| c.name.clone())).collect();
         parsed.need_claims(names);
         Ok(parsed)
+    }
+
+    /// Each rule's rate-limit binding, with the rule's index: the edge checks at start-up that
+    /// each is bound and is a rate limiter.
+    pub fn rate_limit_bindings(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.rules.iter().enumerate().filter_map(|(i, r)| r.rate_limit.as_ref().map(|l| (i, &*l.binding)))
     }
 
     /// The claims a verified token must keep for these rules and the identity headers.
@@ -389,6 +456,7 @@ impl Rules {
             }
             Some(map) => map.iter().map(|(name, value)| ClaimRule::parse(name, value)).collect::<Result<_, _>>()?,
         };
+        let rate_limit = raw.rate_limit.map(|limit| RateLimit::parse(limit, auth)).transpose()?;
         let websocket = raw.websocket;
         // A WebSocket handshake is a GET (RFC 6455 §4.1).
         if websocket && methods.as_ref().is_some_and(|list| !list.iter().any(|m| m == "GET")) {
@@ -403,6 +471,7 @@ impl Rules {
             any_scopes,
             websocket,
             claims,
+            rate_limit,
             responder: Responder::Origin,
         })
     }

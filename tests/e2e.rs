@@ -1856,3 +1856,58 @@ fn an_entry_written_with_deny_sh_refuses_the_next_requests_within_the_refresh_bo
     assert_eq!(w.get("/api/private", &staying).status, 200);
     w.expect_line("a revoked line with the reason", |v| v["event"] == "revoked" && v["reason"] == "left the company");
 }
+
+// ---------------------------------------------------------------- limits per caller
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn a_limit_of_n_gives_429_on_request_n_plus_one_for_one_subject_and_not_another() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let origin = MockOrigin::start().unwrap();
+    let limit = 3;
+    let config = test_config(
+        "ratelimit-config",
+        &format!(
+            "\n[[ratelimits]]\nname = \"PER_USER\"\nnamespace_id = \"1001\"\nsimple = {{ limit = {limit}, period = 60 }}\n"
+        ),
+    );
+    let base = format!("{}/base/", origin.url());
+    let routes = r#"[
+        {"path": "/limited/*", "rate_limit": {"binding": "PER_USER", "key": "subject"}},
+        {"path": "/unbound/*", "rate_limit": {"binding": "MISSING", "key": "subject"}}
+    ]"#;
+    let vars = [("ORIGIN_URL", base.as_str()), ("ROUTES", routes)];
+    let ready = |port| request(port, "OPTIONS", "/", &[]).status != 0;
+    // A rule naming a binding that is not bound is a configuration error naming the rule.
+    let broken = Worker::launch_with(&issuer, &vars, &temp_dir("ratelimit-broken"), Some(&config), ready);
+    let r = request(broken.port, "GET", "/limited/x", &[]);
+    assert_eq!((r.status, r.error().as_str()), (500, "server_misconfigured"), "{}", r.body);
+    assert!(r.body.contains("ROUTES") && r.body.contains("rule 1"), "{}", r.body);
+    drop(broken);
+
+    let routes = r#"[{"path": "/limited/*", "rate_limit": {"binding": "PER_USER", "key": "subject"}}]"#;
+    let vars = [("ORIGIN_URL", base.as_str()), ("ROUTES", routes)];
+    let w = Worker::launch_with(&issuer, &vars, &temp_dir("ratelimit"), Some(&config), ready);
+    let bearer = |subject: &str| {
+        format!("Bearer {}", Mint { subject: subject.into(), ..Mint::new(&issuer.issuer(), AUDIENCE) }.sign(key(1)))
+    };
+    let (alice, bob) = (bearer("auth0|alice"), bearer("auth0|bob"));
+    // An invalid token spends nothing.
+    let forged = format!(
+        "Bearer {}",
+        Mint { subject: "auth0|alice".into(), ..Mint::new(&issuer.issuer(), AUDIENCE) }.sign(key(2))
+    );
+    for _ in 0..limit {
+        assert_eq!(request(w.port, "GET", "/limited/x", &[("Authorization", &forged)]).status, 401);
+    }
+    let before = origin.hits();
+    for i in 0..limit {
+        let r = request(w.port, "GET", "/limited/x", &[("Authorization", &alice)]);
+        assert_eq!(r.status, 200, "request {i}: {}\n{}", r.body, w.log());
+    }
+    let over = request(w.port, "GET", "/limited/x", &[("Authorization", &alice)]);
+    assert_eq!((over.status, over.error().as_str()), (429, "rate_limited"), "{}", over.body);
+    assert_eq!(over.header("retry-after"), Some("60"));
+    assert_eq!(origin.hits(), before + limit, "the refused request reached the origin");
+    assert_eq!(request(w.port, "GET", "/limited/x", &[("Authorization", &bob)]).status, 200);
+}

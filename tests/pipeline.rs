@@ -1598,3 +1598,74 @@ fn an_isolate_that_never_read_the_list_refuses_tokens_with_503_until_it_can() {
     *w.io.denied.borrow_mut() = Ok(Vec::new());
     assert_eq!(w.call("GET", "/api/private", Some(&token), None).response.status, 200);
 }
+
+// ---- limits per caller ----
+
+const LIMITED_ROUTES: &str = r#"[
+    {"path": "/orders/*", "rate_limit": {"binding": "PER_USER", "key": "subject"}},
+    {"path": "/apps/*", "rate_limit": {"binding": "PER_APP", "key": "client", "period": 10}, "scopes": ["apps"]},
+    {"path": "/*", "auth": "public", "rate_limit": {"binding": "PER_IP", "key": "ip"}}
+]"#;
+
+fn limited_world() -> World {
+    let w = world_with(&[("ORIGIN_URL", "https://origin.example.com"), ("ROUTES", LIMITED_ROUTES)], &[key(1)]);
+    w.io.rate_limit.set(2);
+    w
+}
+
+#[test]
+fn a_limit_of_n_refuses_request_n_plus_one_of_that_caller_with_429_and_the_period_and_never_forwards_it() {
+    let w = limited_world();
+    let alice = format!("Bearer {}", Mint { subject: "auth0|alice".into(), ..mint() }.sign(key(1)));
+    let bob = format!("Bearer {}", Mint { subject: "auth0|bob".into(), ..mint() }.sign(key(1)));
+    for _ in 0..2 {
+        assert!(w.call("GET", "/orders/1", Some(&alice), None).forward.is_some());
+    }
+    let over = w.call("GET", "/orders/1", Some(&alice), None);
+    assert!(over.forward.is_none());
+    assert_error(&over.response, 429, "rate_limited");
+    assert_eq!(over.response.header("retry-after"), Some("60"));
+    assert_eq!(over.decision.reason.as_str(), "rate_limited");
+    // Another subject has a budget of its own; the key names the verified issuer and subject.
+    assert!(w.call("GET", "/orders/1", Some(&bob), None).forward.is_some());
+    let spent = w.io.spent.borrow().clone();
+    assert_eq!(spent[0], ("PER_USER".to_owned(), format!("sub {ISSUER} auth0|alice")));
+}
+
+#[test]
+fn an_invalid_or_unauthorised_token_never_spends_budget_and_public_rules_spend_per_address() {
+    let w = limited_world();
+    let forged = format!("Bearer {}", sign(&json!({ "alg": "RS256", "kid": "key-1" }), &mint().claims(), key(2)));
+    for _ in 0..5 {
+        assert_error(&w.call("GET", "/orders/1", Some(&forged), None).response, 401, "invalid_token");
+        assert_error(&w.call("GET", "/orders/1", None, None).response, 401, "missing_authorization");
+    }
+    let without_scope = format!("Bearer {}", token_with(|c| c["azp"] = json!("app-1")));
+    assert_error(&w.call("GET", "/apps/x", Some(&without_scope), None).response, 403, "insufficient_scope");
+    assert!(w.io.spent.borrow().is_empty(), "{:?}", w.io.spent.borrow());
+    // The client key, and its stated period.
+    let app = format!(
+        "Bearer {}",
+        token_with(|c| {
+            c["azp"] = json!("app-1");
+            c["scope"] = json!("apps");
+        })
+    );
+    for _ in 0..2 {
+        assert!(w.call("GET", "/apps/x", Some(&app), None).forward.is_some());
+    }
+    assert_eq!(w.call("GET", "/apps/x", Some(&app), None).response.header("retry-after"), Some("10"));
+    let from = |address| Incoming { method: "GET", path: "/health", address: Some(address), ..Incoming::default() };
+    for _ in 0..2 {
+        assert!(w.send(&from("203.0.113.1")).forward.is_some());
+    }
+    assert_error(&w.send(&from("203.0.113.1")).response, 429, "rate_limited");
+    assert!(w.send(&from("203.0.113.2")).forward.is_some());
+}
+
+#[test]
+fn rules_without_a_limit_spend_nothing() {
+    let w = gateway_world(&[]);
+    assert!(w.call("GET", "/anything", None, None).forward.is_some());
+    assert!(w.io.spent.borrow().is_empty());
+}

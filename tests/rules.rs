@@ -299,3 +299,25 @@ fn claim_rules_are_refused_on_public_rules_and_with_values_that_cannot_match() {
     assert!(optional.starts_with("rule 0: claims need a token"), "{optional}");
     assert!(rules(json!([{ "path": "/x" }])).claims_needed().is_empty());
 }
+
+#[test]
+fn a_rate_limit_names_a_binding_a_key_and_a_period_of_10_or_60() {
+    let t = rules(json!([
+        { "path": "/a", "rate_limit": { "binding": "PER_USER", "key": "subject" } },
+        { "path": "/b", "auth": "public", "rate_limit": { "binding": "PER_IP", "key": "ip", "period": 10 } },
+    ]));
+    let bindings: Vec<(usize, &str)> = t.rate_limit_bindings().collect();
+    assert_eq!(bindings, [(0, "PER_USER"), (1, "PER_IP")]);
+    for (rule, why) in [
+        (json!({ "path": "/x", "auth": "public", "rate_limit": { "binding": "L", "key": "subject" } }), "needs auth"),
+        (json!({ "path": "/x", "auth": "optional", "rate_limit": { "binding": "L", "key": "client" } }), "needs auth"),
+        (json!({ "path": "/x", "rate_limit": { "binding": "L", "key": "subject", "period": 30 } }), "period"),
+        (json!({ "path": "/x", "rate_limit": { "binding": "", "key": "ip" } }), "binding"),
+        (json!({ "path": "/x", "rate_limit": { "binding": "A-B", "key": "ip" } }), "binding"),
+        (json!({ "path": "/x", "rate_limit": { "binding": "L", "key": "email" } }), "unknown variant"),
+        (json!({ "path": "/x", "rate_limit": { "binding": "L" } }), "missing field"),
+    ] {
+        let refused = refusal(json!([rule]));
+        assert!(refused.starts_with("rule 0: ") && refused.contains(why), "{rule}: {refused}");
+    }
+}

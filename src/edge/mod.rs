@@ -73,6 +73,7 @@ fn isolate(env: &JsValue) -> Rc<Isolate> {
             let ready = Config::from_vars(get).and_then(|config| {
                 observe::init(config.observe.lines_per_minute);
                 let rules = app::compile_rules(&config)?;
+                crate::limits::check_bindings(&rules, |name| rate_limiter(env, name).is_some())?;
                 Ok(Rc::new(Ready {
                     issuers: Rc::new(Issuers::new(&config)),
                     tokens: RefCell::default(),
@@ -95,6 +96,13 @@ fn isolate(env: &JsValue) -> Rc<Isolate> {
         })
         .clone()
     })
+}
+
+/// The binding `name` if it is a Workers Rate Limiting binding (an object with `limit`).
+fn rate_limiter(env: &JsValue, name: &str) -> Option<JsValue> {
+    let binding = js_sys::Reflect::get(env, &JsValue::from_str(name)).ok().filter(JsValue::is_object)?;
+    let limit = js_sys::Reflect::get(&binding, &JsValue::from_str("limit")).ok()?;
+    limit.is_function().then_some(binding)
 }
 
 /// A variable as its JSON value: `--var` and secrets arrive as strings, `[vars]` in wrangler.toml
@@ -295,6 +303,26 @@ impl KeyIo for LazyIo {
 
     fn log(&self, event: &'static str, line: &str) {
         observe::emit(event, "", line, false);
+    }
+}
+
+impl crate::limits::RateLimiter for LazyIo {
+    /// `binding.limit({ key })`, its `success` read; any throw or odd answer is an `Err`.
+    async fn spend(&self, binding: &str, key: &str) -> Result<bool, String> {
+        let env: &JsValue = self.env.as_ref();
+        let binding = rate_limiter(env, binding).ok_or("not a rate limiter")?;
+        let limit: js_sys::Function =
+            js_sys::Reflect::get(&binding, &JsValue::from_str("limit")).map_err(|_| "no limit")?.unchecked_into();
+        let options = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&options, &JsValue::from_str("key"), &JsValue::from_str(key));
+        let promise = limit.call1(&binding, &options).map_err(|_| "limit threw")?;
+        let outcome = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(&promise))
+            .await
+            .map_err(|_| "limit rejected")?;
+        js_sys::Reflect::get(&outcome, &JsValue::from_str("success"))
+            .ok()
+            .and_then(|success| success.as_bool())
+            .ok_or_else(|| "limit answered without success".into())
     }
 }
 

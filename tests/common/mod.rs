@@ -17,6 +17,7 @@ use std::{
 use edge_auth::{
     denylist::{DeniedEntry, DenyIo},
     keystore::{FetchError, JwksSource, KeyIo, SharedTier},
+    limits::RateLimiter,
 };
 use edge_auth_dev_issuer::SigningKey;
 
@@ -94,6 +95,10 @@ pub struct FakeIo {
     /// What a deny-list listing answers, and how many were made.
     pub denied: RefCell<Result<Vec<DeniedEntry>, String>>,
     pub deny_lists: Cell<usize>,
+    /// Every rate limiter allows this many units per key (tests never move into a new period),
+    /// and what was spent: (binding, key).
+    pub rate_limit: Cell<usize>,
+    pub spent: RefCell<Vec<(String, String)>>,
 }
 
 impl FakeIo {
@@ -116,6 +121,8 @@ impl FakeIo {
             logs: RefCell::new(Vec::new()),
             denied: RefCell::new(Ok(Vec::new())),
             deny_lists: Cell::new(0),
+            rate_limit: Cell::new(usize::MAX),
+            spent: RefCell::new(Vec::new()),
         }
     }
 
@@ -204,6 +211,14 @@ impl KeyIo for FakeIo {
 
     fn log(&self, _event: &'static str, line: &str) {
         self.logs.borrow_mut().push(line.to_owned());
+    }
+}
+
+impl RateLimiter for FakeIo {
+    async fn spend(&self, binding: &str, key: &str) -> Result<bool, String> {
+        let mut spent = self.spent.borrow_mut();
+        spent.push((binding.to_owned(), key.to_owned()));
+        Ok(spent.iter().filter(|(b, k)| b == binding && k == key).count() <= self.rate_limit.get())
     }
 }
 
