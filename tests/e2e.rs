@@ -1199,8 +1199,14 @@ fn every_attack_row_gets_its_answer_from_the_real_worker() {
     // One issuer per worker; a cooldown as long as max-age, so the cold start is each worker's only
     // fetch and any other hit would have to come from something in a token.
     let (issuer, audience) = (text("issuer"), text("audience"));
-    let vars =
-        [("AUTH0_ISSUER", issuer.as_str()), ("AUTH0_AUDIENCE", audience.as_str()), ("JWKS_COOLDOWN_SECONDS", "600")];
+    // Every decision logged, none held back: each row's line is checked against its answer.
+    let vars = [
+        ("AUTH0_ISSUER", issuer.as_str()),
+        ("AUTH0_AUDIENCE", audience.as_str()),
+        ("JWKS_COOLDOWN_SECONDS", "600"),
+        ("DECISION_LOG", "all"),
+        ("LOG_LINES_PER_MINUTE", "100000"),
+    ];
     let demo_issuer = MockIssuer::start(&corpus["jwks"]).unwrap();
     let demo = Worker::start(&demo_issuer, &vars, &temp_dir("attacks-demo"));
     let gateway_issuer = MockIssuer::start(&corpus["jwks"]).unwrap();
@@ -1216,6 +1222,7 @@ fn every_attack_row_gets_its_answer_from_the_real_worker() {
     let rows = corpus["rows"].as_array().unwrap();
     let mut failures = Vec::new();
     let mut sent = HashMap::new();
+    let mut reasons: HashMap<String, usize> = HashMap::new();
     for (mode, worker) in [("demo", &demo), ("gateway", &gateway)] {
         for row in rows.iter().filter(|r| r["mode"] == mode || r["mode"] == "both") {
             let name = row["name"].as_str().unwrap();
@@ -1233,16 +1240,39 @@ fn every_attack_row_gets_its_answer_from_the_real_worker() {
                 let jti = format!("{mode}-{name}");
                 dpop::from_recipe(recipe, &corpus["dpop_keys"], method, &url, token, unix_now(), &jti)
             });
+            let lines_before = decisions(worker).len();
+            let mut requests = 1;
             if let Some(proof) = &proof {
                 headers.push(("DPoP", proof));
                 if row["dpop"]["send_twice"] == true {
                     request(worker.port, method, path, &headers);
+                    requests += 1;
                 }
             }
             let before = origin.hits();
             let r = request(worker.port, method, path, &headers);
             *sent.entry(mode).or_insert(0) += 1;
             let mut fail = |problem: String| failures.push(format!("[{mode}] {name}: {problem}"));
+            // This row's decision line: the last of the lines its requests wrote, in order.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut lines = decisions(worker);
+            while lines.len() < lines_before + requests && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+                lines = decisions(worker);
+            }
+            match lines.get(lines_before + requests - 1).filter(|_| lines.len() == lines_before + requests) {
+                None => fail(format!("{} decision line(s) for {requests} request(s)", lines.len() - lines_before)),
+                Some(line) => {
+                    let reason = line["reason"].as_str().unwrap_or_default().to_owned();
+                    if line["status"] != json!(r.status) {
+                        fail(format!("the decision line says status {}, the answer was {}", line["status"], r.status));
+                    }
+                    if !reason_fits(&reason, r.status, &r.error()) {
+                        fail(format!("the decision line's reason {reason} does not fit {} {}", r.status, r.error()));
+                    }
+                    *reasons.entry(reason).or_insert(0) += 1;
+                }
+            }
             let expected = (row["status"].as_u64().unwrap() as u16, row["error"].as_str().unwrap_or_default());
             let got = (r.status, r.error());
             if (got.0, got.1.as_str()) != expected {
@@ -1299,12 +1329,45 @@ fn every_attack_row_gets_its_answer_from_the_real_worker() {
         sent.get("gateway").unwrap_or(&0),
         origin.hits(),
     );
+    let mut histogram: Vec<_> = reasons.into_iter().collect();
+    histogram.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    eprintln!("attack corpus decisions by reason: {histogram:?}");
     assert!(failures.is_empty(), "{} row(s) failed:\n{}", failures.len(), failures.join("\n"));
     assert_eq!(canary_connections, 0, "the worker connected to a URL taken from a token");
     assert!(
         demo_fetches <= 1 && gateway_fetches <= 1,
         "issuer fetches beyond the cold start: {demo_fetches}, {gateway_fetches}"
     );
+}
+
+/// Whether a decision's reason is one the answer's status and error code allow (README, "Seeing
+/// what the edge decides").
+fn reason_fits(reason: &str, status: u16, error: &str) -> bool {
+    const TOKEN: [&str; 10] = [
+        "malformed_token",
+        "unsupported_alg",
+        "unknown_kid",
+        "bad_signature",
+        "expired",
+        "not_yet_valid",
+        "untrusted_issuer",
+        "wrong_audience",
+        "token_binding",
+        "revoked",
+    ];
+    match (status, error) {
+        (100..=399, _) => ["ok", "public", "anonymous", "preflight"].contains(&reason),
+        (400, "invalid_request") => {
+            ["invalid_request", "ambiguous_path", "upgrade_not_allowed", "client_body_failed"].contains(&reason)
+        }
+        (401, "invalid_token") => TOKEN.contains(&reason),
+        (401, code) | (403, code) | (404, code) | (405, code) | (429, code) => reason == code,
+        (500, "server_misconfigured") => reason == "misconfigured",
+        (502, _) => reason == "origin_unreachable",
+        (503, _) => ["no_keys", "denylist_unavailable"].contains(&reason),
+        (504, _) => reason == "origin_timeout",
+        _ => false,
+    }
 }
 
 // ---------------------------------------------------------------- faults
