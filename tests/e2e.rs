@@ -1270,6 +1270,9 @@ fn every_attack_row_gets_its_answer_from_the_real_worker() {
                     if !reason_fits(&reason, r.status, &r.error()) {
                         fail(format!("the decision line's reason {reason} does not fit {} {}", r.status, r.error()));
                     }
+                    if reason != row["reason"].as_str().unwrap_or_default() {
+                        fail(format!("decided {reason}, the row expects {}", row["reason"]));
+                    }
                     *reasons.entry(reason).or_insert(0) += 1;
                 }
             }
