@@ -11,12 +11,15 @@ use serde_json::json;
 use crate::{
     claims::{self, Binding, ClaimsPolicy, Principal},
     config::{Config, DpopMode},
+    decision::{CacheUse, Decision, Reason},
+    denylist::{DenyIo, DenyList, Snapshot, TokenIds},
     error::{ApiError, ConfigError, ConfigProblem, ProofProblem, RequestProblem, TokenProblem},
     extract::{self, Scheme},
     forward,
     http::{self, Challenge, HttpResponse},
     issuers::Issuers,
     keystore::KeyIo,
+    limits::{self, RateLimiter},
     nonce,
     proof::{self, ProofError, ProofRequest, ProofVerifier},
     replay::{Remembered, ReplayCache},
@@ -70,6 +73,8 @@ pub struct Keys<'a, I, V> {
     pub tokens: &'a RefCell<TokenCache>,
     /// DPoP proofs accepted by this isolate, until they are too old to be accepted again.
     pub proofs: &'a RefCell<ReplayCache>,
+    /// The isolate's copy of the deny list, when a `DENYLIST` is bound.
+    pub denylist: Option<&'a RefCell<DenyList>>,
 }
 
 /// What the pipeline runs on once the configuration was read: it, its compiled rule table, and
@@ -85,10 +90,14 @@ pub struct Setup<'a, I, V> {
 pub fn compile_rules(config: &Config) -> Result<Rules, ConfigError> {
     match &config.gateway {
         None => Ok(demo_rules()),
-        Some(gateway) => Rules::parse(&gateway.routes).map_err(|e| ConfigError {
-            variable: "ROUTES",
-            problem: ConfigProblem::InvalidRule { index: e.index, detail: e.reason },
-        }),
+        Some(gateway) => {
+            let mut rules = Rules::parse(&gateway.routes).map_err(|e| ConfigError {
+                variable: "ROUTES",
+                problem: ConfigProblem::InvalidRule { index: e.index, detail: e.reason },
+            })?;
+            rules.need_claims(gateway.claim_headers.iter().map(|(_, claim)| claim.clone()));
+            Ok(rules)
+        }
     }
 }
 
@@ -109,6 +118,11 @@ pub struct Outcome {
     /// The key store of this issuer (an index into the isolate's `Issuers`) asks for a refresh
     /// after this response (stale-while-revalidate).
     pub background_refresh: Option<usize>,
+    /// List the deny list again after this response (its copy is due).
+    pub denylist_refresh: bool,
+    /// What was decided, for the log and the metrics (the edge adds the times, and the origin's
+    /// status when it forwards).
+    pub decision: Decision,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +132,8 @@ pub struct Forward {
     pub verified: bool,
     /// A WebSocket handshake on a rule that allows one: the edge accepts it and relays frames.
     pub relay: Option<Relay>,
+    /// `CLAIM_HEADERS` of the verified caller (names chosen by configuration, so not `'static`).
+    pub claim_headers: Vec<(Rc<str>, String)>,
 }
 
 /// How long a relayed WebSocket may live.
@@ -144,6 +160,15 @@ struct Facts {
     scheme: Option<Scheme>,
     /// A fresh DPoP nonce for the answer (the client's is aging).
     nonce: Option<String>,
+    /// The rule that decided (its pattern), once one was found.
+    rule: Option<Rc<str>>,
+    /// Why an admitted request was admitted (`Ok` unless set).
+    admitted: Option<Reason>,
+    /// The trusted issuer and the held key that judged the token, and whether from the cache.
+    issuer: Option<Rc<str>>,
+    kid: Option<Rc<str>>,
+    cache: Option<CacheUse>,
+    denylist_refresh: bool,
 }
 
 impl Facts {
@@ -157,20 +182,32 @@ impl Facts {
 pub trait Verifier: SignatureVerifier + ProofVerifier {}
 impl<T: SignatureVerifier + ProofVerifier> Verifier for T {}
 
-pub async fn handle<I: KeyIo, V: Verifier>(
+/// The runtime's I/O the pipeline may need: keys, the deny list and the rate limiters.
+pub trait Io: KeyIo + DenyIo + RateLimiter {}
+impl<T: KeyIo + DenyIo + RateLimiter> Io for T {}
+
+pub async fn handle<I: Io, V: Verifier>(
     request: &Incoming<'_>,
     setup: Result<Setup<'_, I, V>, Broken<'_>>,
     now_ms: u64,
 ) -> Outcome {
     let mut facts = Facts::default();
     let result = respond(request, &setup, now_ms, &mut facts).await;
-    let (response, forward) = match result {
-        Ok(Answer::Respond(response)) => (response, None),
-        Ok(Answer::Forward(forward)) => (HttpResponse::empty(200), Some(forward)),
+    let (response, forward, reason) = match result {
+        Ok(Answer::Respond(response)) => (response, None, facts.admitted.unwrap_or(Reason::Ok)),
+        Ok(Answer::Forward(forward)) => (HttpResponse::empty(200), Some(forward), facts.admitted.unwrap_or(Reason::Ok)),
         Err(error) => {
             let challenge = setup.as_ref().ok().map(|s| challenge(s.config, facts.scheme));
-            (http::error_response(&error, challenge.as_ref()), None)
+            (http::error_response(&error, challenge.as_ref()), None, Reason::of(&error))
         }
+    };
+    let decision = Decision {
+        rule: facts.rule,
+        status: response.status,
+        reason,
+        issuer: facts.issuer,
+        kid: facts.kid,
+        cache: facts.cache,
     };
     let response = match facts.nonce {
         Some(nonce) => response.with_header("dpop-nonce", nonce),
@@ -180,14 +217,14 @@ pub async fn handle<I: KeyIo, V: Verifier>(
         Ok(setup) => http::with_cors(response, &setup.config.cors, request.origin),
         Err(_) => response,
     };
-    Outcome { response, forward, background_refresh: facts.refresh }
+    Outcome { response, forward, background_refresh: facts.refresh, denylist_refresh: facts.denylist_refresh, decision }
 }
 
 fn challenge(config: &Config, scheme: Option<Scheme>) -> Challenge<'_> {
     Challenge { realm: config.realm(), dpop: config.dpop.mode, scheme }
 }
 
-async fn respond<I: KeyIo, V: Verifier>(
+async fn respond<I: Io, V: Verifier>(
     request: &Incoming<'_>,
     setup: &Result<Setup<'_, I, V>, Broken<'_>>,
     now_ms: u64,
@@ -199,16 +236,21 @@ async fn respond<I: KeyIo, V: Verifier>(
     };
     // A gateway answers CORS preflights itself, on any path, before anything else.
     if gateway && request.method == "OPTIONS" && request.origin.is_some() && request.preflight {
+        facts.admitted = Some(Reason::Preflight);
         return Ok(Answer::Respond(preflight(setup, request)));
     }
     if let Some(Setup { keys, .. }) =
         setup.as_ref().ok().filter(|s| s.config.status_endpoint && request.path == STATUS_PATH)
     {
+        facts.rule = Some(STATUS_PATH.into());
         return match request.method {
             "GET" | "HEAD" => Ok(Answer::Respond(
                 HttpResponse::json(200, &keys.issuers.status(now_ms, keys.io)).with_header("cache-control", "no-store"),
             )),
-            "OPTIONS" => Ok(Answer::Respond(preflight(setup, request))),
+            "OPTIONS" => {
+                facts.admitted = Some(Reason::Preflight);
+                Ok(Answer::Respond(preflight(setup, request)))
+            }
             _ => Err(ApiError::MethodNotAllowed(http::ALLOW.into())),
         };
     }
@@ -230,7 +272,10 @@ async fn respond<I: KeyIo, V: Verifier>(
         return Err(ApiError::MethodNotAllowed(table.methods_for(request.path).join(", ")));
     }
     let rule = match table.find(request.method, request.path) {
-        Match::Rule(rule) => rule,
+        Match::Rule(rule) => {
+            facts.rule = Some(rule.path.clone());
+            rule
+        }
         Match::MethodNotAllowed(allowed) => return Err(ApiError::MethodNotAllowed(allowed.join(", "))),
         Match::NotFound => return Err(ApiError::NotFound),
     };
@@ -243,22 +288,43 @@ async fn respond<I: KeyIo, V: Verifier>(
     }
     // The worker's own routes answer any OPTIONS as a preflight (no token needed).
     if request.method == "OPTIONS" && matches!(rule.responder, Responder::Message(_)) {
+        facts.admitted = Some(Reason::Preflight);
         return Ok(Answer::Respond(preflight(setup, request)));
     }
     if rule.auth == Auth::Public {
+        facts.admitted = Some(Reason::Public);
+        if let (Some(limit), Ok(setup)) = (&rule.rate_limit, setup) {
+            spend(limit, None, None, request, setup.keys.io).await?;
+        }
         return answer(rule, None, setup, request);
     }
-    let Setup { config, keys, .. } = setup.as_ref().map_err(|broken| ApiError::Misconfigured(broken.error.clone()))?;
-    let (principal, token) = match authenticate(request, config, keys, now_ms, facts).await {
+    let Setup { config, keys, rules: table } =
+        setup.as_ref().map_err(|broken| ApiError::Misconfigured(broken.error.clone()))?;
+    let needed = table.claims_needed();
+    let (principal, token) = match authenticate(request, config, keys, needed, now_ms, facts).await {
         Ok(verified) => verified,
         // An optional rule admits a request that carries no token (a non-Bearer scheme is no token).
         Err(ApiError::MissingAuthorization) if rule.auth == Auth::Optional => {
+            facts.admitted = Some(Reason::Anonymous);
+            if let Some(limit) = &rule.rate_limit {
+                spend(limit, None, None, request, keys.io).await?;
+            }
             return answer(rule, None, setup, request);
         }
         Err(error) => return Err(error),
     };
+    if let Some(list) = keys.denylist {
+        check_denylist(&principal, list, keys.io, now_ms, facts).await?;
+    }
     if !rule.is_satisfied_by(|scope| principal.has_scope(scope)) {
         return Err(ApiError::InsufficientScope { required: rule.scope_requirement() });
+    }
+    if let Some(unmet) = rule.unmet_claim(|name| principal.claim(name)) {
+        return Err(ApiError::ClaimMismatch { claim: unmet.name.clone() });
+    }
+    // Last: only a request that would otherwise be admitted spends the caller's budget.
+    if let Some(limit) = &rule.rate_limit {
+        spend(limit, facts.issuer.as_deref(), Some(&principal), request, keys.io).await?;
     }
     answer(rule, Some((principal.as_ref(), token)), setup, request)
 }
@@ -290,7 +356,11 @@ fn answer<I, V>(
                     u64::try_from(principal.expires.saturating_add(leeway)).unwrap_or(0).saturating_mul(1000)
                 }),
             });
-            Ok(Answer::Forward(Forward { headers, verified: identity.is_some(), relay }))
+            let claim_headers = match (gateway, identity) {
+                (Some(gateway), Some((principal, _))) => gateway.claim_headers(principal),
+                _ => Vec::new(),
+            };
+            Ok(Answer::Forward(Forward { headers, verified: identity.is_some(), relay, claim_headers }))
         }
         // An origin rule only comes from a configuration that was read; this is for completeness.
         (Responder::Origin, Err(broken)) => Err(ApiError::Misconfigured(broken.error.clone())),
@@ -317,10 +387,11 @@ fn preflight<I, V>(setup: &Result<Setup<'_, I, V>, Broken<'_>>, request: &Incomi
 /// Header → token → issuer → key → signature → claims → binding, each step refusing with the
 /// check that failed. A token verified before skips the parse and the signature, never the key,
 /// clock, binding, proof or scope. Answers the caller and the token that proved who it is.
-async fn authenticate<'t, I: KeyIo, V: Verifier>(
+async fn authenticate<'t, I: Io, V: Verifier>(
     request: &Incoming<'t>,
     config: &Config,
     keys: &Keys<'_, I, V>,
+    needed: &[Rc<str>],
     now_ms: u64,
     facts: &mut Facts,
 ) -> Result<(Rc<Principal>, &'t str), ApiError> {
@@ -330,7 +401,7 @@ async fn authenticate<'t, I: KeyIo, V: Verifier>(
         return Err(ApiError::InvalidToken(TokenProblem::DpopRequired));
     }
     let now_secs = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
-    let principal = verify_token(raw, config, keys, now_ms, now_secs, facts).await?;
+    let principal = verify_token(raw, config, keys, needed, now_ms, now_secs, facts).await?;
     match (&principal.binding, scheme) {
         (Binding::Unsupported, _) => Err(ApiError::InvalidToken(TokenProblem::UnsupportedConfirmation)),
         (Binding::None, Scheme::Bearer) => Ok((principal, raw)),
@@ -344,16 +415,20 @@ async fn authenticate<'t, I: KeyIo, V: Verifier>(
 }
 
 /// The token's own checks, from the cache when it was verified before.
-async fn verify_token<I: KeyIo, V: Verifier>(
+async fn verify_token<I: Io, V: Verifier>(
     raw: &str,
     config: &Config,
     keys: &Keys<'_, I, V>,
+    needed: &[Rc<str>],
     now_ms: u64,
     now_secs: i64,
     facts: &mut Facts,
 ) -> Result<Rc<Principal>, ApiError> {
     let cached = keys.tokens.borrow().get(raw);
     if let Some(verified) = cached {
+        facts.cache = Some(CacheUse::Hit);
+        facts.issuer = keys.issuers.get(verified.issuer).map(|issuer| issuer.name.clone());
+        facts.kid = verified.kid.clone();
         match recheck(&verified, config, keys, now_ms, now_secs, facts).await {
             Ok(true) => return Ok(verified.principal),
             // The token's key id now names other key material: verify the token afresh.
@@ -365,6 +440,9 @@ async fn verify_token<I: KeyIo, V: Verifier>(
         }
     }
 
+    facts.cache = Some(CacheUse::Miss);
+    facts.issuer = None;
+    facts.kid = None;
     let token = UnverifiedToken::parse(raw).map_err(ApiError::InvalidToken)?;
     // The issuer is chosen before any key is looked at: an unknown one costs no fetch, and one
     // issuer's keys never verify another's token.
@@ -372,8 +450,11 @@ async fn verify_token<I: KeyIo, V: Verifier>(
         .claimed_issuer()
         .and_then(|iss| keys.issuers.find(iss))
         .ok_or(ApiError::InvalidToken(TokenProblem::UntrustedIssuer))?;
+    facts.issuer = Some(issuer.name.clone());
     let kid = token.kid().map(Rc::from);
     let resolved = issuer.store.resolve(kid.as_deref(), now_ms, keys.io).await?;
+    // Only now is the kid one of the issuer's own, fit for a log line or a metric.
+    facts.kid.clone_from(&kid);
     facts.ask_refresh(index, resolved.background_refresh);
     let signed = verify::check_signature(token, &resolved.key, keys.verifier).await.map_err(ApiError::InvalidToken)?;
     let policy = ClaimsPolicy {
@@ -382,7 +463,10 @@ async fn verify_token<I: KeyIo, V: Verifier>(
         leeway_secs: config.leeway_secs,
         scope_source: config.scope_source,
     };
-    let (principal, validity) = claims::validate(signed, &policy, now_secs).map_err(ApiError::InvalidToken)?;
+    let (mut principal, validity) = claims::validate(signed, &policy, now_secs).map_err(ApiError::InvalidToken)?;
+    if !needed.is_empty() {
+        principal.claims = claims::select(forward::claims_segment(raw), needed);
+    }
     let principal = Rc::new(principal);
     let verified = Verified { issuer: index, kid, key: resolved.key, principal: principal.clone(), validity };
     keys.tokens.borrow_mut().insert(raw, verified, now_secs, config.leeway_secs);
@@ -391,7 +475,7 @@ async fn verify_token<I: KeyIo, V: Verifier>(
 
 /// What a cached verification must still pass: the clock, and its key still being held by its
 /// issuer. `Ok(false)` when the token's key id now names other key material.
-async fn recheck<I: KeyIo, V: Verifier>(
+async fn recheck<I: Io, V: Verifier>(
     verified: &Verified,
     config: &Config,
     keys: &Keys<'_, I, V>,
@@ -406,10 +490,85 @@ async fn recheck<I: KeyIo, V: Verifier>(
     Ok(resolved.key == verified.key)
 }
 
+/// Spends one unit of the rule's limit for this caller; 429 with the period as `Retry-After` when
+/// the caller is over it. A binding that fails lets the request through, with a log line.
+async fn spend<I: Io>(
+    limit: &rules::RateLimit,
+    issuer: Option<&str>,
+    principal: Option<&Principal>,
+    request: &Incoming<'_>,
+    io: &I,
+) -> Result<(), ApiError> {
+    let key = limits::key(limit, issuer, principal, request.address);
+    match io.spend(&limit.binding, &key).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError::RateLimited { retry_after_secs: limit.period_secs }),
+        Err(reason) => {
+            let line = json!({ "component": "edge-auth.limits", "event": "rate_limit_failed", "binding": &*limit.binding, "reason": reason });
+            io.log("rate_limit_failed", &line.to_string());
+            Ok(())
+        }
+    }
+}
+
+/// Refuses a token the deny list names, from the isolate's copy: listed in the foreground only
+/// by an isolate that never listed it (and refused with 503 when that fails: revocation never
+/// fails open), else listed again after the response when due.
+async fn check_denylist<I: Io>(
+    principal: &Principal,
+    list: &RefCell<DenyList>,
+    io: &I,
+    now_ms: u64,
+    facts: &mut Facts,
+) -> Result<(), ApiError> {
+    let copy = list.borrow().copy();
+    let copy = match copy {
+        Some(copy) => {
+            facts.denylist_refresh |= list.borrow_mut().claim_refresh(now_ms);
+            copy
+        }
+        None => match io.list_denied().await {
+            Ok(entries) => list.borrow_mut().install(Snapshot::new(entries), now_ms),
+            Err(reason) => {
+                let line = json!({ "component": "edge-auth.denylist", "event": "denylist_unreadable", "reason": reason, "copy": "none" });
+                io.log("denylist_unreadable", &line.to_string());
+                return Err(ApiError::DenylistUnavailable);
+            }
+        },
+    };
+    let ids = TokenIds {
+        subject: principal.subject.as_deref(),
+        jti: principal.jti.as_deref(),
+        client: principal.client.as_deref(),
+        issuer: facts.issuer.as_deref(),
+    };
+    if let Some(found) = copy.matches(&ids) {
+        // The operator's reason is for the log only; the client is told "revoked".
+        let line = json!({ "component": "edge-auth.denylist", "event": "revoked", "entry": found.kind, "reason": found.reason });
+        io.log("revoked", &line.to_string());
+        return Err(ApiError::InvalidToken(TokenProblem::Revoked));
+    }
+    Ok(())
+}
+
+/// Lists the deny list after a response and installs the copy; a failure keeps the last copy.
+pub async fn refresh_denylist<I: Io>(list: &RefCell<DenyList>, io: &I, now_ms: u64) {
+    match io.list_denied().await {
+        Ok(entries) => {
+            list.borrow_mut().install(Snapshot::new(entries), now_ms);
+        }
+        Err(reason) => {
+            let age = list.borrow().age_secs(now_ms);
+            let line = json!({ "component": "edge-auth.denylist", "event": "denylist_unreadable", "reason": reason, "copy_age_s": age });
+            io.log("denylist_unreadable", &line.to_string());
+        }
+    }
+}
+
 /// RFC 9449 for a bound token sent with the DPoP scheme: the proof's own checks, then that the
 /// token is bound to the proof's key (§4.3 step 12), then that the proof is new to this isolate.
 /// Never skipped by the token cache.
-async fn check_proof<I: KeyIo, V: Verifier>(
+async fn check_proof<I: Io, V: Verifier>(
     request: &Incoming<'_>,
     token: &str,
     jkt: &str,
@@ -437,7 +596,7 @@ async fn check_proof<I: KeyIo, V: Verifier>(
     match keys.proofs.borrow_mut().remember(&checked.thumbprint, &checked.jti, forget_at, now_secs) {
         Remembered::Fresh => {}
         Remembered::FreshEvicting => {
-            keys.io.log(r#"{"component":"edge-auth.dpop","event":"replay_memory_full"}"#);
+            keys.io.log("replay_memory_full", r#"{"component":"edge-auth.dpop","event":"replay_memory_full"}"#);
         }
         Remembered::Replayed => return Err(ApiError::InvalidDpopProof(ProofProblem::Replayed)),
     }

@@ -1,6 +1,6 @@
 //! Judging signed claims: issuer, audience, validity window (RFC 9068 §4) and granted scopes.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, rc::Rc};
 
 use serde::Deserialize;
 
@@ -17,6 +17,14 @@ pub struct AccessClaims {
     pub aud: Option<Audience>,
     #[serde(default)]
     pub sub: Option<String>,
+    /// The token's id and its client (`azp`, else `client_id`): deny-list keys. Anything but a
+    /// string is none (never a reason to refuse a token that the list does not name).
+    #[serde(default, deserialize_with = "string_or_none")]
+    pub jti: Option<String>,
+    #[serde(default, deserialize_with = "string_or_none")]
+    pub azp: Option<String>,
+    #[serde(default, deserialize_with = "string_or_none")]
+    pub client_id: Option<String>,
     #[serde(default)]
     pub scope: Option<String>,
     /// Auth0 RBAC: granted permissions, when "Add Permissions in the Access Token" is on.
@@ -93,9 +101,20 @@ pub struct Principal {
     pub binding: Binding,
     /// The token's `exp`: what the caller proved ends then (a relayed WebSocket is closed at it).
     pub expires: i64,
+    /// The claims that rules or `CLAIM_HEADERS` name, as signed ([`select`]); empty when none is
+    /// named. Kept with a cached verification, so a cache hit reads no claim again.
+    pub claims: Vec<(Rc<str>, serde_json::Value)>,
+    /// `jti`, and `azp` or else `client_id`: what the deny list may name besides `sub` and `iss`.
+    pub jti: Option<String>,
+    pub client: Option<String>,
 }
 
 impl Principal {
+    /// A claim kept by [`select`].
+    pub fn claim(&self, name: &str) -> Option<&serde_json::Value> {
+        self.claims.iter().find(|(n, _)| &**n == name).map(|(_, v)| v)
+    }
+
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.contains(scope)
     }
@@ -158,5 +177,26 @@ pub fn validate(
         scopes.extend(custom.permissions.into_iter().flatten());
     }
     let binding = Binding::of(custom.cnf.as_ref());
-    Ok((Principal { subject: custom.sub, scopes, binding, expires: validity.expires }, validity))
+    let principal = Principal {
+        subject: custom.sub,
+        scopes,
+        binding,
+        expires: validity.expires,
+        claims: Vec::new(),
+        jti: custom.jti,
+        client: custom.azp.or(custom.client_id),
+    };
+    Ok((principal, validity))
+}
+
+/// The `names` claims of a verified token's payload segment (base64url JSON), each found one with
+/// its value. Run once per verification, and only when some rule or header names a claim: the
+/// standard claims are read by the typed parse, these by a second, untyped one.
+pub fn select(payload: &str, names: &[Rc<str>]) -> Vec<(Rc<str>, serde_json::Value)> {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    let Ok(bytes) = Base64UrlUnpadded::decode_vec(payload) else { return Vec::new() };
+    let Ok(mut all) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes) else {
+        return Vec::new();
+    };
+    names.iter().filter_map(|name| all.remove(&**name).map(|value| (name.clone(), value))).collect()
 }

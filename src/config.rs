@@ -5,9 +5,14 @@
 //! Development values live in `.dev.vars`, which only `wrangler dev` reads: a deployment with no
 //! variables set says which one is missing rather than trusting a local issuer.
 
+use std::rc::Rc;
+
 use serde_json::Value;
 
-use crate::error::{ConfigError, ConfigProblem};
+use crate::{
+    decision::{DecisionLog, ObservePolicy, DEFAULT_LOG_LINES_PER_MINUTE},
+    error::{ConfigError, ConfigProblem},
+};
 
 /// Leeway for `exp`, `nbf` and `iat`, so that small clock differences do not reject good tokens.
 pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 30;
@@ -40,6 +45,11 @@ pub struct Config {
     /// Set by `ORIGIN_URL`: the worker is a gateway in front of that origin.
     pub gateway: Option<GatewayConfig>,
     pub dpop: DpopPolicy,
+    /// What the edge tells the operator: `DECISION_LOG`, `DECISION_LOG_SAMPLE`, `LOG_LINES_PER_MINUTE`.
+    pub observe: ObservePolicy,
+    /// `DENYLIST_REFRESH_SECONDS`: how old an isolate's copy of the deny list may grow before it
+    /// is listed again (used only with a `DENYLIST` binding).
+    pub denylist_refresh_secs: u64,
 }
 
 /// One issuer the worker trusts: a token whose `iss` is exactly `issuer` is checked with keys
@@ -104,7 +114,12 @@ pub struct GatewayConfig {
     pub forward_authorization: bool,
     pub forward_claims: bool,
     pub secret: Option<String>,
+    /// `CLAIM_HEADERS`: a header (lower case, `x-auth-…`) per claim it carries, in the order given.
+    pub claim_headers: Vec<ClaimHeader>,
 }
+
+/// One `CLAIM_HEADERS` entry: the header's name (lower case) and the claim it carries.
+pub type ClaimHeader = (Rc<str>, Rc<str>);
 
 /// How long the origin has to send its response headers.
 pub const DEFAULT_ORIGIN_TIMEOUT_SECONDS: u64 = 30;
@@ -228,8 +243,24 @@ impl Config {
         let status_endpoint = vars.switch("STATUS_ENDPOINT")?;
         let gateway = gateway(&vars)?;
         let dpop = dpop(&vars)?;
+        let observe = observe(&vars)?;
+        let denylist_refresh_secs =
+            vars.seconds("DENYLIST_REFRESH_SECONDS", crate::denylist::DEFAULT_REFRESH_SECONDS, 1, 3600)?;
 
-        Ok(Config { issuers, realm, leeway_secs, cors, preflight, scope_source, jwks, status_endpoint, gateway, dpop })
+        Ok(Config {
+            issuers,
+            realm,
+            leeway_secs,
+            cors,
+            preflight,
+            scope_source,
+            jwks,
+            status_endpoint,
+            gateway,
+            dpop,
+            observe,
+            denylist_refresh_secs,
+        })
     }
 
     /// The realm named in `WWW-Authenticate`: the protected API's identifier.
@@ -393,6 +424,33 @@ fn dpop<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<DpopPolicy, Conf
     Ok(DpopPolicy { mode, max_age_secs, nonce })
 }
 
+const DECISION_LOGS: &str = "one of refusals, all, off";
+const SAMPLE_EXPECTED: &str = "a number from 0 to 1 (the share of decisions logged)";
+/// At least one line a minute; past this, a limit is no limit.
+pub const MAX_LOG_LINES_PER_MINUTE: u64 = 100_000;
+
+fn observe<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<ObservePolicy, ConfigError> {
+    let decision_log = match vars.text("DECISION_LOG", DECISION_LOGS)?.as_deref() {
+        None | Some("refusals") => DecisionLog::Refusals,
+        Some("all") => DecisionLog::All,
+        Some("off") => DecisionLog::Off,
+        Some(_) => return Err(invalid("DECISION_LOG", DECISION_LOGS)),
+    };
+    let sample = match vars.get("DECISION_LOG_SAMPLE") {
+        None => 1.0,
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+        Some(Value::String(s)) => s.trim().parse::<f64>().unwrap_or(f64::NAN),
+        Some(_) => f64::NAN,
+    };
+    if !(0.0..=1.0).contains(&sample) {
+        return Err(invalid("DECISION_LOG_SAMPLE", SAMPLE_EXPECTED));
+    }
+    let per_minute =
+        vars.count("LOG_LINES_PER_MINUTE", u64::from(DEFAULT_LOG_LINES_PER_MINUTE), 1, MAX_LOG_LINES_PER_MINUTE)?;
+    let lines_per_minute = u32::try_from(per_minute).unwrap_or(u32::MAX);
+    Ok(ObservePolicy { decision_log, sample, lines_per_minute })
+}
+
 fn missing(variable: &'static str) -> ConfigError {
     ConfigError { variable, problem: ConfigProblem::Missing }
 }
@@ -429,6 +487,9 @@ const SECRET_EXPECTED: &str = "a string of printable ASCII (it is sent as a head
 
 fn gateway<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<Option<GatewayConfig>, ConfigError> {
     let Some(url) = vars.text("ORIGIN_URL", ORIGIN_EXPECTED)? else {
+        if vars.get("CLAIM_HEADERS").is_some() {
+            return Err(invalid("CLAIM_HEADERS", "used only in gateway mode: set ORIGIN_URL too"));
+        }
         return match vars.get("ROUTES") {
             Some(_) => Err(invalid("ROUTES", "used only in gateway mode: set ORIGIN_URL too")),
             None => Ok(None),
@@ -454,7 +515,39 @@ fn gateway<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<Option<Gatewa
         forward_authorization: vars.switch("FORWARD_AUTHORIZATION")?,
         forward_claims: vars.switch("FORWARD_CLAIMS")?,
         secret,
+        claim_headers: claim_headers(vars)?,
     }))
+}
+
+const CLAIM_HEADERS_EXPECTED: &str = "a JSON object of header names starting with X-Auth- (none the edge sets itself: \
+     X-Auth-Subject, X-Auth-Scopes, X-Auth-Claims, X-Auth-Key-Thumbprint) to claim names";
+
+/// `CLAIM_HEADERS`: `{"X-Auth-Email": "email"}`, as JSON text or a TOML table. A name must start
+/// with `X-Auth-`, so that the spoofing rule removes a client's copy, and not be one the edge sets.
+fn claim_headers<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<Vec<ClaimHeader>, ConfigError> {
+    let fail = || invalid("CLAIM_HEADERS", CLAIM_HEADERS_EXPECTED);
+    let value = match vars.get("CLAIM_HEADERS") {
+        None => return Ok(Vec::new()),
+        Some(Value::String(text)) => serde_json::from_str(&text).map_err(|_| fail())?,
+        Some(value) => value,
+    };
+    let Value::Object(map) = value else { return Err(fail()) };
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let mut headers: Vec<ClaimHeader> = Vec::with_capacity(map.len());
+    for (name, claim) in map {
+        let lower = name.to_ascii_lowercase();
+        let claim = claim.as_str().filter(|c| !c.is_empty()).ok_or_else(fail)?;
+        let usable = lower.len() > "x-auth-".len()
+            && lower.starts_with("x-auth-")
+            && lower.bytes().all(token)
+            && !crate::forward::EDGE_IDENTITY_HEADERS.contains(&lower.replace('_', "-").as_str())
+            && !headers.iter().any(|(known, _)| **known == *lower);
+        if !usable {
+            return Err(fail());
+        }
+        headers.push((lower.into(), claim.into()));
+    }
+    Ok(headers)
 }
 
 /// An `ORIGIN_URL`: `https://`, or `http://` to a loopback host; an optional base path; no query,
@@ -506,13 +599,22 @@ impl<F: Fn(&str) -> Option<Value>> Vars<F> {
 
     /// Whole seconds within `min..=max`: a string of digits or a non-negative integer.
     fn seconds(&self, name: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
-        let seconds = match self.get(name) {
-            None => return Ok(default),
+        self.whole(name, default, min, max).ok_or(invalid(name, SECONDS_EXPECTED))
+    }
+
+    /// A whole number within `min..=max`, as [`Vars::seconds`] reads one.
+    fn count(&self, name: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        self.whole(name, default, min, max).ok_or(invalid(name, "a whole number within the documented range"))
+    }
+
+    fn whole(&self, name: &'static str, default: u64, min: u64, max: u64) -> Option<u64> {
+        let value = match self.get(name) {
+            None => return Some(default),
             Some(Value::String(s)) if s.trim().bytes().all(|b| b.is_ascii_digit()) => s.trim().parse::<u64>().ok(),
             Some(Value::Number(n)) => n.as_u64(),
             Some(_) => None,
         };
-        seconds.filter(|n| (min..=max).contains(n)).ok_or(invalid(name, SECONDS_EXPECTED))
+        value.filter(|n| (min..=max).contains(n))
     }
 
     /// A boolean, or the string `true` or `false`; off unless given.
@@ -960,6 +1062,78 @@ mod tests {
             json!((0..19).map(|i| json!({ "domain": format!("t{i}.auth0.com") })).collect::<Vec<_>>())
         )])
         .is_ok());
+    }
+
+    #[test]
+    fn claim_headers_name_x_auth_headers_the_edge_does_not_set_itself() {
+        let gateway = [("ORIGIN_URL", "https://origin.example.com"), ("ROUTES", "[]")];
+        let headers = |value: &str| {
+            let mut vars = gateway.to_vec();
+            vars.push(("CLAIM_HEADERS", value));
+            with(&vars).map(|c| c.gateway.unwrap().claim_headers)
+        };
+        let parsed = headers(r#"{"X-Auth-Email": "email", "x-auth-org": "https://example.com/org"}"#).unwrap();
+        let pairs: Vec<(&str, &str)> = parsed.iter().map(|(h, c)| (&**h, &**c)).collect();
+        assert_eq!(pairs, [("x-auth-email", "email"), ("x-auth-org", "https://example.com/org")]);
+        for bad in [
+            r#"{"X-Email": "email"}"#,
+            r#"{"X-Auth-": "email"}"#,
+            r#"{"X-Auth-Subject": "email"}"#,
+            r#"{"x-auth-scopes": "scope"}"#,
+            r#"{"X-Auth-Claims": "x"}"#,
+            r#"{"X_Auth_Key_Thumbprint": "x"}"#,
+            r#"{"X-Auth-Key-Thumbprint": "x"}"#,
+            r#"{"X-Auth-E mail": "email"}"#,
+            r#"{"X-Auth-Email": ""}"#,
+            r#"{"X-Auth-Email": ["email"]}"#,
+            r#"{"X-Auth-Email": "email", "x-auth-email": "other"}"#,
+            r#"["X-Auth-Email"]"#,
+            "not json",
+        ] {
+            assert_eq!(headers(bad).expect_err(bad).variable, "CLAIM_HEADERS", "{bad}");
+        }
+        let toml_table = typed_with(&[
+            ("ORIGIN_URL", json!("https://origin.example.com")),
+            ("ROUTES", json!([])),
+            ("CLAIM_HEADERS", json!({"X-Auth-Email": "email"})),
+        ]);
+        assert_eq!(toml_table.unwrap().gateway.unwrap().claim_headers.len(), 1);
+        assert_eq!(failing_variable(with(&[("CLAIM_HEADERS", r#"{"X-Auth-Email": "email"}"#)])), "CLAIM_HEADERS");
+    }
+
+    #[test]
+    fn the_deny_list_refresh_defaults_to_30_seconds_within_1_to_3600() {
+        assert_eq!(with(&[]).unwrap().denylist_refresh_secs, 30);
+        assert_eq!(with(&[("DENYLIST_REFRESH_SECONDS", "5")]).unwrap().denylist_refresh_secs, 5);
+        for bad in ["0", "3601", "1.5"] {
+            assert_eq!(failing_variable(with(&[("DENYLIST_REFRESH_SECONDS", bad)])), "DENYLIST_REFRESH_SECONDS");
+        }
+    }
+
+    #[test]
+    fn the_decision_log_and_the_line_budget_default_to_refusals_all_sampled_60_a_minute() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.observe, ObservePolicy::default());
+        assert_eq!(
+            (c.observe.decision_log, c.observe.sample, c.observe.lines_per_minute),
+            (DecisionLog::Refusals, 1.0, 60)
+        );
+        let c =
+            with(&[("DECISION_LOG", "all"), ("DECISION_LOG_SAMPLE", "0.25"), ("LOG_LINES_PER_MINUTE", "5")]).unwrap();
+        assert_eq!((c.observe.decision_log, c.observe.sample, c.observe.lines_per_minute), (DecisionLog::All, 0.25, 5));
+        let c = typed_with(&[("DECISION_LOG", json!("off")), ("DECISION_LOG_SAMPLE", json!(0))]).unwrap();
+        assert_eq!((c.observe.decision_log, c.observe.sample), (DecisionLog::Off, 0.0));
+        for (name, value) in [
+            ("DECISION_LOG", "refusal"),
+            ("DECISION_LOG_SAMPLE", "1.5"),
+            ("DECISION_LOG_SAMPLE", "-0.1"),
+            ("DECISION_LOG_SAMPLE", "NaN"),
+            ("DECISION_LOG_SAMPLE", "half"),
+            ("LOG_LINES_PER_MINUTE", "0"),
+            ("LOG_LINES_PER_MINUTE", "100001"),
+        ] {
+            assert_eq!(failing_variable(with(&[(name, value)])), name, "{name}={value}");
+        }
     }
 
     #[test]

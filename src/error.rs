@@ -29,6 +29,17 @@ pub enum ApiError {
     InsufficientScope {
         required: String,
     },
+    /// A claim the rule names does not hold (`access_denied`): the claim's name, from the rule.
+    ClaimMismatch {
+        claim: std::rc::Rc<str>,
+    },
+    /// The rule's limit for this caller is spent: try again after the binding's period.
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    /// The deny list was never read by this isolate and cannot be read now: refused, since
+    /// revocation must not fail open.
+    DenylistUnavailable,
     /// No usable keys anywhere and the issuer cannot be reached right now.
     KeysUnavailable {
         retry_after_secs: u64,
@@ -95,6 +106,8 @@ pub enum TokenProblem {
     UnsupportedConfirmation,
     /// `cnf.jkt` is not the thumbprint of the key that signed the proof.
     KeyBindingMismatch,
+    /// The deny list names the token's subject, id, client or issuer.
+    Revoked,
 }
 
 impl TokenProblem {
@@ -119,6 +132,7 @@ impl TokenProblem {
             Self::DpopRequired => "A DPoP-bound token with its proof is required",
             Self::UnsupportedConfirmation => "The token is bound by a confirmation method that is not supported",
             Self::KeyBindingMismatch => "The token is bound to another key than the one that signed the proof",
+            Self::Revoked => "The token is revoked",
         }
     }
 }

@@ -6,6 +6,8 @@
 //! proxy headers: the client's `Forwarded`, `X-Forwarded-*`, `X-Real-IP` and `Proxy-*` are removed,
 //! and `X-Forwarded-Host`, `-Proto` and `-For` are the edge's alone.
 
+use std::rc::Rc;
+
 use crate::{
     claims::{Binding, Principal},
     config::GatewayConfig,
@@ -17,6 +19,8 @@ pub const CLAIMS: &str = "x-auth-claims";
 /// The RFC 7638 thumbprint of the key a DPoP-bound token was proven with, at the edge.
 pub const KEY_THUMBPRINT: &str = "x-auth-key-thumbprint";
 pub const SECRET: &str = "x-edge-auth-secret";
+/// The identity headers the edge writes itself: `CLAIM_HEADERS` may not name them.
+pub const EDGE_IDENTITY_HEADERS: [&str; 4] = [SUBJECT, SCOPES, CLAIMS, KEY_THUMBPRINT];
 pub const FORWARDED_HOST: &str = "x-forwarded-host";
 pub const FORWARDED_PROTO: &str = "x-forwarded-proto";
 pub const FORWARDED_FOR: &str = "x-forwarded-for";
@@ -85,6 +89,24 @@ impl GatewayConfig {
             }
         }
         headers
+    }
+}
+
+impl GatewayConfig {
+    /// `CLAIM_HEADERS` for a verified caller: each header that names a claim the token has, the
+    /// claim as is when a string, else as compact JSON, encoded as the identity headers are.
+    pub fn claim_headers(&self, principal: &Principal) -> Vec<(Rc<str>, String)> {
+        self.claim_headers
+            .iter()
+            .filter_map(|(header, claim)| {
+                let value = principal.claim(claim)?;
+                let text = match value {
+                    serde_json::Value::String(s) => header_safe(s),
+                    other => header_safe(&other.to_string()),
+                };
+                Some((header.clone(), text))
+            })
+            .collect()
     }
 }
 

@@ -89,6 +89,10 @@ impl Challenge<'_> {
     }
 }
 
+/// A client refused because the deny list could not be read tries again after this long: the
+/// next request of an isolate that never read it reads it again.
+const DENYLIST_RETRY_AFTER_SECS: u64 = 5;
+
 /// When the configuration itself is broken: Bearer only, a neutral realm.
 const BROKEN: Challenge<'static> = Challenge { realm: "edge-auth", dpop: DpopMode::Off, scheme: None };
 
@@ -129,8 +133,24 @@ pub fn error_response(error: &ApiError, challenge: Option<&Challenge<'_>>) -> Ht
             let headers = challenge.headers(Some(("insufficient_scope", description)), Some(required));
             (403, "insufficient_scope", description.into(), headers)
         }
+        // Not an RFC 6750 error (no challenge): the token is fine, this route is not for its holder.
+        ApiError::ClaimMismatch { claim } => {
+            (403, "access_denied", format!("The token's {claim:?} claim does not satisfy this route"), vec![])
+        }
         ApiError::OriginUnreachable => (502, "origin_unreachable", "The origin could not be reached".into(), vec![]),
         ApiError::OriginTimeout => (504, "origin_timeout", "The origin did not answer in time".into(), vec![]),
+        ApiError::RateLimited { retry_after_secs } => (
+            429,
+            "rate_limited",
+            "Too many requests; retry after the time in Retry-After".into(),
+            vec![("retry-after", retry_after_secs.to_string())],
+        ),
+        ApiError::DenylistUnavailable => (
+            503,
+            "temporarily_unavailable",
+            "The revocation list cannot be read right now".into(),
+            vec![("retry-after", DENYLIST_RETRY_AFTER_SECS.to_string())],
+        ),
         ApiError::KeysUnavailable { retry_after_secs } => (
             503,
             "temporarily_unavailable",

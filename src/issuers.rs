@@ -2,6 +2,8 @@
 //! key is looked at, picks one by exact comparison, and only that issuer's keys and audiences
 //! judge the token. Keys of one issuer never verify another's token.
 
+use std::rc::Rc;
+
 use serde_json::Value;
 
 use crate::{
@@ -11,6 +13,8 @@ use crate::{
 
 #[derive(Debug)]
 pub struct TrustedIssuer {
+    /// `config.issuer`, shared with every decision about its tokens.
+    pub name: Rc<str>,
     pub config: IssuerConfig,
     pub store: KeyStore,
 }
@@ -30,6 +34,7 @@ impl Issuers {
         let list = issuers
             .iter()
             .map(|issuer| TrustedIssuer {
+                name: issuer.issuer.as_str().into(),
                 store: KeyStore::new(&issuer.issuer, &issuer.jwks_url, policy),
                 config: issuer.clone(),
             })

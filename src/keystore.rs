@@ -115,7 +115,9 @@ pub trait KeyIo {
     /// store still takes time only from outside, and host tests drive both with one fake clock.
     fn sleep(&self, ms: u64) -> impl Future<Output = u64>;
     /// One structured line per key event. Never given token text or key material beyond `kid`s.
-    fn log(&self, line: &str);
+    /// `event` is the line's fixed event name: the edge bounds how many lines of each it prints
+    /// (`decision::LogLimiter`), so a flood of bad tokens cannot flood the log.
+    fn log(&self, event: &'static str, line: &str);
 }
 
 /// Whose keys a tier or fetch call is about.
@@ -554,13 +556,13 @@ impl KeyStore {
         !self.lookup_under_way(now) && self.claim_fetch(now)
     }
 
-    fn log(&self, io: &impl KeyIo, event: &str, mut fields: serde_json::Value) {
+    fn log(&self, io: &impl KeyIo, event: &'static str, mut fields: serde_json::Value) {
         if let Some(map) = fields.as_object_mut() {
             map.insert("component".into(), "edge-auth.jwks".into());
             map.insert("event".into(), event.into());
             map.insert("issuer".into(), self.issuer.clone().into());
         }
-        io.log(&fields.to_string());
+        io.log(event, &fields.to_string());
     }
 
     /// What each tier holds, for the status route, from isolate memory only: the shared tiers as

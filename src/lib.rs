@@ -6,6 +6,8 @@
 pub mod app;
 pub mod claims;
 pub mod config;
+pub mod decision;
+pub mod denylist;
 pub mod error;
 pub mod extract;
 pub mod forward;
@@ -13,6 +15,7 @@ pub mod http;
 pub mod issuers;
 pub mod jwks;
 pub mod keystore;
+pub mod limits;
 pub mod nonce;
 pub mod proof;
 pub mod replay;

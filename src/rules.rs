@@ -4,6 +4,8 @@
 //! The demo routes are a built-in table ([`Rules::demo`]) answered by the worker itself; `ROUTES`
 //! is a user's table answered by the origin. Both go through the same matcher and pipeline.
 
+use std::rc::Rc;
+
 use serde::Deserialize;
 
 /// Who answers a request once its rule admits it.
@@ -148,6 +150,8 @@ pub fn is_ambiguous_path(path: &str) -> bool {
 /// One compiled rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
+    /// The path pattern as configured: how decisions and metrics name the rule.
+    pub path: Rc<str>,
     pattern: Pattern,
     /// Upper-case; `None` admits every method. A rule listing GET also takes HEAD.
     methods: Option<Vec<String>>,
@@ -158,7 +162,106 @@ pub struct Rule {
     pub any_scopes: Vec<String>,
     /// A WebSocket upgrade may be made on this rule (the edge relays it); any other upgrade is refused.
     pub websocket: bool,
+    /// Every one must hold (checked after the scopes).
+    pub claims: Vec<ClaimRule>,
+    /// A limit per caller, checked once the request is otherwise admitted.
+    pub rate_limit: Option<RateLimit>,
     pub responder: Responder,
+}
+
+/// `"rate_limit": {"binding": "NAME", "key": "subject", "period": 60}`: a Workers Rate Limiting
+/// binding (`[[ratelimits]]`) spent once per admitted request, keyed on the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub binding: Rc<str>,
+    pub key: LimitKey,
+    /// The binding's period (10 or 60 s), which the worker cannot read from the binding: stated
+    /// here, and sent as `Retry-After` to a caller over the limit.
+    pub period_secs: u64,
+}
+
+/// Whose budget a request spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitKey {
+    /// The verified issuer and `sub`.
+    Subject,
+    /// The verified issuer and client (`azp`, else `client_id`).
+    Client,
+    /// The client's address as the runtime reports it (`CF-Connecting-IP`): for public rules.
+    Ip,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    binding: String,
+    key: LimitKey,
+    #[serde(default)]
+    period: Option<u64>,
+}
+
+/// What Workers Rate Limiting allows as a period.
+pub const RATE_LIMIT_PERIODS: [u64; 2] = [10, 60];
+pub const DEFAULT_RATE_LIMIT_PERIOD_SECONDS: u64 = 60;
+
+impl RateLimit {
+    fn parse(raw: RawRateLimit, auth: Auth) -> Result<RateLimit, String> {
+        let name_ok = !raw.binding.is_empty()
+            && raw.binding.len() <= 64
+            && raw.binding.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !raw.binding.as_bytes()[0].is_ascii_digit();
+        if !name_ok {
+            return Err(format!("rate_limit: binding {:?} is not a binding name", raw.binding));
+        }
+        if raw.key != LimitKey::Ip && auth != Auth::Required {
+            return Err("rate_limit: key \"subject\" or \"client\" needs auth \"required\" (use \"ip\")".into());
+        }
+        let period_secs = raw.period.unwrap_or(DEFAULT_RATE_LIMIT_PERIOD_SECONDS);
+        if !RATE_LIMIT_PERIODS.contains(&period_secs) {
+            return Err("rate_limit: period must be 10 or 60 (the binding's period)".into());
+        }
+        Ok(RateLimit { binding: raw.binding.into(), key: raw.key, period_secs })
+    }
+}
+
+/// `"claims": {"org_id": "org_123", "roles": ["admin", "editor"]}`: one claim and the values it may
+/// take (express-oauth2-jwt-bearer's `claimEquals` / `claimIncludes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRule {
+    /// Taken whole: Auth0's namespaced claims hold dots and slashes (`https://example.com/roles`).
+    pub name: Rc<str>,
+    /// Strings, numbers or booleans; any one will do (a single value is a list of one).
+    accepted: Vec<serde_json::Value>,
+}
+
+impl ClaimRule {
+    /// Whether the token's claim (absent: `None`) holds: it equals an accepted value, or is an
+    /// array that has one among its elements. Values compare as JSON (`1` is not `"1"`).
+    pub fn holds(&self, claim: Option<&serde_json::Value>) -> bool {
+        let Some(claim) = claim else { return false };
+        self.accepted
+            .iter()
+            .any(|accepted| claim == accepted || claim.as_array().is_some_and(|items| items.contains(accepted)))
+    }
+
+    fn parse(name: &str, value: &serde_json::Value) -> Result<ClaimRule, String> {
+        use serde_json::Value;
+        let scalar = |v: &Value| matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_));
+        if name.is_empty() {
+            return Err("claims: a claim name may not be empty".into());
+        }
+        let accepted = match value {
+            Value::Array(items) if !items.is_empty() && items.iter().all(scalar) => items.clone(),
+            v if scalar(v) => vec![v.clone()],
+            _ => {
+                return Err(format!(
+                    "claims: {name:?} must be a string, number or boolean, or a non-empty array of them"
+                ))
+            }
+        };
+        Ok(ClaimRule { name: name.into(), accepted })
+    }
 }
 
 impl Rule {
@@ -169,6 +272,11 @@ impl Rule {
     /// What the rule asks for, as `scope="..."` of a 403 lists it: `scopes`, then `any_scopes`.
     pub fn scope_requirement(&self) -> String {
         self.scopes.iter().chain(&self.any_scopes).map(String::as_str).collect::<Vec<_>>().join(" ")
+    }
+
+    /// The first claim rule the token's claims do not meet (`claim` looks one up by name).
+    pub fn unmet_claim<'v>(&self, claim: impl Fn(&str) -> Option<&'v serde_json::Value>) -> Option<&ClaimRule> {
+        self.claims.iter().find(|rule| !rule.holds(claim(&rule.name)))
     }
 
     /// Whether the granted scopes satisfy this rule.
@@ -189,6 +297,9 @@ pub enum Match<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
     rules: Vec<Rule>,
+    /// Every claim some rule (or `CLAIM_HEADERS`) reads beyond the standard ones: only these are
+    /// kept with a verified token, and none is read when none is named.
+    claims_needed: Vec<Rc<str>>,
 }
 
 /// A rule that cannot be understood: its 0-based index (if the array itself was fine) and why.
@@ -221,6 +332,10 @@ struct RawRule {
     any_scopes: Option<Vec<String>>,
     #[serde(default)]
     websocket: bool,
+    #[serde(default)]
+    claims: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    rate_limit: Option<RawRateLimit>,
 }
 
 /// Methods no rule may list: TRACE and TRACK echo the request, headers the edge adds included
@@ -240,12 +355,15 @@ impl Rules {
     /// The quickstart's routes.
     pub fn demo(public: &'static str, private: &'static str, scoped: &'static str, scope: &str) -> Rules {
         let rule = |path: &str, auth, scopes: &[&str], message| Rule {
+            path: path.into(),
             pattern: Pattern::parse(path).expect("built-in paths are valid"),
             methods: Some(vec!["GET".into(), "OPTIONS".into()]),
             auth,
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             any_scopes: Vec::new(),
             websocket: false,
+            claims: Vec::new(),
+            rate_limit: None,
             responder: Responder::Message(message),
         };
         Rules {
@@ -254,6 +372,7 @@ impl Rules {
                 rule("/api/private", Auth::Required, &[], private),
                 rule("/api/private-scoped", Auth::Required, &[scope], scoped),
             ],
+            claims_needed: Vec::new(),
         }
     }
 
@@ -276,7 +395,30 @@ impl Rules {
             .enumerate()
             .map(|(index, raw)| Self::rule(raw).map_err(|reason| RulesError { index: Some(index), reason }))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Rules { rules })
+        let mut parsed = Rules { rules, claims_needed: Vec::new() };
+        let names: Vec<Rc<str>> = parsed.rules.iter().flat_map(|r| r.claims.iter().map(|c| c.name.clone())).collect();
+        parsed.need_claims(names);
+        Ok(parsed)
+    }
+
+    /// Each rule's rate-limit binding, with the rule's index: the edge checks at start-up that
+    /// each is bound and is a rate limiter.
+    pub fn rate_limit_bindings(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.rules.iter().enumerate().filter_map(|(i, r)| r.rate_limit.as_ref().map(|l| (i, &*l.binding)))
+    }
+
+    /// The claims a verified token must keep for these rules and the identity headers.
+    pub fn claims_needed(&self) -> &[Rc<str>] {
+        &self.claims_needed
+    }
+
+    /// Adds claims to keep (`CLAIM_HEADERS`' sources), each once.
+    pub fn need_claims(&mut self, names: impl IntoIterator<Item = Rc<str>>) {
+        for name in names {
+            if !self.claims_needed.contains(&name) {
+                self.claims_needed.push(name);
+            }
+        }
     }
 
     fn rule(raw: &serde_json::Value) -> Result<Rule, String> {
@@ -305,12 +447,33 @@ impl Rules {
         if auth != Auth::Required && !(scopes.is_empty() && any_scopes.is_empty()) {
             return Err("scopes and any_scopes need auth \"required\"".into());
         }
+        let claims = match raw.claims {
+            None => Vec::new(),
+            // As with scopes: an optional rule admits a request without a token, which would
+            // pass the claims unchecked.
+            Some(_) if auth != Auth::Required => {
+                return Err("claims need a token: auth \"required\" (not allowed on a public or optional rule)".into());
+            }
+            Some(map) => map.iter().map(|(name, value)| ClaimRule::parse(name, value)).collect::<Result<_, _>>()?,
+        };
+        let rate_limit = raw.rate_limit.map(|limit| RateLimit::parse(limit, auth)).transpose()?;
         let websocket = raw.websocket;
         // A WebSocket handshake is a GET (RFC 6455 §4.1).
         if websocket && methods.as_ref().is_some_and(|list| !list.iter().any(|m| m == "GET")) {
             return Err("websocket needs GET among the methods (a handshake is a GET)".into());
         }
-        Ok(Rule { pattern, methods, auth, scopes, any_scopes, websocket, responder: Responder::Origin })
+        Ok(Rule {
+            path: raw.path.as_str().into(),
+            pattern,
+            methods,
+            auth,
+            scopes,
+            any_scopes,
+            websocket,
+            claims,
+            rate_limit,
+            responder: Responder::Origin,
+        })
     }
 
     /// The methods the rules whose path matches take, in rule order, each once (`GET` brings

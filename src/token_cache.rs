@@ -142,7 +142,15 @@ mod tests {
             issuer: 0,
             kid: Some("k".into()),
             key: set.unwrap().select(Some("k")).unwrap().clone(),
-            principal: Rc::new(Principal { subject: None, scopes: BTreeSet::new(), binding: Binding::None, expires }),
+            principal: Rc::new(Principal {
+                subject: None,
+                scopes: BTreeSet::new(),
+                binding: Binding::None,
+                expires,
+                claims: Vec::new(),
+                jti: None,
+                client: None,
+            }),
             validity: Validity { expires, not_before: None, issued_at: None },
         }
     }

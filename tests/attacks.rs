@@ -40,10 +40,14 @@ struct Row {
     headers: Vec<(String, String)>,
     status: u16,
     error: Option<String>,
+    /// The decision's reason (README, "Seeing what the edge decides").
+    reason: String,
     #[serde(default)]
     host_status: Option<u16>,
     #[serde(default)]
     host_error: Option<String>,
+    #[serde(default)]
+    host_reason: Option<String>,
     #[serde(default)]
     origin_must_not_see: Vec<String>,
     #[serde(default)]
@@ -56,6 +60,11 @@ struct Row {
 impl Row {
     fn runs_in(&self, mode: &str) -> bool {
         self.mode == mode || self.mode == "both"
+    }
+
+    /// The reason the host must decide: the row's, or its host override.
+    fn expected_reason(&self) -> &str {
+        self.host_reason.as_deref().unwrap_or(&self.reason)
     }
 
     /// What the host must answer: the row's expectation, or its host override.
@@ -168,6 +177,7 @@ impl Isolate {
             verifier: &RustRsa,
             tokens: &self.tokens,
             proofs: &self.proofs,
+            denylist: None,
         };
         let setup = Setup { config: &self.config, rules: &self.rules, keys };
         block_on(app::handle(&request, Ok(setup), NOW as u64 * 1000))
@@ -196,6 +206,9 @@ fn judge(isolate: &Isolate, mode: &str, row: &Row, outcome: &Outcome) -> Vec<Str
     }
     if response.status >= 500 {
         problems.push(format!("a 5xx: {}", response.status));
+    }
+    if outcome.decision.reason.as_str() != row.expected_reason() {
+        problems.push(format!("decided {}, expected {}", outcome.decision.reason.as_str(), row.expected_reason()));
     }
     let admitted = (200..300).contains(&expected.0);
     match (&outcome.forward, mode, admitted) {

@@ -1199,8 +1199,14 @@ fn every_attack_row_gets_its_answer_from_the_real_worker() {
     // One issuer per worker; a cooldown as long as max-age, so the cold start is each worker's only
     // fetch and any other hit would have to come from something in a token.
     let (issuer, audience) = (text("issuer"), text("audience"));
-    let vars =
-        [("AUTH0_ISSUER", issuer.as_str()), ("AUTH0_AUDIENCE", audience.as_str()), ("JWKS_COOLDOWN_SECONDS", "600")];
+    // Every decision logged, none held back: each row's line is checked against its answer.
+    let vars = [
+        ("AUTH0_ISSUER", issuer.as_str()),
+        ("AUTH0_AUDIENCE", audience.as_str()),
+        ("JWKS_COOLDOWN_SECONDS", "600"),
+        ("DECISION_LOG", "all"),
+        ("LOG_LINES_PER_MINUTE", "100000"),
+    ];
     let demo_issuer = MockIssuer::start(&corpus["jwks"]).unwrap();
     let demo = Worker::start(&demo_issuer, &vars, &temp_dir("attacks-demo"));
     let gateway_issuer = MockIssuer::start(&corpus["jwks"]).unwrap();
@@ -1216,6 +1222,7 @@ fn every_attack_row_gets_its_answer_from_the_real_worker() {
     let rows = corpus["rows"].as_array().unwrap();
     let mut failures = Vec::new();
     let mut sent = HashMap::new();
+    let mut reasons: HashMap<String, usize> = HashMap::new();
     for (mode, worker) in [("demo", &demo), ("gateway", &gateway)] {
         for row in rows.iter().filter(|r| r["mode"] == mode || r["mode"] == "both") {
             let name = row["name"].as_str().unwrap();
@@ -1233,16 +1240,42 @@ fn every_attack_row_gets_its_answer_from_the_real_worker() {
                 let jti = format!("{mode}-{name}");
                 dpop::from_recipe(recipe, &corpus["dpop_keys"], method, &url, token, unix_now(), &jti)
             });
+            let lines_before = decisions(worker).len();
+            let mut requests = 1;
             if let Some(proof) = &proof {
                 headers.push(("DPoP", proof));
                 if row["dpop"]["send_twice"] == true {
                     request(worker.port, method, path, &headers);
+                    requests += 1;
                 }
             }
             let before = origin.hits();
             let r = request(worker.port, method, path, &headers);
             *sent.entry(mode).or_insert(0) += 1;
             let mut fail = |problem: String| failures.push(format!("[{mode}] {name}: {problem}"));
+            // This row's decision line: the last of the lines its requests wrote, in order.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut lines = decisions(worker);
+            while lines.len() < lines_before + requests && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+                lines = decisions(worker);
+            }
+            match lines.get(lines_before + requests - 1).filter(|_| lines.len() == lines_before + requests) {
+                None => fail(format!("{} decision line(s) for {requests} request(s)", lines.len() - lines_before)),
+                Some(line) => {
+                    let reason = line["reason"].as_str().unwrap_or_default().to_owned();
+                    if line["status"] != json!(r.status) {
+                        fail(format!("the decision line says status {}, the answer was {}", line["status"], r.status));
+                    }
+                    if !reason_fits(&reason, r.status, &r.error()) {
+                        fail(format!("the decision line's reason {reason} does not fit {} {}", r.status, r.error()));
+                    }
+                    if reason != row["reason"].as_str().unwrap_or_default() {
+                        fail(format!("decided {reason}, the row expects {}", row["reason"]));
+                    }
+                    *reasons.entry(reason).or_insert(0) += 1;
+                }
+            }
             let expected = (row["status"].as_u64().unwrap() as u16, row["error"].as_str().unwrap_or_default());
             let got = (r.status, r.error());
             if (got.0, got.1.as_str()) != expected {
@@ -1299,12 +1332,45 @@ fn every_attack_row_gets_its_answer_from_the_real_worker() {
         sent.get("gateway").unwrap_or(&0),
         origin.hits(),
     );
+    let mut histogram: Vec<_> = reasons.into_iter().collect();
+    histogram.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    eprintln!("attack corpus decisions by reason: {histogram:?}");
     assert!(failures.is_empty(), "{} row(s) failed:\n{}", failures.len(), failures.join("\n"));
     assert_eq!(canary_connections, 0, "the worker connected to a URL taken from a token");
     assert!(
         demo_fetches <= 1 && gateway_fetches <= 1,
         "issuer fetches beyond the cold start: {demo_fetches}, {gateway_fetches}"
     );
+}
+
+/// Whether a decision's reason is one the answer's status and error code allow (README, "Seeing
+/// what the edge decides").
+fn reason_fits(reason: &str, status: u16, error: &str) -> bool {
+    const TOKEN: [&str; 10] = [
+        "malformed_token",
+        "unsupported_alg",
+        "unknown_kid",
+        "bad_signature",
+        "expired",
+        "not_yet_valid",
+        "untrusted_issuer",
+        "wrong_audience",
+        "token_binding",
+        "revoked",
+    ];
+    match (status, error) {
+        (100..=399, _) => ["ok", "public", "anonymous", "preflight"].contains(&reason),
+        (400, "invalid_request") => {
+            ["invalid_request", "ambiguous_path", "upgrade_not_allowed", "client_body_failed"].contains(&reason)
+        }
+        (401, "invalid_token") => TOKEN.contains(&reason),
+        (401, code) | (403, code) | (404, code) | (405, code) | (429, code) => reason == code,
+        (500, "server_misconfigured") => reason == "misconfigured",
+        (502, _) => reason == "origin_unreachable",
+        (503, _) => ["no_keys", "denylist_unavailable"].contains(&reason),
+        (504, _) => reason == "origin_timeout",
+        _ => false,
+    }
 }
 
 // ---------------------------------------------------------------- faults
@@ -1642,4 +1708,272 @@ fn a_proof_made_by_the_dpop_npm_package_verifies_end_to_end() {
     assert_eq!((elsewhere.status, elsewhere.error().as_str()), (401, "invalid_dpop_proof"));
     drop(input);
     let _ = client.wait();
+}
+
+// ---------------------------------------------------------------- decisions you can count
+
+/// A wrangler config like wrangler.toml but for the built worker as it is, plus `extra` TOML.
+fn test_config(name: &str, extra: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = temp_dir(name).join("wrangler.toml");
+    let main = root.join("build/worker.mjs");
+    std::fs::write(
+        &config,
+        format!("name = \"edge-auth\"\nmain = \"{}\"\ncompatibility_date = \"2026-11-01\"\n{extra}", main.display()),
+    )
+    .unwrap();
+    config
+}
+
+/// The `decision` lines logged so far.
+fn decisions(w: &Worker) -> Vec<Value> {
+    w.lines().into_iter().filter(|v| v["event"] == "decision").collect()
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn with_decision_log_all_every_request_gets_one_line_with_its_reason_and_analytics_bound_changes_no_answer() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let config = test_config(
+        "decisions-config",
+        "\n[[analytics_engine_datasets]]\nbinding = \"ANALYTICS\"\ndataset = \"edge_auth_e2e\"\n",
+    );
+    let ready = |port| request(port, "GET", "/api/public", &[]).status == 200;
+    let w = Worker::launch_with(&issuer, &[("DECISION_LOG", "all")], &temp_dir("decisions"), Some(&config), ready);
+    assert!(w.log().contains("ANALYTICS"), "wrangler dev did not bind the dataset:\n{}", w.log());
+    let before = decisions(&w).len();
+    let mint = || Mint::new(&issuer.issuer(), AUDIENCE);
+    let expired = Mint { expires_in: -3600, ..mint() }.sign(key(1));
+    // Signed by another key under the held key's kid.
+    let forged = sign(&json!({"alg": "RS256", "kid": key(1).kid}), &mint().claims(), key(2));
+    let good = mint().sign(key(1));
+    // Path, token, status, reason, rule.
+    type Case<'a> = (&'a str, Option<String>, u16, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
+        ("/api/public", None, 200, "public", Some("/api/public")),
+        ("/api/private", Some(good.clone()), 200, "ok", Some("/api/private")),
+        ("/api/private", Some(good), 200, "ok", Some("/api/private")),
+        ("/api/private", None, 401, "missing_authorization", Some("/api/private")),
+        ("/api/private", Some(expired), 401, "expired", Some("/api/private")),
+        ("/api/private", Some(forged), 401, "bad_signature", Some("/api/private")),
+        ("/api/private-scoped", Some(mint().sign(key(1))), 403, "insufficient_scope", Some("/api/private-scoped")),
+        ("/api/nope", None, 404, "not_found", None),
+    ];
+    for (path, token, status, _, _) in &cases {
+        let r = match token {
+            Some(token) => w.get(path, token),
+            None => request(w.port, "GET", path, &[]),
+        };
+        assert_eq!(r.status, *status, "{path}: {}", r.body);
+    }
+    wait_until("a decision line per request", Duration::from_secs(10), || decisions(&w).len() >= before + cases.len());
+    let lines = decisions(&w)[before..].to_vec();
+    assert_eq!(lines.len(), cases.len(), "{lines:#?}");
+    for (line, (path, _, status, reason, rule)) in lines.iter().zip(&cases) {
+        assert_eq!(line["reason"], json!(reason), "{path}: {line}");
+        assert_eq!(line["status"], json!(status), "{path}: {line}");
+        assert_eq!(line["rule"], json!(rule), "{path}: {line}");
+        assert!(line["ms"].is_u64(), "{line}");
+    }
+    assert_eq!(lines[1]["iss"], json!(issuer.issuer()));
+    assert_eq!(lines[1]["kid"], json!(key(1).kid));
+    // The forged token named a held kid; the missing token named none.
+    assert_eq!(lines[5]["kid"], json!(key(1).kid));
+    assert_eq!(lines[3]["kid"], Value::Null);
+    assert!(!w.log().contains("analytics_unusable") && !w.log().contains("analytics_failed"), "{}", w.log());
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn a_flood_of_unknown_kids_makes_no_more_log_lines_than_the_budget() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let budget = 5;
+    let w = Worker::start(&issuer, &[("LOG_LINES_PER_MINUTE", "5")], &temp_dir("flood"));
+    assert_eq!(w.get("/api/private", &token_for(&issuer, key(1))).status, 200);
+    let claims = Mint::new(&issuer.issuer(), AUDIENCE).claims();
+    let total = 60;
+    let started = Instant::now();
+    for i in 0..total {
+        let forged = sign(&json!({"alg": "RS256", "kid": format!("flood-{i}")}), &claims, key(3));
+        assert_eq!(w.get("/api/private", &forged).status, 401);
+    }
+    // The flood may straddle one minute boundary: two budgets, at most.
+    let minutes = if started.elapsed() < Duration::from_secs(59) { 2 } else { 3 };
+    w.expect_line("an unknown_kid decision", |v| v["event"] == "decision" && v["reason"] == "unknown_kid");
+    thread::sleep(Duration::from_secs(2));
+    let lines = w.lines();
+    let count = |wanted: &dyn Fn(&Value) -> bool| lines.iter().filter(|v| wanted(v)).count();
+    let decided = count(&|v| v["event"] == "decision" && v["reason"] == "unknown_kid");
+    let cooldown = count(&|v| v["event"] == "cooldown_hit");
+    eprintln!("{total} unknown kids: {decided} decision lines, {cooldown} cooldown_hit lines (budget {budget}/min)");
+    assert!(decided >= budget && decided <= budget * minutes, "{decided} decision lines");
+    assert!(cooldown <= budget * minutes, "{cooldown} cooldown_hit lines");
+    // Every suppressed line counts what was held back, never more than was sent.
+    for line in lines.iter().filter(|v| v["event"] == "suppressed") {
+        assert!(line["count"].as_u64().unwrap() <= total as u64, "{line}");
+    }
+}
+
+// ---------------------------------------------------------------- rules and headers from any claim
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn claim_rules_and_claim_headers_hold_through_the_mock_origin() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let origin = MockOrigin::start().unwrap();
+    let routes = r#"[
+        {"path": "/org/*", "claims": {"org_id": "org_123", "https://example.com/roles": ["admin", "editor"]}},
+        {"path": "/*"}
+    ]"#;
+    let claim_headers = r#"{"X-Auth-Email": "email", "X-Auth-Roles": "https://example.com/roles"}"#;
+    let w = gateway(&issuer, &origin, &[("ROUTES", routes), ("CLAIM_HEADERS", claim_headers)], "gw-claims");
+    let token = |edit: &dyn Fn(&mut Value)| {
+        let mut claims = Mint::new(&issuer.issuer(), AUDIENCE).claims();
+        edit(&mut claims);
+        format!("Bearer {}", sign(&json!({"alg": "RS256", "kid": key(1).kid}), &claims, key(1)))
+    };
+    let member = token(&|c| {
+        c["org_id"] = json!("org_123");
+        c["https://example.com/roles"] = json!(["editor"]);
+        c["email"] = json!("ada@example.com");
+    });
+    let got = Received::of(&request(
+        w.port,
+        "GET",
+        "/org/reports",
+        &[("Authorization", &member), ("X-Auth-Email", "forged@example.com")],
+    ));
+    assert_eq!(got.target(), "/base/org/reports");
+    assert_eq!(got.header("x-auth-email").as_deref(), Some("ada@example.com"));
+    assert_eq!(got.header("x-auth-roles").as_deref(), Some(r#"["editor"]"#));
+    // Another org: refused at the edge, naming the claim only; the origin sees nothing.
+    let before = origin.hits();
+    let outsider = token(&|c| {
+        c["org_id"] = json!("org_999");
+        c["https://example.com/roles"] = json!("admin");
+    });
+    let r = request(w.port, "GET", "/org/reports", &[("Authorization", &outsider)]);
+    assert_eq!((r.status, r.error().as_str()), (403, "access_denied"), "{}", r.body);
+    assert!(r.body.contains("org_id") && !r.body.contains("org_999"), "{}", r.body);
+    assert_eq!(origin.hits(), before);
+    // Elsewhere a token without the claims passes, and a header whose claim is absent is not sent.
+    let plain = token(&|_| {});
+    let got = Received::of(&request(
+        w.port,
+        "GET",
+        "/other",
+        &[("Authorization", &plain), ("X-Auth-Email", "forged@example.com")],
+    ));
+    assert_eq!((got.header("x-auth-email"), got.header("x-auth-roles")), (None, None));
+}
+
+// ---------------------------------------------------------------- revoking now
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn an_entry_written_with_deny_sh_refuses_the_next_requests_within_the_refresh_bound() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let config = test_config(
+        "denylist-config",
+        "\n[[kv_namespaces]]\nbinding = \"DENYLIST\"\nid = \"00000000000000000000000000000001\"\n",
+    );
+    let state = temp_dir("denylist");
+    let ready = |port| request(port, "GET", "/api/public", &[]).status == 200;
+    let refresh = 2;
+    let w = Worker::launch_with(&issuer, &[("DENYLIST_REFRESH_SECONDS", "2")], &state, Some(&config), ready);
+    let mint = || Mint::new(&issuer.issuer(), AUDIENCE);
+    let departing = Mint { subject: "auth0|departing".into(), ..mint() }.sign(key(1));
+    let staying = Mint { subject: "auth0|staying".into(), ..mint() }.sign(key(1));
+    assert_eq!(w.get("/api/private", &departing).status, 200, "{}", w.log());
+
+    let deny = Command::new("sh")
+        .current_dir(root)
+        .arg("scripts/deny.sh")
+        .args(["add", "sub", "auth0|departing", "--reason", "left the company", "--local"])
+        .arg("--persist-to")
+        .arg(&state)
+        .arg("--config")
+        .arg(&config)
+        .env(
+            "PATH",
+            format!("{}:{}", root.join("node_modules/.bin").display(), std::env::var("PATH").unwrap_or_default()),
+        )
+        .output()
+        .expect("run deny.sh");
+    assert!(deny.status.success(), "{}", String::from_utf8_lossy(&deny.stderr));
+    let written = Instant::now();
+    // The copy is at most `refresh` s old when a request claims a listing, which the next one sees.
+    let mut status = 0;
+    while written.elapsed() < Duration::from_secs(refresh + 8) {
+        status = w.get("/api/private", &departing).status;
+        if status == 401 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    let took = written.elapsed();
+    eprintln!("deny-list entry took effect after {took:?} (refresh {refresh} s)");
+    let r = w.get("/api/private", &departing);
+    assert_eq!((status, r.status, r.error().as_str()), (401, 401, "invalid_token"), "{}\n{}", r.body, w.log());
+    assert_eq!(r.json()["error_description"], json!("The token is revoked"));
+    assert!(!r.body.contains("left the company"));
+    assert!(took <= Duration::from_secs(refresh + 2), "took {took:?}");
+    assert_eq!(w.get("/api/private", &staying).status, 200);
+    w.expect_line("a revoked line with the reason", |v| v["event"] == "revoked" && v["reason"] == "left the company");
+}
+
+// ---------------------------------------------------------------- limits per caller
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn a_limit_of_n_gives_429_on_request_n_plus_one_for_one_subject_and_not_another() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let origin = MockOrigin::start().unwrap();
+    let limit = 3;
+    let config = test_config(
+        "ratelimit-config",
+        &format!(
+            "\n[[ratelimits]]\nname = \"PER_USER\"\nnamespace_id = \"1001\"\nsimple = {{ limit = {limit}, period = 60 }}\n"
+        ),
+    );
+    let base = format!("{}/base/", origin.url());
+    let routes = r#"[
+        {"path": "/limited/*", "rate_limit": {"binding": "PER_USER", "key": "subject"}},
+        {"path": "/unbound/*", "rate_limit": {"binding": "MISSING", "key": "subject"}}
+    ]"#;
+    let vars = [("ORIGIN_URL", base.as_str()), ("ROUTES", routes)];
+    let ready = |port| request(port, "OPTIONS", "/", &[]).status != 0;
+    // A rule naming a binding that is not bound is a configuration error naming the rule.
+    let broken = Worker::launch_with(&issuer, &vars, &temp_dir("ratelimit-broken"), Some(&config), ready);
+    let r = request(broken.port, "GET", "/limited/x", &[]);
+    assert_eq!((r.status, r.error().as_str()), (500, "server_misconfigured"), "{}", r.body);
+    assert!(r.body.contains("ROUTES") && r.body.contains("rule 1"), "{}", r.body);
+    drop(broken);
+
+    let routes = r#"[{"path": "/limited/*", "rate_limit": {"binding": "PER_USER", "key": "subject"}}]"#;
+    let vars = [("ORIGIN_URL", base.as_str()), ("ROUTES", routes)];
+    let w = Worker::launch_with(&issuer, &vars, &temp_dir("ratelimit"), Some(&config), ready);
+    let bearer = |subject: &str| {
+        format!("Bearer {}", Mint { subject: subject.into(), ..Mint::new(&issuer.issuer(), AUDIENCE) }.sign(key(1)))
+    };
+    let (alice, bob) = (bearer("auth0|alice"), bearer("auth0|bob"));
+    // An invalid token spends nothing.
+    let forged = format!(
+        "Bearer {}",
+        Mint { subject: "auth0|alice".into(), ..Mint::new(&issuer.issuer(), AUDIENCE) }.sign(key(2))
+    );
+    for _ in 0..limit {
+        assert_eq!(request(w.port, "GET", "/limited/x", &[("Authorization", &forged)]).status, 401);
+    }
+    let before = origin.hits();
+    for i in 0..limit {
+        let r = request(w.port, "GET", "/limited/x", &[("Authorization", &alice)]);
+        assert_eq!(r.status, 200, "request {i}: {}\n{}", r.body, w.log());
+    }
+    let over = request(w.port, "GET", "/limited/x", &[("Authorization", &alice)]);
+    assert_eq!((over.status, over.error().as_str()), (429, "rate_limited"), "{}", over.body);
+    assert_eq!(over.header("retry-after"), Some("60"));
+    assert_eq!(origin.hits(), before + limit, "the refused request reached the origin");
+    assert_eq!(request(w.port, "GET", "/limited/x", &[("Authorization", &bob)]).status, 200);
 }

@@ -18,6 +18,7 @@ fn gateway(forward_authorization: bool, forward_claims: bool, secret: Option<&st
         forward_authorization,
         forward_claims,
         secret: secret.map(str::to_owned),
+        claim_headers: Vec::new(),
     }
 }
 
@@ -82,6 +83,9 @@ fn identity_headers_carry_subject_sorted_scopes_claims_and_the_secret() {
         scopes: BTreeSet::from(["write:a".to_owned(), "admin".to_owned(), "read:a".to_owned()]),
         binding: Binding::None,
         expires: 1_767_229_200,
+        claims: Vec::new(),
+        jti: None,
+        client: None,
     };
     let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhdXRoMHw0MiJ9.c2ln";
     let client = Client { host: Some("api.example.com"), scheme: Some("https"), address: Some("203.0.113.9") };
@@ -100,7 +104,15 @@ fn identity_headers_carry_subject_sorted_scopes_claims_and_the_secret() {
     );
     let anonymous = gateway(false, true, None).added_headers(&Client::default(), None);
     assert!(anonymous.is_empty(), "no identity without a verified token: {anonymous:?}");
-    let silent = Principal { subject: None, scopes: BTreeSet::new(), binding: Binding::None, expires: 0 };
+    let silent = Principal {
+        subject: None,
+        scopes: BTreeSet::new(),
+        binding: Binding::None,
+        expires: 0,
+        claims: Vec::new(),
+        jti: None,
+        client: None,
+    };
     assert!(gateway(false, false, None).added_headers(&Client::default(), Some((&silent, "e30"))).is_empty());
     // No address reported by the runtime: no X-Forwarded-For at all (never the client's own).
     let local = Client { host: Some("127.0.0.1:8787"), scheme: Some("http"), address: None };
@@ -112,8 +124,15 @@ fn identity_headers_carry_subject_sorted_scopes_claims_and_the_secret() {
 
 #[test]
 fn a_dpop_bound_caller_is_named_by_its_key_thumbprint() {
-    let bound =
-        Principal { subject: None, scopes: BTreeSet::new(), binding: Binding::Jkt("0ZcOCORZNYy".into()), expires: 0 };
+    let bound = Principal {
+        subject: None,
+        scopes: BTreeSet::new(),
+        binding: Binding::Jkt("0ZcOCORZNYy".into()),
+        expires: 0,
+        claims: Vec::new(),
+        jti: None,
+        client: None,
+    };
     let added = gateway(false, false, None).added_headers(&Client::default(), Some((&bound, "e30")));
     assert_eq!(added, vec![("x-auth-key-thumbprint", "0ZcOCORZNYy".to_owned())]);
 }
@@ -137,4 +156,43 @@ fn claim_values_become_reversible_header_values() {
     assert_eq!(header_safe("line\r\nX-Injected: 1"), "line%0D%0AX-Injected:%201");
     assert_eq!(header_safe("100%"), "100%25");
     assert_eq!(header_safe("café"), "caf%C3%A9");
+}
+
+#[test]
+fn claim_headers_carry_strings_as_is_and_anything_else_as_compact_json_encoded_like_identity_headers() {
+    let mut config = gateway(false, false, None);
+    config.claim_headers = [
+        ("x-auth-email", "email"),
+        ("x-auth-org", "org"),
+        ("x-auth-roles", "https://example.com/roles"),
+        ("x-auth-absent", "nope"),
+    ]
+    .iter()
+    .map(|(h, c)| (std::rc::Rc::from(*h), std::rc::Rc::from(*c)))
+    .collect();
+    let principal = Principal {
+        subject: None,
+        scopes: BTreeSet::new(),
+        binding: Binding::None,
+        expires: 0,
+        claims: vec![
+            ("email".into(), json!("ada lovelace@example.com")),
+            ("org".into(), json!({"id": 7, "name": "Zoë"})),
+            ("https://example.com/roles".into(), json!(["admin", "editor"])),
+        ],
+        jti: None,
+        client: None,
+    };
+    let headers: Vec<(String, String)> =
+        config.claim_headers(&principal).into_iter().map(|(h, v)| (h.to_string(), v)).collect();
+    assert_eq!(
+        headers,
+        [
+            ("x-auth-email".to_owned(), "ada%20lovelace@example.com".to_owned()),
+            ("x-auth-org".to_owned(), r#"{"id":7,"name":"Zo%C3%AB"}"#.to_owned()),
+            ("x-auth-roles".to_owned(), r#"["admin","editor"]"#.to_owned()),
+        ]
+    );
+    // A client's own copies are removed before anything is added, as for every X-Auth- header.
+    assert!(config.drops("X-Auth-Email", true) && config.drops("x_auth_org", true));
 }

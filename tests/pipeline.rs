@@ -16,6 +16,8 @@ use edge_auth::{
     app::{self, Broken, Incoming, Keys, Outcome, Setup},
     config::IssuerConfig,
     config::{self, Config},
+    decision::CacheUse,
+    denylist::{DeniedEntry, DenyList},
     http::HttpResponse,
     issuers::Issuers,
     jwks::VerificationKey,
@@ -37,6 +39,8 @@ struct World {
     io: FakeIo,
     tokens: RefCell<TokenCache>,
     proofs: RefCell<ReplayCache>,
+    /// Bound only by the deny-list tests.
+    denylist: Option<RefCell<DenyList>>,
     verifier: CountingRsa,
     /// The clock, in milliseconds; tests move it by hand.
     now: Cell<u64>,
@@ -82,6 +86,7 @@ fn world_with(vars: &[(&str, &str)], published: &[&SigningKey]) -> World {
         io: FakeIo::serving(&jwks(published)),
         tokens: RefCell::default(),
         proofs: RefCell::default(),
+        denylist: None,
         verifier: CountingRsa::default(),
         now: Cell::new(NOW as u64 * 1000),
     }
@@ -103,6 +108,7 @@ impl World {
             verifier: &self.verifier,
             tokens: &self.tokens,
             proofs: &self.proofs,
+            denylist: self.denylist.as_ref(),
         };
         let setup = match &self.config {
             Ok((config, rules)) => Ok(Setup { config, rules, keys }),
@@ -1326,4 +1332,340 @@ fn a_recheck_that_claimed_the_background_refresh_keeps_it_when_the_token_is_veri
     let outcome = w.call("GET", "/api/private", Some(&format!("Bearer {token}")), None);
     assert_invalid_token(&outcome.response, "The token signature is invalid");
     assert!(outcome.background_refresh.is_some(), "the claimed refresh was dropped: stale keys for another cooldown");
+}
+
+// ---- decisions ----
+
+/// The decision's rule, status, reason, issuer, kid and cache use, as plain values.
+type Decided<'a> = (Option<&'a str>, u16, &'a str, Option<&'a str>, Option<&'a str>, Option<CacheUse>);
+
+fn decided(outcome: &Outcome) -> Decided<'_> {
+    let d = &outcome.decision;
+    (d.rule.as_deref(), d.status, d.reason.as_str(), d.issuer.as_deref(), d.kid.as_deref(), d.cache)
+}
+
+#[test]
+fn every_answer_says_which_rule_decided_and_why() {
+    let w = world();
+    let bearer = |token: &str| format!("Bearer {token}");
+    let good = bearer(&valid_token());
+    let call = |method, path, authorization: Option<&str>| w.call(method, path, authorization, None);
+    assert_eq!(decided(&call("GET", "/api/public", None)), (Some("/api/public"), 200, "public", None, None, None));
+    assert_eq!(
+        decided(&call("GET", "/api/private", Some(&good))),
+        (Some("/api/private"), 200, "ok", Some(ISSUER), Some("key-1"), Some(CacheUse::Miss))
+    );
+    assert_eq!(
+        decided(&call("GET", "/api/private", Some(&good))),
+        (Some("/api/private"), 200, "ok", Some(ISSUER), Some("key-1"), Some(CacheUse::Hit))
+    );
+    assert_eq!(
+        decided(&call("GET", "/api/private-scoped", Some(&good))),
+        (Some("/api/private-scoped"), 403, "insufficient_scope", Some(ISSUER), Some("key-1"), Some(CacheUse::Hit))
+    );
+    assert_eq!(decided(&call("GET", "/api/nope", None)), (None, 404, "not_found", None, None, None));
+    assert_eq!(decided(&call("GET", "/api//private", None)), (None, 400, "ambiguous_path", None, None, None));
+    assert_eq!(decided(&call("POST", "/api/private", None)), (None, 405, "method_not_allowed", None, None, None));
+    assert_eq!(
+        decided(&call("GET", "/api/private", None)),
+        (Some("/api/private"), 401, "missing_authorization", None, None, None)
+    );
+    assert_eq!(decided(&call("OPTIONS", "/api/private", None)).2, "preflight");
+}
+
+#[test]
+fn a_refused_token_names_its_reason_and_never_a_kid_or_issuer_the_edge_does_not_hold() {
+    let w = world();
+    let refused = |token: String| {
+        let outcome = w.call("GET", "/api/private", Some(&format!("Bearer {token}")), None);
+        let (_, status, reason, issuer, kid, cache) = decided(&outcome);
+        (status, reason.to_owned(), issuer.map(str::to_owned), kid.map(str::to_owned), cache)
+    };
+    let held = Some(ISSUER.to_owned());
+    let unknown_kid = sign(&json!({ "alg": "RS256", "kid": "attacker-text" }), &mint().claims(), key(1));
+    assert_eq!(refused(unknown_kid), (401, "unknown_kid".into(), held.clone(), None, Some(CacheUse::Miss)));
+    let other_issuer = token_with(|c| c["iss"] = json!("https://attacker.example/"));
+    assert_eq!(refused(other_issuer), (401, "untrusted_issuer".into(), None, None, Some(CacheUse::Miss)));
+    let forged = sign(&json!({ "alg": "RS256", "kid": "key-1" }), &mint().claims(), key(2));
+    assert_eq!(
+        refused(forged),
+        (401, "bad_signature".into(), held.clone(), Some("key-1".into()), Some(CacheUse::Miss))
+    );
+    for (edit, reason) in [
+        (json!({ "exp": NOW - 3600 }), "expired"),
+        (json!({ "nbf": NOW + 3600 }), "not_yet_valid"),
+        (json!({ "aud": "https://other.example" }), "wrong_audience"),
+    ] {
+        let token = token_with(|c| {
+            for (k, v) in edit.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+        });
+        assert_eq!(refused(token).1, reason);
+    }
+    assert_eq!(refused("abc".into()).1, "malformed_token");
+    let none = sign(&json!({ "alg": "none", "kid": "key-1" }), &mint().claims(), key(1));
+    assert_eq!(refused(none).1, "unsupported_alg");
+    let bound = token_with(|c| c["cnf"] = json!({ "jkt": "x".repeat(43) }));
+    assert_eq!(refused(bound).1, "token_binding");
+}
+
+#[test]
+fn a_forwarded_request_and_a_gateway_preflight_are_decided_too() {
+    let w = gateway_world(&[("CORS_ALLOWED_ORIGINS", "https://app.example.com")]);
+    let token = format!("Bearer {}", token_with(|c| c["scope"] = json!("read:orders")));
+    let outcome = w.call("GET", "/orders/7", Some(&token), None);
+    assert!(outcome.forward.is_some());
+    assert_eq!(decided(&outcome), (Some("/orders/:id"), 200, "ok", Some(ISSUER), Some("key-1"), Some(CacheUse::Miss)));
+    let public = w.call("GET", "/anything", None, None);
+    assert_eq!(decided(&public), (Some("/*"), 200, "public", None, None, None));
+    let preflight = w.send(&Incoming {
+        method: "OPTIONS",
+        path: "/orders/7",
+        origin: Some("https://app.example.com"),
+        preflight: true,
+        ..Incoming::default()
+    });
+    assert_eq!(decided(&preflight), (None, 204, "preflight", None, None, None));
+    let broken = world_with(&[("ORIGIN_URL", "https://origin.example.com"), ("ROUTES", "[")], &[key(1)]);
+    assert_eq!(decided(&broken.call("GET", "/x", None, None)), (None, 500, "misconfigured", None, None, None));
+}
+
+// ---- rules and headers from any claim ----
+
+const CLAIM_ROUTES: &str = r#"[
+    {"path": "/org/*", "claims": {"org_id": "org_123", "https://example.com/roles": ["admin", "editor"]}},
+    {"path": "/*", "auth": "public"}
+]"#;
+
+#[test]
+fn a_claim_rule_admits_a_token_whose_claims_hold_and_refuses_others_with_403_naming_the_claim_only() {
+    let w = world_with(
+        &[
+            ("ORIGIN_URL", "https://origin.example.com"),
+            ("ROUTES", CLAIM_ROUTES),
+            ("CLAIM_HEADERS", r#"{"X-Auth-Org": "org_id", "X-Auth-Email": "email"}"#),
+        ],
+        &[key(1)],
+    );
+    let with_claims = |org: Value, roles: Value| {
+        token_with(|c| {
+            c["org_id"] = org;
+            c["https://example.com/roles"] = roles;
+        })
+    };
+    let good = with_claims(json!("org_123"), json!(["viewer", "editor"]));
+    for _ in 0..2 {
+        // The second time from the token cache, which kept the claims.
+        let outcome = w.call("GET", "/org/reports", Some(&format!("Bearer {good}")), None);
+        let forward = outcome.forward.expect("forwarded");
+        let headers: Vec<(&str, &str)> = forward.claim_headers.iter().map(|(h, v)| (&**h, v.as_str())).collect();
+        // No email claim: no header.
+        assert_eq!(headers, [("x-auth-org", "org_123")]);
+    }
+    assert_eq!(w.verifier.checks.get(), 1);
+    for (token, claim) in [
+        (with_claims(json!("org_999"), json!(["admin"])), "org_id"),
+        (with_claims(json!("org_123"), json!(["viewer"])), "https://example.com/roles"),
+        (token_with(|c| c["org_id"] = json!("org_123")), "https://example.com/roles"),
+    ] {
+        let outcome = w.call("GET", "/org/reports", Some(&format!("Bearer {token}")), None);
+        assert!(outcome.forward.is_none());
+        assert_error(&outcome.response, 403, "access_denied");
+        let description = body(&outcome.response)["error_description"].as_str().unwrap().to_owned();
+        assert_eq!(description, format!("The token's {claim:?} claim does not satisfy this route"));
+        assert!(!description.contains("org_999") && !description.contains("viewer"), "{description}");
+        assert_eq!(outcome.decision.reason.as_str(), "claim_mismatch");
+    }
+}
+
+#[test]
+fn claims_are_read_only_when_a_rule_or_claim_header_names_them() {
+    let w = gateway_world(&[]);
+    let token = token_with(|c| c["org_id"] = json!("org_123"));
+    let outcome = w.call("GET", "/orders/1", Some(&format!("Bearer {token}")), None);
+    assert!(outcome.forward.is_some() || outcome.response.status == 403);
+    let cached = w.tokens.borrow().get(&token).expect("cached");
+    assert!(cached.principal.claims.is_empty());
+    let named = world_with(&[("ORIGIN_URL", "https://origin.example.com"), ("ROUTES", CLAIM_ROUTES)], &[key(1)]);
+    named.call("GET", "/org/x", Some(&format!("Bearer {token}")), None);
+    let cached = named.tokens.borrow().get(&token).expect("cached");
+    let kept: Vec<&str> = cached.principal.claims.iter().map(|(n, _)| &**n).collect();
+    assert_eq!(kept, ["org_id"]);
+}
+
+// ---- revoking now: the deny list ----
+
+fn denying(entries: &[(&str, Option<&str>)]) -> World {
+    let mut w = world();
+    w.denylist = Some(RefCell::new(DenyList::new(30)));
+    *w.io.denied.borrow_mut() = Ok(entries
+        .iter()
+        .map(|(key, reason)| DeniedEntry { key: key.to_string(), reason: reason.map(str::to_owned) })
+        .collect());
+    w
+}
+
+fn assert_revoked(outcome: &Outcome) {
+    assert_invalid_token(&outcome.response, "The token is revoked");
+    assert_eq!(outcome.decision.reason.as_str(), "revoked");
+}
+
+#[test]
+fn a_token_the_deny_list_names_is_revoked_cached_or_not_and_the_reason_is_only_logged() {
+    let w = denying(&[
+        ("sub:auth0|departed", Some("left the company")),
+        ("jti:token-7", None),
+        ("client:leaky-client", None),
+        ("iss:https://elsewhere.example/", None),
+    ]);
+    let bearer = |token: String| format!("Bearer {token}");
+    let fine = bearer(valid_token());
+    // Verified and cached before the entry matters: the cache never skips the list.
+    assert_eq!(w.call("GET", "/api/private", Some(&fine), None).response.status, 200);
+    assert_eq!(w.call("GET", "/api/private", Some(&fine), None).response.status, 200);
+    for token in [
+        token_with(|c| c["sub"] = json!("auth0|departed")),
+        token_with(|c| c["jti"] = json!("token-7")),
+        token_with(|c| c["azp"] = json!("leaky-client")),
+        token_with(|c| c["client_id"] = json!("leaky-client")),
+    ] {
+        let token = bearer(token);
+        for _ in 0..2 {
+            let outcome = w.call("GET", "/api/private", Some(&token), None);
+            assert_revoked(&outcome);
+            assert!(!outcome.response.body.as_deref().unwrap().contains("left the company"));
+        }
+    }
+    // azp wins over client_id; a jti of the wrong type is no jti.
+    let azp_first = token_with(|c| {
+        c["azp"] = json!("good-client");
+        c["client_id"] = json!("leaky-client");
+    });
+    assert_eq!(w.get("/api/private", &azp_first).status, 200);
+    assert_eq!(w.get("/api/private", &token_with(|c| c["jti"] = json!(7))).status, 200);
+    let logged = w.io.logs.borrow().iter().any(|l| l.contains("\"revoked\"") && l.contains("left the company"));
+    assert!(logged, "{:?}", w.io.logs.borrow());
+    // One listing served every request.
+    assert_eq!(w.io.deny_lists.get(), 1);
+    // A public route never consults it.
+    assert_eq!(w.call("GET", "/api/public", None, None).response.status, 200);
+}
+
+#[test]
+fn the_issuer_entry_revokes_every_token_of_that_issuer() {
+    let w = denying(&[("iss:https://tenant.example.auth0.com/", Some("tenant compromised"))]);
+    assert_revoked(&w.call("GET", "/api/private", Some(&format!("Bearer {}", valid_token())), None));
+}
+
+#[test]
+fn the_copy_is_listed_again_in_the_background_once_per_interval_and_a_failure_keeps_the_last_copy() {
+    let w = denying(&[]);
+    let token = valid_token();
+    let call = |w: &World| w.call("GET", "/api/private", Some(&format!("Bearer {token}")), None);
+    let first = call(&w);
+    assert_eq!((first.response.status, first.denylist_refresh), (200, false));
+    w.now.set(w.now.get() + 30_000);
+    // Due: this response asks for a listing, the next within the interval does not.
+    assert!(call(&w).denylist_refresh);
+    assert!(!call(&w).denylist_refresh);
+    // The edge lists after the response; the new entry holds from then on.
+    *w.io.denied.borrow_mut() = Ok(vec![DeniedEntry { key: "sub:dev-user|1".into(), reason: None }]);
+    block_on(app::refresh_denylist(w.denylist.as_ref().unwrap(), &w.io, w.now.get()));
+    assert_revoked(&call(&w));
+    // KV failing: the last copy stays in force, with a log line.
+    *w.io.denied.borrow_mut() = Err("KV list failed".into());
+    w.now.set(w.now.get() + 30_000);
+    assert!(call(&w).denylist_refresh);
+    block_on(app::refresh_denylist(w.denylist.as_ref().unwrap(), &w.io, w.now.get()));
+    assert_revoked(&call(&w));
+    assert!(w.io.events().contains(&"denylist_unreadable".to_owned()));
+}
+
+#[test]
+fn an_isolate_that_never_read_the_list_refuses_tokens_with_503_until_it_can() {
+    let w = denying(&[]);
+    *w.io.denied.borrow_mut() = Err("KV list failed".into());
+    let token = format!("Bearer {}", valid_token());
+    let outcome = w.call("GET", "/api/private", Some(&token), None);
+    assert_error(&outcome.response, 503, "temporarily_unavailable");
+    assert_eq!(outcome.response.header("retry-after"), Some("5"));
+    assert_eq!(outcome.decision.reason.as_str(), "denylist_unavailable");
+    assert!(w.io.events().contains(&"denylist_unreadable".to_owned()));
+    // Requests without a token are not held up by it.
+    assert_eq!(w.call("GET", "/api/public", None, None).response.status, 200);
+    assert_error(&w.call("GET", "/api/private", None, None).response, 401, "missing_authorization");
+    *w.io.denied.borrow_mut() = Ok(Vec::new());
+    assert_eq!(w.call("GET", "/api/private", Some(&token), None).response.status, 200);
+}
+
+// ---- limits per caller ----
+
+const LIMITED_ROUTES: &str = r#"[
+    {"path": "/orders/*", "rate_limit": {"binding": "PER_USER", "key": "subject"}},
+    {"path": "/apps/*", "rate_limit": {"binding": "PER_APP", "key": "client", "period": 10}, "scopes": ["apps"]},
+    {"path": "/*", "auth": "public", "rate_limit": {"binding": "PER_IP", "key": "ip"}}
+]"#;
+
+fn limited_world() -> World {
+    let w = world_with(&[("ORIGIN_URL", "https://origin.example.com"), ("ROUTES", LIMITED_ROUTES)], &[key(1)]);
+    w.io.rate_limit.set(2);
+    w
+}
+
+#[test]
+fn a_limit_of_n_refuses_request_n_plus_one_of_that_caller_with_429_and_the_period_and_never_forwards_it() {
+    let w = limited_world();
+    let alice = format!("Bearer {}", Mint { subject: "auth0|alice".into(), ..mint() }.sign(key(1)));
+    let bob = format!("Bearer {}", Mint { subject: "auth0|bob".into(), ..mint() }.sign(key(1)));
+    for _ in 0..2 {
+        assert!(w.call("GET", "/orders/1", Some(&alice), None).forward.is_some());
+    }
+    let over = w.call("GET", "/orders/1", Some(&alice), None);
+    assert!(over.forward.is_none());
+    assert_error(&over.response, 429, "rate_limited");
+    assert_eq!(over.response.header("retry-after"), Some("60"));
+    assert_eq!(over.decision.reason.as_str(), "rate_limited");
+    // Another subject has a budget of its own; the key names the verified issuer and subject.
+    assert!(w.call("GET", "/orders/1", Some(&bob), None).forward.is_some());
+    let spent = w.io.spent.borrow().clone();
+    assert_eq!(spent[0], ("PER_USER".to_owned(), format!("sub {ISSUER} auth0|alice")));
+}
+
+#[test]
+fn an_invalid_or_unauthorised_token_never_spends_budget_and_public_rules_spend_per_address() {
+    let w = limited_world();
+    let forged = format!("Bearer {}", sign(&json!({ "alg": "RS256", "kid": "key-1" }), &mint().claims(), key(2)));
+    for _ in 0..5 {
+        assert_error(&w.call("GET", "/orders/1", Some(&forged), None).response, 401, "invalid_token");
+        assert_error(&w.call("GET", "/orders/1", None, None).response, 401, "missing_authorization");
+    }
+    let without_scope = format!("Bearer {}", token_with(|c| c["azp"] = json!("app-1")));
+    assert_error(&w.call("GET", "/apps/x", Some(&without_scope), None).response, 403, "insufficient_scope");
+    assert!(w.io.spent.borrow().is_empty(), "{:?}", w.io.spent.borrow());
+    // The client key, and its stated period.
+    let app = format!(
+        "Bearer {}",
+        token_with(|c| {
+            c["azp"] = json!("app-1");
+            c["scope"] = json!("apps");
+        })
+    );
+    for _ in 0..2 {
+        assert!(w.call("GET", "/apps/x", Some(&app), None).forward.is_some());
+    }
+    assert_eq!(w.call("GET", "/apps/x", Some(&app), None).response.header("retry-after"), Some("10"));
+    let from = |address| Incoming { method: "GET", path: "/health", address: Some(address), ..Incoming::default() };
+    for _ in 0..2 {
+        assert!(w.send(&from("203.0.113.1")).forward.is_some());
+    }
+    assert_error(&w.send(&from("203.0.113.1")).response, 429, "rate_limited");
+    assert!(w.send(&from("203.0.113.2")).forward.is_some());
+}
+
+#[test]
+fn rules_without_a_limit_spend_nothing() {
+    let w = gateway_world(&[]);
+    assert!(w.call("GET", "/anything", None, None).forward.is_some());
+    assert!(w.io.spent.borrow().is_empty());
 }

@@ -229,3 +229,95 @@ fn paths_an_origin_could_read_as_another_path_are_ambiguous() {
         assert!(!is_ambiguous_path(path), "{path}");
     }
 }
+
+fn first_rule(table: &Rules) -> &edge_auth::rules::Rule {
+    match table.find("GET", "/x") {
+        Match::Rule(rule) => rule,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_claim_rule_holds_by_equality_or_membership_and_a_list_means_any_one() {
+    let t = rules(json!([{ "path": "/x", "claims": {
+        "org_id": "org_123",
+        "https://example.com/roles": ["admin", "editor"],
+        "level": 3,
+        "verified": true,
+    } }]));
+    let rule = first_rule(&t);
+    let check = |claims: Value| {
+        let unmet = rule.unmet_claim(|name| claims.get(name));
+        unmet.map(|c| c.name.to_string())
+    };
+    let good = json!({ "org_id": "org_123", "https://example.com/roles": "editor", "level": 3, "verified": true });
+    assert_eq!(check(good.clone()), None);
+    // A claim that is an array holds when any accepted value is an element of it.
+    let mut as_arrays = good.clone();
+    as_arrays["org_id"] = json!(["org_9", "org_123"]);
+    as_arrays["https://example.com/roles"] = json!(["viewer", "admin"]);
+    assert_eq!(check(as_arrays), None);
+    for (name, value) in [
+        ("org_id", json!("org_1234")),
+        ("org_id", json!("ORG_123")),
+        ("org_id", json!(["org_9"])),
+        ("org_id", json!({ "org_123": true })),
+        ("https://example.com/roles", json!("viewer")),
+        ("https://example.com/roles", json!(["admin editor"])),
+        ("level", json!("3")),
+        ("verified", json!("true")),
+        ("verified", json!(false)),
+    ] {
+        let mut claims = good.clone();
+        claims[name] = value.clone();
+        assert_eq!(check(claims).as_deref(), Some(name), "{name}: {value}");
+    }
+    let mut missing = good;
+    missing.as_object_mut().unwrap().remove("level");
+    assert_eq!(check(missing).as_deref(), Some("level"));
+    // Names are taken whole: the dotted name is one claim, never a path into others.
+    assert_eq!(t.claims_needed().iter().map(|n| &**n).collect::<Vec<_>>().len(), 4);
+}
+
+#[test]
+fn claim_rules_are_refused_on_public_rules_and_with_values_that_cannot_match() {
+    let public = refusal(json!([{ "path": "/a" }, { "path": "/x", "auth": "public", "claims": { "org": "a" } }]));
+    assert!(public.starts_with("rule 1: claims need a token"), "{public}");
+    for claims in [
+        json!({ "org": null }),
+        json!({ "org": {} }),
+        json!({ "org": [] }),
+        json!({ "org": [["a"]] }),
+        json!({ "": "a" }),
+        json!(["org"]),
+    ] {
+        let refused = refusal(json!([{ "path": "/x", "claims": claims }]));
+        assert!(refused.starts_with("rule 0: "), "{claims}: {refused}");
+    }
+    // Nor on an optional rule, which admits a request without a token.
+    let optional = refusal(json!([{ "path": "/x", "auth": "optional", "claims": { "org": "a" } }]));
+    assert!(optional.starts_with("rule 0: claims need a token"), "{optional}");
+    assert!(rules(json!([{ "path": "/x" }])).claims_needed().is_empty());
+}
+
+#[test]
+fn a_rate_limit_names_a_binding_a_key_and_a_period_of_10_or_60() {
+    let t = rules(json!([
+        { "path": "/a", "rate_limit": { "binding": "PER_USER", "key": "subject" } },
+        { "path": "/b", "auth": "public", "rate_limit": { "binding": "PER_IP", "key": "ip", "period": 10 } },
+    ]));
+    let bindings: Vec<(usize, &str)> = t.rate_limit_bindings().collect();
+    assert_eq!(bindings, [(0, "PER_USER"), (1, "PER_IP")]);
+    for (rule, why) in [
+        (json!({ "path": "/x", "auth": "public", "rate_limit": { "binding": "L", "key": "subject" } }), "needs auth"),
+        (json!({ "path": "/x", "auth": "optional", "rate_limit": { "binding": "L", "key": "client" } }), "needs auth"),
+        (json!({ "path": "/x", "rate_limit": { "binding": "L", "key": "subject", "period": 30 } }), "period"),
+        (json!({ "path": "/x", "rate_limit": { "binding": "", "key": "ip" } }), "binding"),
+        (json!({ "path": "/x", "rate_limit": { "binding": "A-B", "key": "ip" } }), "binding"),
+        (json!({ "path": "/x", "rate_limit": { "binding": "L", "key": "email" } }), "unknown variant"),
+        (json!({ "path": "/x", "rate_limit": { "binding": "L" } }), "missing field"),
+    ] {
+        let refused = refusal(json!([rule]));
+        assert!(refused.starts_with("rule 0: ") && refused.contains(why), "{rule}: {refused}");
+    }
+}

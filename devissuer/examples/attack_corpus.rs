@@ -80,8 +80,86 @@ fn generate(kid: &str, bits: usize) -> (SigningKey, RsaPublicKey) {
     (SigningKey::from_pem(kid, &pem).expect("a key just made"), key.to_public_key())
 }
 
+/// Rows whose decision reason is not the one their section (or their answer) implies, each
+/// checked against the README's list ("Seeing what the edge decides"): a wrong type anywhere in
+/// the header or claims is `malformed_token`, a held `kid` with another key's signature is
+/// `bad_signature`, public and optional gateway rules admit as `public` and `anonymous`, and so on.
+/// Every entry must name a row (checked at the end of `main`).
+const REASONS: &[(&str, &str)] = &[
+    ("gateway: control: optional route, no token", "anonymous"),
+    ("gateway: optional route, Basic credentials: anonymous", "anonymous"),
+    ("gateway: spoofed X-Auth-* on the optional route, no token", "anonymous"),
+    ("RS256 by an unpublished key under kid attacks-1", "bad_signature"),
+    ("RS256 by attacks-2 under kid attacks-1", "bad_signature"),
+    ("gateway: optional route, forged token", "bad_signature"),
+    ("signed by the attacker, header carries jku to the canary, kid attacks-1", "bad_signature"),
+    ("signed by the attacker, header carries jwk (attacker's key named attacks-1), kid attacks-1", "bad_signature"),
+    ("signed by the attacker, header carries jwk, jku, x5u and x5c together, kid attacks-1", "bad_signature"),
+    ("exp 0", "expired"),
+    ("exp a float in 2001", "expired"),
+    ("exp in 2001", "expired"),
+    ("exp negative", "expired"),
+    ("exp negative zero float", "expired"),
+    ("a quote in the credential", "invalid_request"),
+    ("a space after a dot", "invalid_request"),
+    ("a space inside the signature", "invalid_request"),
+    ("a tab inside the payload", "invalid_request"),
+    ("base64 padding on the header", "invalid_request"),
+    ("base64 padding on the payload", "invalid_request"),
+    ("alg NONE, kid attacks-1, no signature segment", "malformed_token"),
+    ("alg NONE, no signature segment", "malformed_token"),
+    ("alg None, kid attacks-1, no signature segment", "malformed_token"),
+    ("alg None, no signature segment", "malformed_token"),
+    ("alg as a number", "malformed_token"),
+    ("alg as an array", "malformed_token"),
+    ("alg as null", "malformed_token"),
+    ("alg nOnE, kid attacks-1, no signature segment", "malformed_token"),
+    ("alg nOnE, no signature segment", "malformed_token"),
+    ("alg none, kid attacks-1, no signature segment", "malformed_token"),
+    ("alg none, no signature segment", "malformed_token"),
+    ("aud as a nested array holding ours", "malformed_token"),
+    ("aud as a number", "malformed_token"),
+    ("aud as an array of ours and a number", "malformed_token"),
+    ("aud as an array of ours and null", "malformed_token"),
+    ("aud as an object holding ours", "malformed_token"),
+    ("aud as true", "malformed_token"),
+    ("cty JWT (a nested token)", "malformed_token"),
+    ("kid 6,000 characters (fits under the size limit), signed by attacks-1", "malformed_token"),
+    ("kid as a number", "malformed_token"),
+    ("kid as an array holding the published kid", "malformed_token"),
+    ("kid as an object", "malformed_token"),
+    ("kid as true", "malformed_token"),
+    ("kid holding an escaped lone UTF-16 surrogate", "malformed_token"),
+    ("kid of 10 KB (over the token size limit)", "malformed_token"),
+    ("no alg", "malformed_token"),
+    ("x5t that is no SHA-1 thumbprint", "malformed_token"),
+    ("iat a float in 2099", "not_yet_valid"),
+    ("iat in 2099", "not_yet_valid"),
+    ("nbf a float in 2099", "not_yet_valid"),
+    ("nbf in 2099", "not_yet_valid"),
+    ("control: public route, no token", "public"),
+    ("gateway: %2F in the query of a public path", "public"),
+    ("gateway: admin in upper case lands on the public catch-all (origin-dependent)", "public"),
+    ("gateway: control: public prefix route", "public"),
+    ("gateway: control: the catch-all is public", "public"),
+    ("gateway: spoofed X-Auth-* on a public route: the origin sees no identity", "public"),
+    ("gateway: spoofed X-Forwarded-Host is replaced", "public"),
+    ("gateway: spoofed X_Auth_Subject (underscores) on a public route", "public"),
+    ("gateway: spoofed X_Forwarded_For (underscores) is dropped", "public"),
+    ("gateway: spoofed proxy headers are dropped; the edge sets X-Forwarded-Proto and -For", "public"),
+    ("gateway: the private route with a trailing slash lands on the catch-all (origin-dependent)", "public"),
+    ("Authorization: a DPoP scheme carrying an unbound token", "token_binding"),
+    ("gateway: optional route, alg none", "unsupported_alg"),
+    ("tampered header (alg none), original signature", "unsupported_alg"),
+    ("iss naming an attacker's host", "untrusted_issuer"),
+    ("payload aud another, AUD ours (a different member)", "wrong_audience"),
+];
+
 struct Corpus {
     rows: Vec<Value>,
+    /// The decision reason of this section's `invalid_token` and `invalid_request` rows, unless a
+    /// row names its own (README, "Seeing what the edge decides").
+    section: &'static str,
 }
 
 /// One request and what it must get.
@@ -97,6 +175,8 @@ struct Row {
     must_see: Vec<(&'static str, String)>,
     /// How the runner makes this row's DPoP proof at run time (see `dpop_rows`).
     dpop: Option<Value>,
+    /// The host's reason where `host` overrides the answer.
+    host_reason: Option<&'static str>,
 }
 
 impl Row {
@@ -112,6 +192,7 @@ impl Row {
             must_not_see: Vec::new(),
             must_see: Vec::new(),
             dpop: None,
+            host_reason: None,
         }
     }
 
@@ -135,8 +216,9 @@ impl Row {
         self.header("Authorization", format!("Bearer {token}"))
     }
 
-    fn host(mut self, expect: Expect) -> Row {
+    fn host(mut self, expect: Expect, reason: &'static str) -> Row {
         self.host_expect = Some(expect);
+        self.host_reason = Some(reason);
         self
     }
 
@@ -153,6 +235,12 @@ impl Row {
 
 impl Corpus {
     fn push(&mut self, row: Row) {
+        let listed = REASONS.iter().find(|(name, _)| *name == row.name).map(|(_, reason)| *reason);
+        let reason = listed.unwrap_or(match row.expect {
+            (_, Some("invalid_token" | "invalid_request")) => self.section,
+            (_, Some(code)) => code,
+            (_, None) => "ok",
+        });
         let mut value = json!({
             "name": row.name,
             "mode": row.mode,
@@ -161,10 +249,12 @@ impl Corpus {
             "headers": row.headers.iter().map(|(n, v)| json!([n, v])).collect::<Vec<_>>(),
             "status": row.expect.0,
             "error": row.expect.1,
+            "reason": reason,
         });
         if let Some((status, error)) = row.host_expect {
             value["host_status"] = json!(status);
             value["host_error"] = json!(error);
+            value["host_reason"] = json!(row.host_reason);
         }
         if !row.must_not_see.is_empty() {
             value["origin_must_not_see"] = json!(row.must_not_see);
@@ -255,7 +345,7 @@ fn main() {
     enc["use"] = json!("enc");
     let published = json!({ "keys": [keys.one.public_jwk(), keys.two.public_jwk(), enc, keys.small.public_jwk()] });
 
-    let mut corpus = Corpus { rows: Vec::new() };
+    let mut corpus = Corpus { rows: Vec::new(), section: "" };
     controls(&mut corpus, &keys);
     algorithms(&mut corpus, &keys);
     key_selection(&mut corpus, &keys);
@@ -279,10 +369,14 @@ fn main() {
     let proof_keys = ProofKeys::new();
     dpop_rows(&mut corpus, &keys, &proof_keys);
 
+    for (name, _) in REASONS {
+        assert!(corpus.rows.iter().any(|r| r["name"] == *name), "REASONS names no row: {name}");
+    }
     let document = json!({
         "about": "Hostile requests and the answer each must get, in demo mode, gateway mode or both (mode). \
                   Rows run in order against one worker per mode. status and error are the expected HTTP status and \
-                  JSON error code (null: admitted); host_status/host_error override them for the host runner, which \
+                  JSON error code (null: admitted); reason is the decision's reason (the README's list: the decision \
+                  log line and the analytics data point carry it); host_status/host_error/host_reason override them for the host runner, which \
                   sees the raw path where the runtime would have normalised it. Gateway rows that reach the origin \
                   may list headers it must not see (origin_must_not_see, names) or must see exactly once with exactly \
                   that value (origin_must_see). Every URL in a token points at canary, which must never be contacted. \
@@ -315,6 +409,7 @@ fn scoped(keys: &Keys, scope: &str) -> String {
 }
 
 fn controls(c: &mut Corpus, keys: &Keys) {
+    c.section = "malformed_token";
     c.push(Row::new("control: public route, no token", "both", "/api/public", OK));
     c.token("control: valid token", &valid(keys), OK);
     c.push(Row::new("control: no Authorization header", "both", "/api/private", MISSING));
@@ -372,6 +467,7 @@ fn controls(c: &mut Corpus, keys: &Keys) {
 }
 
 fn algorithms(c: &mut Corpus, keys: &Keys) {
+    c.section = "unsupported_alg";
     let payload = claims().to_string();
     let real_signature = |header: &str| b64(&keys.one.sign_rs256(input(header, &payload).as_bytes()));
     for alg in ["none", "None", "NONE", "nOnE"] {
@@ -449,6 +545,7 @@ fn algorithms(c: &mut Corpus, keys: &Keys) {
 }
 
 fn key_selection(c: &mut Corpus, keys: &Keys) {
+    c.section = "unknown_kid";
     let claims = claims();
     c.token(
         "RS256 by an unpublished key under kid attacks-1",
@@ -477,6 +574,7 @@ fn key_selection(c: &mut Corpus, keys: &Keys) {
 }
 
 fn embedded_keys(c: &mut Corpus, keys: &Keys) {
+    c.section = "unknown_kid";
     let claims = claims();
     let attacker_jwk = keys.attacker.public_jwk();
     let mut as_one = attacker_jwk.clone();
@@ -522,6 +620,7 @@ fn embedded_keys(c: &mut Corpus, keys: &Keys) {
 }
 
 fn kids(c: &mut Corpus, keys: &Keys) {
+    c.section = "unknown_kid";
     let claims = claims();
     let kid_of = |kid: Value| json!({ "alg": "RS256", "typ": "JWT", "kid": kid });
     let strings: Vec<(&str, String)> = vec![
@@ -570,6 +669,7 @@ fn kids(c: &mut Corpus, keys: &Keys) {
 }
 
 fn crit(c: &mut Corpus, keys: &Keys) {
+    c.section = "malformed_token";
     for (name, crit) in [
         ("[\"exp\"]", json!(["exp"])),
         ("[\"b64\"] with b64 false", json!(["b64"])),
@@ -587,6 +687,7 @@ fn crit(c: &mut Corpus, keys: &Keys) {
 }
 
 fn duplicates(c: &mut Corpus, keys: &Keys) {
+    c.section = "malformed_token";
     let payload = claims().to_string();
     let headers = [
         ("header alg twice: none then RS256", r#"{"alg":"none","alg":"RS256","kid":"attacks-1"}"#),
@@ -652,15 +753,21 @@ fn duplicates(c: &mut Corpus, keys: &Keys) {
         )
         .bearer(&signed_raw(&h, &scope, &keys.one)),
     );
-    // A member the worker never reads, twice: it changes nothing the worker decides.
+    // `jti` is a deny-list key: twice, it could name a listed token to one reader and another to
+    // the next, so it is refused like every member the worker reads.
     let jti = format!(r#"{{{base},"aud":"{AUDIENCE}","exp":{EXPIRES},"jti":"a","jti":"b"}}"#);
-    c.token("duplicate member: payload jti twice (a member never read)", &signed_raw(&h, &jti, &keys.one), OK);
+    c.token(
+        "duplicate member: payload jti twice (a deny-list key: one meaning or none)",
+        &signed_raw(&h, &jti, &keys.one),
+        INVALID_TOKEN,
+    );
     // Names differing only in case are different members.
     let case = format!(r#"{{{base},"exp":{EXPIRES},"aud":"https://other.example","AUD":"{AUDIENCE}"}}"#);
     c.token("payload aud another, AUD ours (a different member)", &signed_raw(&h, &case, &keys.one), INVALID_TOKEN);
 }
 
 fn encodings(c: &mut Corpus, keys: &Keys) {
+    c.section = "malformed_token";
     // A header and payload whose encodings are not whole 3-byte groups (so they have unused bits),
     // the payload holding a `-` (`~~~` encodes to one) to turn into standard base64's `+`.
     let header = json!({ "alg": "RS256", "kid": "attacks-1", "typ": "JOSE" });
@@ -733,6 +840,7 @@ fn encodings(c: &mut Corpus, keys: &Keys) {
 }
 
 fn structure(c: &mut Corpus, keys: &Keys) {
+    c.section = "malformed_token";
     let token = valid(keys);
     let p = segments(&token);
     c.token("1 segment", &p[0], INVALID_TOKEN);
@@ -756,6 +864,7 @@ fn structure(c: &mut Corpus, keys: &Keys) {
 }
 
 fn signatures(c: &mut Corpus, keys: &Keys) {
+    c.section = "bad_signature";
     let token = valid(keys);
     let p = segments(&token);
     let signature = base64ct::Base64UrlUnpadded::decode_vec(&p[2]).unwrap();
@@ -777,6 +886,7 @@ fn signatures(c: &mut Corpus, keys: &Keys) {
 }
 
 fn times(c: &mut Corpus, keys: &Keys) {
+    c.section = "malformed_token";
     let h = header("attacks-1").to_string();
     let case = |c: &mut Corpus, member: &str, name: &str, raw: &str, expect: Expect| {
         c.token(format!("{member} {name}"), &signed_raw(&h, &claims_raw(member, raw), &keys.one), expect);
@@ -847,6 +957,7 @@ fn times(c: &mut Corpus, keys: &Keys) {
 }
 
 fn audiences(c: &mut Corpus, keys: &Keys) {
+    c.section = "wrong_audience";
     let h = header("attacks-1");
     let with_aud = |aud: Value| signed(&h, &claims_with(|c| _ = c.insert("aud".into(), aud)), &keys.one);
     for (name, aud, expect) in [
@@ -873,6 +984,7 @@ fn audiences(c: &mut Corpus, keys: &Keys) {
 }
 
 fn issuers(c: &mut Corpus, keys: &Keys) {
+    c.section = "untrusted_issuer";
     let h = header("attacks-1");
     let with_iss = |iss: Value| signed(&h, &claims_with(|c| _ = c.insert("iss".into(), iss)), &keys.one);
     let bare = ISSUER.trim_end_matches('/');
@@ -899,6 +1011,7 @@ fn issuers(c: &mut Corpus, keys: &Keys) {
 }
 
 fn tampering(c: &mut Corpus, keys: &Keys) {
+    c.section = "bad_signature";
     let token = valid(keys);
     let p = segments(&token);
     let changed = |edit: &dyn Fn(&mut serde_json::Map<String, Value>)| b64(claims_with(edit).to_string().as_bytes());
@@ -962,6 +1075,7 @@ fn token_of_length(keys: &Keys, len: usize) -> String {
 }
 
 fn sizes(c: &mut Corpus, keys: &Keys) {
+    c.section = "malformed_token";
     let at_limit = token_of_length(keys, MAX_TOKEN_BYTES);
     assert_eq!(at_limit.len(), MAX_TOKEN_BYTES);
     c.token("valid token of exactly 8 KiB (the limit)", &at_limit, OK);
@@ -972,6 +1086,7 @@ fn sizes(c: &mut Corpus, keys: &Keys) {
 }
 
 fn authorization_headers(c: &mut Corpus, keys: &Keys) {
+    c.section = "invalid_request";
     let token = valid(keys);
     let forged = signed(&header("attacks-1"), &claims(), &keys.attacker);
     let scoped = scoped(keys, "read:messages");
@@ -1011,6 +1126,7 @@ fn authorization_headers(c: &mut Corpus, keys: &Keys) {
 }
 
 fn gateway_paths(c: &mut Corpus, keys: &Keys) {
+    c.section = "ambiguous_path";
     let token = valid(keys);
     let admin = scoped(keys, "admin");
     let gw = |name: &str, path: &str, expect: Expect| Row::new(format!("gateway: {name}"), "gateway", path, expect);
@@ -1061,7 +1177,7 @@ fn gateway_paths(c: &mut Corpus, keys: &Keys) {
         ),
         (".%2e out of a public prefix into admin (runtime resolves it; host refuses %2e)", "/public/.%2e/admin/panel"),
     ] {
-        c.push(gw(name, path, MISSING).host(INVALID_REQUEST));
+        c.push(gw(name, path, MISSING).host(INVALID_REQUEST, "ambiguous_path"));
     }
     // Raw dot segments and backslashes never reach the worker: the runtime resolves them. The host
     // runner sees them raw, where they match the public routes (as the runtime would never let them).
@@ -1071,11 +1187,11 @@ fn gateway_paths(c: &mut Corpus, keys: &Keys) {
             "/public/../admin/panel",
             MISSING,
         )
-        .host(INVALID_REQUEST),
+        .host(INVALID_REQUEST, "ambiguous_path"),
     );
     c.push(
         gw("raw \\ as a separator into admin (runtime makes it /; host refuses the \\)", "/admin\\panel", MISSING)
-            .host(INVALID_REQUEST),
+            .host(INVALID_REQUEST, "ambiguous_path"),
     );
 
     // Doubled slashes: an origin may merge them (nginx does by default), so a path holding an empty
@@ -1144,6 +1260,7 @@ fn gateway_paths(c: &mut Corpus, keys: &Keys) {
 }
 
 fn methods_and_upgrades(c: &mut Corpus, keys: &Keys) {
+    c.section = "upgrade_not_allowed";
     let admin = scoped(keys, "admin");
     let gw = |name: &str, path: &str, expect: Expect| Row::new(format!("gateway: {name}"), "gateway", path, expect);
     // TRACE echoes the request back, the edge's X-Edge-Auth-Secret included: never forwarded, on
@@ -1170,6 +1287,7 @@ fn methods_and_upgrades(c: &mut Corpus, keys: &Keys) {
 }
 
 fn proxy_headers(c: &mut Corpus) {
+    c.section = "invalid_request";
     let gw = |name: &str, path: &str, expect: Expect| Row::new(format!("gateway: {name}"), "gateway", path, expect);
     // Origins trust these for the client's address, scheme and base path: only the edge sets them.
     // X-Forwarded-For is the runtime's CF-Connecting-IP (wrangler dev reports 127.0.0.1).
@@ -1198,6 +1316,7 @@ fn proxy_headers(c: &mut Corpus) {
 }
 
 fn spoofed_headers(c: &mut Corpus, keys: &Keys) {
+    c.section = "invalid_request";
     let token = valid(keys);
     let payload = segments(&token)[1].clone();
     let spoof = |row: Row| {
@@ -1298,6 +1417,7 @@ impl ProofKeys {
 }
 
 fn dpop_rows(c: &mut Corpus, keys: &Keys, proof: &ProofKeys) {
+    c.section = "token_binding";
     let bound_to =
         |cnf: Value| signed(&header("attacks-1"), &claims_with(|c| _ = c.insert("cnf".into(), cnf)), &keys.one);
     let bound = bound_to(json!({ "jkt": ProofKeys::thumbprint(&proof.a) }));

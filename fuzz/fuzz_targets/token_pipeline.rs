@@ -14,7 +14,7 @@
 
 #![no_main]
 
-use std::{cell::RefCell, sync::LazyLock};
+use std::cell::RefCell;
 
 use edge_auth::{
     app::{self, Incoming, Keys, Outcome, Setup},
@@ -115,19 +115,23 @@ fn mode(gateway: bool) -> Mode {
     Mode { config, rules, routes: if gateway { GATEWAY_ROUTES } else { DEMO_ROUTES } }
 }
 
-static DEMO: LazyLock<Mode> = LazyLock::new(|| mode(false));
-static GATEWAY: LazyLock<Mode> = LazyLock::new(|| {
-    // Once, before any input: the oracle must agree with the fixture on every token.
-    for (name, token, valid) in &FIXTURE.tokens {
-        assert_eq!(verify_independently(token).is_some(), *valid, "the oracle disagrees with the fixture on {name}");
-    }
-    mode(true)
-});
+// Per thread, as the worker's isolate holds them (rules and configuration share `Rc`s), and
+// leaked: built once for the fuzzer's life.
+thread_local! {
+    static DEMO: &'static Mode = Box::leak(Box::new(mode(false)));
+    static GATEWAY: &'static Mode = {
+        // Once, before any input: the oracle must agree with the fixture on every token.
+        for (name, token, valid) in &FIXTURE.tokens {
+            assert_eq!(verify_independently(token).is_some(), *valid, "the oracle disagrees with the fixture on {name}");
+        }
+        Box::leak(Box::new(mode(true)))
+    };
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else { return };
     let gateway = selector & 1 == 1;
-    let mode = if gateway { &*GATEWAY } else { &*DEMO };
+    let mode: &'static Mode = if gateway { GATEWAY.with(|m| *m) } else { DEMO.with(|m| *m) };
     let route = &mode.routes[usize::from((selector >> 1) & 7) % mode.routes.len()];
     let authorization = (!rest.is_empty()).then(|| String::from_utf8_lossy(rest));
     let request = Incoming {
@@ -151,7 +155,8 @@ fuzz_target!(|data: &[u8]| {
     let io = FixedIo::default();
     let tokens = RefCell::new(TokenCache::default());
     let send = || {
-        let keys = Keys { issuers: &issuers, io: &io, verifier: &RustRsa, tokens: &tokens, proofs: &proofs };
+        let keys =
+            Keys { issuers: &issuers, io: &io, verifier: &RustRsa, tokens: &tokens, proofs: &proofs, denylist: None };
         block_on(app::handle(&request, Ok(Setup { config, rules: &mode.rules, keys }), FIXTURE.now_ms()))
     };
     let first = send();

@@ -102,8 +102,22 @@ impl KeyIo for FixedIo {
         panic!("a lone request slept {ms} ms: it found another lookup under way");
     }
 
-    fn log(&self, line: &str) {
+    fn log(&self, _event: &'static str, line: &str) {
         self.logs.borrow_mut().push(line.to_owned());
+    }
+}
+
+/// No rule of the fuzzed tables has a rate limit: never spent.
+impl edge_auth::limits::RateLimiter for FixedIo {
+    async fn spend(&self, _binding: &str, _key: &str) -> Result<bool, String> {
+        Ok(true)
+    }
+}
+
+/// No deny list is bound in the fuzzed pipeline (`Keys::denylist` is `None`): never listed.
+impl edge_auth::denylist::DenyIo for FixedIo {
+    async fn list_denied(&self) -> Result<Vec<edge_auth::denylist::DeniedEntry>, String> {
+        Err("no deny list in the fuzzed pipeline".into())
     }
 }
 

@@ -35,10 +35,10 @@ function head(request) {
   ].join("\n");
 }
 
-// A plan (a string) goes to forward.mjs; an origin that fails is answered by the edge
-// (glue.origin_failed).
+// A plan (a string) goes to forward.mjs, which calls back into the glue only for a failure
+// (origin_failed) or a decision held for recording (origin_answered).
 function send(request, answer) {
-  return typeof answer === "string" ? forward(request, answer, glue.origin_failed) : answer;
+  return typeof answer === "string" ? forward(request, answer, glue) : answer;
 }
 
 export default {

@@ -4,14 +4,19 @@
 // (`failed`), to answer with the edge's own error. Every decision is the core's: which headers go
 // (`drop`, `add`), the target, the timeout, the relay's deadline, CORS ownership.
 //
-// plan: one string, NUL-separated: url, drop, add, timeoutMs, withBody, relayAt, corsPrefix, corsAdd, origin
+// plan: one string, NUL-separated: url, drop, add, timeoutMs, withBody, relayAt, corsPrefix, corsAdd, origin,
+//   held
 //   drop     header names to remove, one a line          add      name and value on alternate lines
 //   withBody "1": the client's body is sent              relayAt  "": not a relayed WebSocket handshake;
 //                                                                  else its deadline in ms (-1: none)
 //   corsPrefix  when set, origin headers starting with it are removed (the edge owns CORS)
 //   corsAdd  the edge's CORS headers, as add;  origin   the request's Origin ("": none), for an error's CORS
-export function forward(request, plan, failed) {
-  const [url, drop, add, ms, withBody, deadline, corsPrefix, corsAdd, origin] = plan.split("\0");
+//   held     "": nothing to record; else the id of the decision wasm holds until the origin answers
+// edge: the wasm exports origin_failed(kind, origin, held, ms) and origin_answered(held, status, ms).
+export function forward(request, plan, edge) {
+  const [url, drop, add, ms, withBody, deadline, corsPrefix, corsAdd, origin, heldText] = plan.split("\0");
+  const held = heldText === "" ? undefined : Number(heldText);
+  const started = held === undefined ? 0 : Date.now();
   const relayAt = deadline === "" ? null : Number(deadline);
   const headers = new Headers(request.headers);
   if (drop) for (const name of drop.split("\n")) if (name) headers.delete(name);
@@ -30,6 +35,7 @@ export function forward(request, plan, failed) {
     (response) => {
       clearTimeout(timer);
       if (state) state.answered = true;
+      if (held !== undefined) edge.origin_answered(held, response.status, Date.now() - started);
       if (relayAt !== null && response.status === 101) return relay(response, relayAt);
       if (!corsPrefix && !corsAdd) return response;
       // The runtime's response headers are immutable: re-wrap the same body stream, passing the
@@ -44,7 +50,7 @@ export function forward(request, plan, failed) {
     (error) => {
       clearTimeout(timer);
       const kind = error?.name === "TimeoutError" ? "timeout" : state?.clientFailed ? "client_body" : "unreachable";
-      return failed(kind, origin || undefined);
+      return edge.origin_failed(kind, origin || undefined, held, held === undefined ? 0 : Date.now() - started);
     },
   );
 }

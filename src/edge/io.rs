@@ -9,11 +9,16 @@ use worker::{
 
 use crate::{
     config::Config,
+    denylist::{DeniedEntry, DenyIo},
     keystore::{FetchError, JwksSource, KeyIo, SharedTier},
 };
 
 /// KV binding name, declared in wrangler.toml. Optional: without it the KV tier is skipped.
 pub const KV_BINDING: &str = "JWKS_KV";
+/// The deny list's KV namespace. Optional: without it nothing is revoked at the edge.
+pub const DENYLIST_BINDING: &str = "DENYLIST";
+/// KV lists at most 1,000 keys a page; a deny list longer than this many pages is cut (and logged).
+const MAX_DENYLIST_PAGES: usize = 100;
 /// A JWKS is a few KiB; anything past this is not one.
 pub const MAX_JWKS_BYTES: usize = 64 * 1024;
 /// The Cache API needs an absolute URL as key; this host is never contacted.
@@ -21,6 +26,7 @@ const CACHE_KEY_BASE: &str = "https://edge-auth.internal/jwks/v1";
 
 pub struct WorkerIo {
     kv: Option<KvStore>,
+    denylist: Option<KvStore>,
     fetch_timeout: Duration,
     /// How long shared copies are worth keeping: max-age plus stale-if-error.
     keep_secs: u64,
@@ -30,6 +36,7 @@ impl WorkerIo {
     pub fn new(env: &Env, config: &Config) -> WorkerIo {
         WorkerIo {
             kv: env.kv(KV_BINDING).ok(),
+            denylist: env.kv(DENYLIST_BINDING).ok(),
             fetch_timeout: Duration::from_millis(config.jwks.fetch_timeout_ms),
             keep_secs: (config.jwks.max_age_ms + config.jwks.stale_if_error_ms) / 1000,
         }
@@ -137,8 +144,34 @@ impl KeyIo for WorkerIo {
         Date::now().as_millis()
     }
 
-    fn log(&self, line: &str) {
-        worker::console_log!("{line}");
+    fn log(&self, event: &'static str, line: &str) {
+        super::observe::emit(event, "", line, false);
+    }
+}
+
+impl DenyIo for WorkerIo {
+    /// Every page of a KV list: one list operation per 1,000 entries, no value read (the reason
+    /// travels in each key's metadata).
+    async fn list_denied(&self) -> Result<Vec<DeniedEntry>, String> {
+        let kv = self.denylist.as_ref().ok_or("no DENYLIST binding")?;
+        let mut entries = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_DENYLIST_PAGES {
+            let mut list = kv.list();
+            if let Some(cursor) = cursor.take() {
+                list = list.cursor(cursor);
+            }
+            let page = list.execute().await.map_err(|e| e.to_string())?;
+            entries.extend(page.keys.into_iter().map(|key| DeniedEntry {
+                reason: key.metadata.as_ref().and_then(|m| m.get("reason")).and_then(|r| r.as_str()).map(str::to_owned),
+                key: key.name,
+            }));
+            match page.cursor.filter(|c| !page.list_complete && !c.is_empty()) {
+                Some(next) => cursor = Some(next),
+                None => return Ok(entries),
+            }
+        }
+        Err(format!("more than {MAX_DENYLIST_PAGES} pages"))
     }
 }
 

@@ -13,6 +13,7 @@
 //! The `worker` crate still does what it is good at: KV, the Cache API and the issuer fetch (`io`).
 
 mod io;
+mod observe;
 mod origin;
 mod timer;
 mod webcrypto;
@@ -30,6 +31,7 @@ use web_sys::{Headers, Request, Response, ResponseInit};
 use crate::{
     app::{self, Broken, Incoming, Keys, Setup},
     config::{self, Config},
+    denylist::{DeniedEntry, DenyIo, DenyList},
     error::ConfigError,
     http::HttpResponse,
     issuers::Issuers,
@@ -47,6 +49,8 @@ struct Ready {
     issuers: Rc<Issuers>,
     tokens: RefCell<TokenCache>,
     proofs: RefCell<ReplayCache>,
+    /// The deny list's copy, when a `DENYLIST` namespace is bound.
+    denylist: Option<RefCell<DenyList>>,
     verifier: webcrypto::WebCrypto,
 }
 
@@ -67,11 +71,16 @@ fn isolate(env: &JsValue) -> Rc<Isolate> {
         cell.get_or_init(|| {
             let get = |name: &str| var(env, name);
             let ready = Config::from_vars(get).and_then(|config| {
+                observe::init(config.observe.lines_per_minute);
                 let rules = app::compile_rules(&config)?;
+                crate::limits::check_bindings(&rules, |name| rate_limiter(env, name).is_some())?;
                 Ok(Rc::new(Ready {
                     issuers: Rc::new(Issuers::new(&config)),
                     tokens: RefCell::default(),
                     proofs: RefCell::default(),
+                    denylist: js_sys::Reflect::get(env, &JsValue::from_str(io::DENYLIST_BINDING))
+                        .is_ok_and(|binding| binding.is_object())
+                        .then(|| RefCell::new(DenyList::new(config.denylist_refresh_secs))),
                     verifier: webcrypto::WebCrypto::new(),
                     rules,
                     config,
@@ -80,12 +89,20 @@ fn isolate(env: &JsValue) -> Rc<Isolate> {
             Rc::new(ready.map_err(|error| {
                 let gateway = config::gateway_requested(get);
                 // Once per isolate: every request would say the same.
-                web_sys::console::error_1(&app::describe_config_error(&error).to_string().into());
+                let line = app::describe_config_error(&error).to_string();
+                observe::emit("misconfigured", "", &line, true);
                 Unready { error, gateway }
             }))
         })
         .clone()
     })
+}
+
+/// The binding `name` if it is a Workers Rate Limiting binding (an object with `limit`).
+fn rate_limiter(env: &JsValue, name: &str) -> Option<JsValue> {
+    let binding = js_sys::Reflect::get(env, &JsValue::from_str(name)).ok().filter(JsValue::is_object)?;
+    let limit = js_sys::Reflect::get(&binding, &JsValue::from_str("limit")).ok()?;
+    limit.is_function().then_some(binding)
 }
 
 /// A variable as its JSON value: `--var` and secrets arrive as strings, `[vars]` in wrangler.toml
@@ -193,24 +210,29 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
         };
         let outcome = match isolate.as_ref() {
             Ok(ready) => {
-                let io = LazyIo { env: env.unchecked_into(), ready: ready.clone(), io: OnceCell::new() };
+                let io = LazyIo { env: env.clone().unchecked_into(), ready: ready.clone(), io: OnceCell::new() };
                 let keys = Keys {
                     issuers: &ready.issuers,
                     io: &io,
                     verifier: &ready.verifier,
                     tokens: &ready.tokens,
                     proofs: &ready.proofs,
+                    denylist: ready.denylist.as_ref(),
                 };
                 let setup = Setup { config: &ready.config, rules: &ready.rules, keys };
                 let outcome = app::handle(&incoming, Ok(setup), now).await;
                 let writes_due = ready.issuers.iter().any(|issuer| issuer.store.has_pending_writes());
-                if outcome.background_refresh.is_some() || writes_due {
+                if outcome.background_refresh.is_some() || writes_due || outcome.denylist_refresh {
                     // After the response: a refresh, and the shared-tier writes this request's
                     // fetch or load made due (a KV write takes far longer at the edge than a
                     // request should wait). Nothing awaits it, so I/O isolation is respected.
                     let (issuers, refresh) = (ready.issuers.clone(), outcome.background_refresh);
+                    let denylist = outcome.denylist_refresh;
                     let context = worker::Context::new(ctx.unchecked_into());
                     context.wait_until(async move {
+                        if let Some(list) = denylist.then_some(()).and(io.ready.denylist.as_ref()) {
+                            app::refresh_denylist(list, &io, js_sys::Date::now() as u64).await;
+                        }
                         if let Some(issuer) = refresh.and_then(|index| issuers.get(index)) {
                             issuer.store.refresh(js_sys::Date::now() as u64, &io).await;
                         }
@@ -226,29 +248,24 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                 app::handle::<LazyIo, webcrypto::WebCrypto>(&incoming, Err(broken), now).await
             }
         };
+        let policy = isolate.as_ref().as_ref().map_or_else(|_| Default::default(), |ready| ready.config.observe);
+        let decision = outcome.decision;
         if let (Some(forward), Ok(ready)) = (&outcome.forward, isolate.as_ref()) {
             if let Some(gateway) = &ready.config.gateway {
                 let cors = origin::Cors {
                     owned: crate::http::edge_owns_cors(&ready.config.cors),
                     headers: &outcome.response.headers,
                 };
-                return match origin::plan(
-                    &request,
-                    incoming.method,
-                    gateway,
-                    path_and_query,
-                    forward,
-                    cors,
-                    incoming.origin,
-                ) {
+                // The origin's answer comes back in JavaScript (forward.mjs); the decision waits
+                // for it there when it is to be recorded (see `observe::hold`).
+                let held = observe::hold(&env, policy, decision, incoming.method, now as f64);
+                return match origin::plan(&request, &incoming, gateway, path_and_query, forward, cors, held) {
                     Some(plan) => JsValue::from_str(&plan),
-                    None => {
-                        let refusal = app::refusal(&origin::unreachable_origin(), &ready.config, incoming.origin);
-                        to_response(&refusal).unwrap_or_else(|_| fallback()).into()
-                    }
+                    None => origin::origin_failed("unreachable", incoming.origin.map(str::to_owned), held, 0.0).into(),
                 };
             }
         }
+        observe::record(&env, policy, decision, incoming.method, now as f64, None);
         to_response(&outcome.response).unwrap_or_else(|_| fallback()).into()
     }
 }
@@ -293,8 +310,34 @@ impl KeyIo for LazyIo {
         self.get().sleep(ms).await
     }
 
-    fn log(&self, line: &str) {
-        web_sys::console::log_1(&line.into());
+    fn log(&self, event: &'static str, line: &str) {
+        observe::emit(event, "", line, false);
+    }
+}
+
+impl crate::limits::RateLimiter for LazyIo {
+    /// `binding.limit({ key })`, its `success` read; any throw or odd answer is an `Err`.
+    async fn spend(&self, binding: &str, key: &str) -> Result<bool, String> {
+        let env: &JsValue = self.env.as_ref();
+        let binding = rate_limiter(env, binding).ok_or("not a rate limiter")?;
+        let limit: js_sys::Function =
+            js_sys::Reflect::get(&binding, &JsValue::from_str("limit")).map_err(|_| "no limit")?.unchecked_into();
+        let options = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&options, &JsValue::from_str("key"), &JsValue::from_str(key));
+        let promise = limit.call1(&binding, &options).map_err(|_| "limit threw")?;
+        let outcome = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(&promise))
+            .await
+            .map_err(|_| "limit rejected")?;
+        js_sys::Reflect::get(&outcome, &JsValue::from_str("success"))
+            .ok()
+            .and_then(|success| success.as_bool())
+            .ok_or_else(|| "limit answered without success".into())
+    }
+}
+
+impl DenyIo for LazyIo {
+    async fn list_denied(&self) -> Result<Vec<DeniedEntry>, String> {
+        self.get().list_denied().await
     }
 }
 
@@ -333,7 +376,7 @@ fn to_response(response: &HttpResponse) -> Result<Response, JsValue> {
 
 /// Never let a conversion failure become the runtime's own error page (or a stack trace).
 fn fallback() -> Response {
-    web_sys::console::error_1(&r#"{"component":"edge-auth","event":"internal_error"}"#.into());
+    observe::emit("internal_error", "", r#"{"component":"edge-auth","event":"internal_error"}"#, true);
     let init = ResponseInit::new();
     init.set_status(500);
     let headers = Headers::new().ok();

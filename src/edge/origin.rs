@@ -9,7 +9,7 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use web_sys::{Request, Response};
 
 use crate::{
-    app::{self, Forward},
+    app::{self, Forward, Incoming},
     config::GatewayConfig,
     error::{ApiError, RequestProblem},
     http,
@@ -35,16 +35,17 @@ pub struct Cors<'a> {
 
 /// What `forward.mjs` needs to send an admitted request to the origin at `path_and_query`, as one
 /// string of NUL-separated fields (one crossing): `url, drop, add, timeoutMs, withBody, relayAt,
-/// corsPrefix, corsAdd, origin` (see there). `None` if a header value the core made could not
+/// corsPrefix, corsAdd, origin, held` (see there). `held`: the decision waiting for the origin's
+/// answer to be recorded ([`super::observe::hold`]), if any. `None` if a header value the core made could not
 /// travel (none holds a line break or a NUL).
 pub fn plan(
     request: &Request,
-    method: &str,
+    incoming: &Incoming<'_>,
     gateway: &GatewayConfig,
     path_and_query: &str,
     forward: &Forward,
     cors: Cors<'_>,
-    origin: Option<&str>,
+    held: Option<u32>,
 ) -> Option<String> {
     // The core decides per header name (`GatewayConfig::drops`); the names come out and the drop
     // list goes back as one string each.
@@ -56,16 +57,25 @@ pub fn plan(
     }
     let target = gateway.target(path_and_query);
     let relay_at = forward.relay.map(|relay| relay.close_at_ms.map_or(-1, |ms| ms as i64).to_string());
+    let mut add = lines(&forward.headers)?;
+    for (name, value) in &forward.claim_headers {
+        if value.contains(['\n', '\r']) || name.contains(['\n', '\r']) {
+            return None;
+        }
+        add.push_str(&format!("{name}\n{value}\n"));
+    }
+    let held = held.map(|id| id.to_string());
     let fields = [
         target.as_str(),
         &drop,
-        &lines(&forward.headers)?,
+        &add,
         &gateway.timeout_ms.to_string(),
-        if method != "GET" && method != "HEAD" { "1" } else { "" },
+        if incoming.method != "GET" && incoming.method != "HEAD" { "1" } else { "" },
         relay_at.as_deref().unwrap_or(""),
         if cors.owned { http::CORS_HEADER_PREFIX } else { "" },
         &lines(cors.headers)?,
-        origin.unwrap_or(""),
+        incoming.origin.unwrap_or(""),
+        held.as_deref().unwrap_or(""),
     ];
     if fields.iter().any(|field| field.contains('\0')) {
         return None;
@@ -109,18 +119,26 @@ pub fn unreachable_origin() -> ApiError {
     ApiError::OriginUnreachable
 }
 
-fn log(event: &str) {
-    web_sys::console::error_1(&format!(r#"{{"component":"edge-auth.gateway","event":"{event}"}}"#).into());
+fn log(event: &'static str) {
+    let line = format!(r#"{{"component":"edge-auth.gateway","event":"{event}"}}"#);
+    super::observe::emit(event, "", &line, true);
 }
 
 /// Called by `forward.mjs` when the origin could not be asked or did not answer in time: the
-/// edge's own error answer, shaped like every other (JSON, `no-store`, CORS for `origin`).
+/// edge's own error answer, shaped like every other (JSON, `no-store`, CORS for `origin`), and the
+/// held decision recorded as that refusal.
 #[wasm_bindgen]
-pub fn origin_failed(kind: &str, origin: Option<String>) -> Response {
+pub fn origin_failed(kind: &str, origin: Option<String>, held: Option<u32>, origin_ms: f64) -> Response {
     let error = failure(kind);
-    match super::ready() {
-        Some(ready) => super::to_response(&app::refusal(&error, &ready.config, origin.as_deref()))
-            .unwrap_or_else(|_| super::fallback()),
-        None => super::fallback(),
-    }
+    let Some(ready) = super::ready() else { return super::fallback() };
+    let refusal = app::refusal(&error, &ready.config, origin.as_deref());
+    super::observe::release(held, |decision| decision.refused_after_pipeline(&error, refusal.status), origin_ms);
+    super::to_response(&refusal).unwrap_or_else(|_| super::fallback())
+}
+
+/// Called by `forward.mjs` when the origin answered a request whose decision is held: recorded
+/// with the origin's status and time.
+#[wasm_bindgen]
+pub fn origin_answered(held: u32, status: u16, origin_ms: f64) {
+    super::observe::release(Some(held), |decision| decision.status = status, origin_ms);
 }

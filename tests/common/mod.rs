@@ -14,7 +14,11 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use edge_auth::keystore::{FetchError, JwksSource, KeyIo, SharedTier};
+use edge_auth::{
+    denylist::{DeniedEntry, DenyIo},
+    keystore::{FetchError, JwksSource, KeyIo, SharedTier},
+    limits::RateLimiter,
+};
 use edge_auth_dev_issuer::SigningKey;
 
 pub const ISSUER: &str = "https://tenant.example.auth0.com/";
@@ -88,6 +92,13 @@ pub struct FakeIo {
     pub kv_writes: Cell<usize>,
     pub cache_writes: Cell<usize>,
     pub logs: RefCell<Vec<String>>,
+    /// What a deny-list listing answers, and how many were made.
+    pub denied: RefCell<Result<Vec<DeniedEntry>, String>>,
+    pub deny_lists: Cell<usize>,
+    /// Every rate limiter allows this many units per key (tests never move into a new period),
+    /// and what was spent: (binding, key).
+    pub rate_limit: Cell<usize>,
+    pub spent: RefCell<Vec<(String, String)>>,
 }
 
 impl FakeIo {
@@ -108,6 +119,10 @@ impl FakeIo {
             kv_writes: Cell::new(0),
             cache_writes: Cell::new(0),
             logs: RefCell::new(Vec::new()),
+            denied: RefCell::new(Ok(Vec::new())),
+            deny_lists: Cell::new(0),
+            rate_limit: Cell::new(usize::MAX),
+            spent: RefCell::new(Vec::new()),
         }
     }
 
@@ -194,7 +209,22 @@ impl KeyIo for FakeIo {
         self.clock.get()
     }
 
-    fn log(&self, line: &str) {
+    fn log(&self, _event: &'static str, line: &str) {
         self.logs.borrow_mut().push(line.to_owned());
+    }
+}
+
+impl RateLimiter for FakeIo {
+    async fn spend(&self, binding: &str, key: &str) -> Result<bool, String> {
+        let mut spent = self.spent.borrow_mut();
+        spent.push((binding.to_owned(), key.to_owned()));
+        Ok(spent.iter().filter(|(b, k)| b == binding && k == key).count() <= self.rate_limit.get())
+    }
+}
+
+impl DenyIo for FakeIo {
+    async fn list_denied(&self) -> Result<Vec<DeniedEntry>, String> {
+        self.deny_lists.set(self.deny_lists.get() + 1);
+        self.denied.borrow().clone()
     }
 }
