@@ -341,37 +341,15 @@ impl DenyIo for LazyIo {
     }
 }
 
-#[wasm_bindgen(inline_js = "
-// The worker's own answers, built on the JavaScript side in one call: the headers come as one
-// string, name and value on alternate lines (no header value holds a line break).
-export function respond(status, body, headers) {
-  const init = { status };
-  if (headers) {
-    const lines = headers.split('\\n');
-    const pairs = [];
-    for (let i = 0; i + 1 < lines.length; i += 2) pairs.push([lines[i], lines[i + 1]]);
-    init.headers = pairs;
-  }
-  return new Response(body, init);
-}
-")]
-extern "C" {
-    #[wasm_bindgen(catch)]
-    fn respond(status: u16, body: Option<&str>, headers: &str) -> Result<Response, JsValue>;
-}
-
 fn to_response(response: &HttpResponse) -> Result<Response, JsValue> {
-    let mut headers = String::with_capacity(64);
+    let headers = Headers::new()?;
     for (name, value) in &response.headers {
-        if value.contains(['\n', '\r']) {
-            return Err(JsValue::NULL);
-        }
-        headers.push_str(name);
-        headers.push('\n');
-        headers.push_str(value);
-        headers.push('\n');
+        headers.append(name, value)?;
     }
-    respond(response.status, response.body.as_deref(), &headers)
+    let init = ResponseInit::new();
+    init.set_status(response.status);
+    init.set_headers(&headers);
+    Response::new_with_opt_str_and_init(response.body.as_deref(), &init)
 }
 
 /// Never let a conversion failure become the runtime's own error page (or a stack trace).

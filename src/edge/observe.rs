@@ -124,14 +124,15 @@ pub fn record(
     started_ms: f64,
     origin_ms: Option<f64>,
 ) {
-    // The runtime's clock advances only across I/O, so a request served from memory reads 0 ms.
-    let total = (js_sys::Date::now() - started_ms).max(0.0);
-    let worker_ms = (total - origin_ms.unwrap_or(0.0)).max(0.0);
     let analytics = analytics(env);
     let wants_line = policy.wants_line(&decision, if policy.samples() { draw() } else { 0.0 });
+    // Most decisions are neither logged nor counted: they cost no clock read.
     if analytics.is_none() && !wants_line {
         return;
     }
+    // The runtime's clock advances only across I/O, so a request served from memory reads 0 ms.
+    let total = (js_sys::Date::now() - started_ms).max(0.0);
+    let worker_ms = (total - origin_ms.unwrap_or(0.0)).max(0.0);
     let method = method.to_owned();
     wasm_bindgen_futures::spawn_local(async move {
         if let Some(binding) = analytics {
