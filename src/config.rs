@@ -224,13 +224,15 @@ impl Config {
             }
         };
         let preflight = preflight_policy(&vars)?;
-        const SCOPE_SOURCES: &str = "one of both, scope, permissions";
-        let scope_source = match vars.text("SCOPE_SOURCE", SCOPE_SOURCES)?.as_deref() {
-            None | Some("both") => ScopeSource::Both,
-            Some("scope") => ScopeSource::ScopeClaim,
-            Some("permissions") => ScopeSource::PermissionsClaim,
-            Some(_) => return Err(invalid("SCOPE_SOURCE", SCOPE_SOURCES)),
-        };
+        let scope_source = vars.choice(
+            "SCOPE_SOURCE",
+            "one of both, scope, permissions",
+            &[
+                ("both", ScopeSource::Both),
+                ("scope", ScopeSource::ScopeClaim),
+                ("permissions", ScopeSource::PermissionsClaim),
+            ],
+        )?;
         let day = 24 * 3600;
         let jwks = JwksPolicy {
             max_age_ms: 1000 * vars.seconds("JWKS_MAX_AGE_SECONDS", DEFAULT_JWKS_MAX_AGE_SECONDS, 1, 30 * day)?,
@@ -400,15 +402,12 @@ fn parse_issuers(
     Ok(issuers)
 }
 
-const DPOP_MODES: &str = "one of allowed, required, off";
-
 fn dpop<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<DpopPolicy, ConfigError> {
-    let mode = match vars.text("DPOP", DPOP_MODES)?.as_deref() {
-        None | Some("allowed") => DpopMode::Allowed,
-        Some("required") => DpopMode::Required,
-        Some("off") => DpopMode::Off,
-        Some(_) => return Err(invalid("DPOP", DPOP_MODES)),
-    };
+    let mode = vars.choice(
+        "DPOP",
+        "one of allowed, required, off",
+        &[("allowed", DpopMode::Allowed), ("required", DpopMode::Required), ("off", DpopMode::Off)],
+    )?;
     let max_age_secs = vars.seconds("DPOP_MAX_AGE_SECONDS", DEFAULT_DPOP_MAX_AGE_SECONDS, 1, 3600)?;
     const SECRET: &str = "at least 32 characters of printable ASCII (a random secret)";
     let nonce = match vars.text("DPOP_NONCE_SECRET", SECRET)? {
@@ -424,18 +423,16 @@ fn dpop<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<DpopPolicy, Conf
     Ok(DpopPolicy { mode, max_age_secs, nonce })
 }
 
-const DECISION_LOGS: &str = "one of refusals, all, off";
 const SAMPLE_EXPECTED: &str = "a number from 0 to 1 (the share of decisions logged)";
 /// At least one line a minute; past this, a limit is no limit.
 pub const MAX_LOG_LINES_PER_MINUTE: u64 = 100_000;
 
 fn observe<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<ObservePolicy, ConfigError> {
-    let decision_log = match vars.text("DECISION_LOG", DECISION_LOGS)?.as_deref() {
-        None | Some("refusals") => DecisionLog::Refusals,
-        Some("all") => DecisionLog::All,
-        Some("off") => DecisionLog::Off,
-        Some(_) => return Err(invalid("DECISION_LOG", DECISION_LOGS)),
-    };
+    let decision_log = vars.choice(
+        "DECISION_LOG",
+        "one of refusals, all, off",
+        &[("refusals", DecisionLog::Refusals), ("all", DecisionLog::All), ("off", DecisionLog::Off)],
+    )?;
     let sample = match vars.get("DECISION_LOG_SAMPLE") {
         None => 1.0,
         Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
@@ -615,6 +612,19 @@ impl<F: Fn(&str) -> Option<Value>> Vars<F> {
             Some(_) => None,
         };
         value.filter(|n| (min..=max).contains(n))
+    }
+
+    /// One of a fixed set of words; the first is the default.
+    fn choice<T: Copy>(
+        &self,
+        name: &'static str,
+        expected: &'static str,
+        words: &[(&str, T)],
+    ) -> Result<T, ConfigError> {
+        match self.text(name, expected)? {
+            None => Ok(words[0].1),
+            Some(word) => words.iter().find(|(w, _)| *w == word).map(|(_, v)| *v).ok_or(invalid(name, expected)),
+        }
     }
 
     /// A boolean, or the string `true` or `false`; off unless given.
