@@ -9,15 +9,35 @@
 //!   key never holds the most of a full memory by itself, so an attacker with one token and key
 //!   cannot reach other clients' entries; it takes `TOTAL / PER_KEY` bound keys, and it shows.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 pub const PER_KEY: usize = 4096;
 pub const TOTAL: usize = 32 * 1024;
 
+/// One key's remembered `jti`s: in arrival order (for expiry and eviction), and as a set (for the
+/// lookup every proof makes, which a busy client's thousands of entries would make slow as a scan).
+#[derive(Debug, Default)]
+struct KeyEntries {
+    order: VecDeque<(String, i64)>,
+    seen: HashSet<String>,
+}
+
+impl KeyEntries {
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some((jti, _)) = self.order.pop_front() {
+            self.seen.remove(&jti);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ReplayCache {
-    /// thumbprint → (jti, forget at) in arrival order.
-    keys: HashMap<String, VecDeque<(String, i64)>>,
+    /// thumbprint → that key's entries.
+    keys: HashMap<String, KeyEntries>,
     len: usize,
     last_sweep: i64,
 }
@@ -34,13 +54,11 @@ impl ReplayCache {
     /// Records `jti` for `thumbprint` until `forget_at` (seconds), unless it was seen already.
     pub fn remember(&mut self, thumbprint: &str, jti: &str, forget_at: i64, now: i64) -> Remembered {
         if let Some(entries) = self.keys.get_mut(thumbprint) {
-            // Entries of one key are few and short-lived next to the per-key bound; a scan is
-            // cheaper than a second index, and expired ones are dropped from the front first.
-            while entries.front().is_some_and(|(_, until)| *until <= now) {
-                entries.pop_front();
+            while entries.order.front().is_some_and(|(_, until)| *until <= now) {
+                entries.pop_oldest();
                 self.len -= 1;
             }
-            if entries.iter().any(|(seen, _)| seen == jti) {
+            if entries.seen.contains(jti) {
                 return Remembered::Replayed;
             }
         }
@@ -51,16 +69,17 @@ impl ReplayCache {
         if self.len >= TOTAL {
             outcome = Remembered::FreshEvicting;
             if let Some(biggest) = self.keys.values_mut().max_by_key(|entries| entries.len()) {
-                biggest.pop_front();
+                biggest.pop_oldest();
                 self.len -= 1;
             }
         }
         let entries = self.keys.entry(thumbprint.to_owned()).or_default();
         if entries.len() >= PER_KEY {
-            entries.pop_front();
+            entries.pop_oldest();
             self.len -= 1;
         }
-        entries.push_back((jti.to_owned(), forget_at));
+        entries.seen.insert(jti.to_owned());
+        entries.order.push_back((jti.to_owned(), forget_at));
         self.len += 1;
         if now - self.last_sweep >= 60 {
             self.sweep(now);
@@ -72,9 +91,16 @@ impl ReplayCache {
         self.last_sweep = now;
         let mut len = 0;
         self.keys.retain(|_, entries| {
-            entries.retain(|(_, until)| *until > now);
-            len += entries.len();
-            !entries.is_empty()
+            let KeyEntries { order, seen } = entries;
+            order.retain(|(jti, until)| {
+                let keep = *until > now;
+                if !keep {
+                    seen.remove(jti);
+                }
+                keep
+            });
+            len += order.len();
+            !order.is_empty()
         });
         self.len = len;
     }
@@ -110,6 +136,8 @@ mod tests {
         }
         assert_eq!(cache.len(), PER_KEY + 1);
         assert_eq!(cache.remember("victim", "v1", 1000, 2), Remembered::Replayed, "the victim's entry held");
+        let last = (PER_KEY * 3 - 1).to_string();
+        assert_eq!(cache.remember("attacker", &last, 1000, 2), Remembered::Replayed, "its newest are still held");
     }
 
     #[test]
