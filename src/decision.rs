@@ -299,6 +299,22 @@ pub struct DataPoint {
     pub doubles: [f64; 3],
 }
 
+impl DataPoint {
+    /// The index and the blobs, NUL-separated, as the edge hands them to `writeDataPoint` in one
+    /// crossing. A NUL inside a field (a JWKS may name a key with one) is left out, so the fields
+    /// always split back into the same seven.
+    pub fn texts(&self) -> String {
+        let mut texts = String::with_capacity(128);
+        for (i, field) in std::iter::once(&self.index).chain(&self.blobs).enumerate() {
+            if i > 0 {
+                texts.push('\0');
+            }
+            texts.extend(field.chars().filter(|&c| c != '\0'));
+        }
+        texts
+    }
+}
+
 /// Analytics Engine caps an index at 96 bytes.
 const MAX_INDEX_BYTES: usize = 96;
 /// What stands for "no rule" in the index and for an unknown method in the blobs.
@@ -486,6 +502,18 @@ mod tests {
             kid: Some("k1".into()),
             cache: Some(CacheUse::Hit),
         }
+    }
+
+    #[test]
+    fn a_data_points_texts_split_back_into_its_index_and_six_blobs_even_with_a_nul_in_a_kid() {
+        let mut point = data_point(&decision(Reason::Ok, 200), "GET", 0.0, None);
+        point.blobs[4] = "k\0ey".into();
+        let texts = point.texts();
+        let fields: Vec<&str> = texts.split('\0').collect();
+        assert_eq!(fields.len(), 7);
+        assert_eq!(fields[0], point.index);
+        assert_eq!(fields[1..4], [&*point.blobs[0], &*point.blobs[1], &*point.blobs[2]]);
+        assert_eq!(fields[5], "key");
     }
 
     #[test]

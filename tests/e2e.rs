@@ -200,6 +200,12 @@ impl Worker {
     /// no wrangler dev proxy in front, so the runtime itself meets what a client sends (wrangler's
     /// proxy may refuse a broken body first). `vars` are every binding, as text.
     fn bare(vars: &[(&str, &str)], name: &str) -> Worker {
+        Worker::bare_with(vars, name, &[], "")
+    }
+
+    /// [`Worker::bare`] with bindings written as Cap'n Proto (`extra`) and the config's
+    /// `extensions` list (for a wrapped binding's module), both inserted as given.
+    fn bare_with(vars: &[(&str, &str)], name: &str, extra: &[&str], extensions: &str) -> Worker {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         assert!(root.join("build/worker.mjs").exists(), "no built worker: {NEEDS}");
         let workerd = root.join("node_modules/@cloudflare/workerd-linux-64/bin/workerd");
@@ -223,8 +229,9 @@ impl Worker {
                 modules.push(format!("(name = {}, wasm = embed {})", quote(&name), quote(&name)));
             }
         }
-        let bindings: Vec<String> =
+        let mut bindings: Vec<String> =
             vars.iter().map(|(n, v)| format!("(name = {}, text = {})", quote(n), quote(v))).collect();
+        bindings.extend(extra.iter().map(|b| (*b).to_owned()));
         let config = dir.join("worker.capnp");
         std::fs::write(
             &config,
@@ -233,6 +240,7 @@ impl Worker {
                  const config :Workerd.Config = (\n\
                    services = [(name = \"main\", worker = .worker), (name = \"loopback\", network = (allow = [\"local\"]))],\n\
                    sockets = [(name = \"http\", address = \"127.0.0.1:{port}\", http = (), service = \"main\")],\n\
+                   extensions = [{extensions}],\n\
                  );\n\
                  const worker :Workerd.Worker = (\n\
                    modules = [{}],\n\
@@ -1780,6 +1788,69 @@ fn with_decision_log_all_every_request_gets_one_line_with_its_reason_and_analyti
     // The forged token named a held kid; the missing token named none.
     assert_eq!(lines[5]["kid"], json!(key(1).kid));
     assert_eq!(lines[3]["kid"], Value::Null);
+    assert!(!w.log().contains("analytics_unusable") && !w.log().contains("analytics_failed"), "{}", w.log());
+}
+
+/// An Analytics Engine stand-in for bare workerd (a wrapped binding): each point becomes a log
+/// line, so a test reads exactly what the worker handed to `writeDataPoint`.
+const ANALYTICS_LOGGER: &str = r#"export default function () {
+  return { writeDataPoint(point) { console.log(JSON.stringify({ component: "edge-auth-test", event: "data_point", point })); } };
+}"#;
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn on_bare_workerd_each_request_writes_one_data_point_with_its_rule_reason_and_times() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let origin = MockOrigin::start().unwrap();
+    let domain = format!("127.0.0.1:{}", issuer.port());
+    let base = format!("{}/base", origin.url());
+    let module = serde_json::to_string(ANALYTICS_LOGGER).unwrap();
+    let extension =
+        format!("(modules = [(name = \"edge-auth-test:analytics\", internal = true, esModule = {module})])");
+    let w = Worker::bare_with(
+        &[
+            ("AUTH0_DOMAIN", &domain),
+            ("AUTH0_AUDIENCE", AUDIENCE),
+            ("ORIGIN_URL", &base),
+            ("ROUTES", GATEWAY_ROUTES),
+            ("ORIGIN_SECRET", ORIGIN_SECRET),
+        ],
+        "bare-analytics",
+        &["(name = \"ANALYTICS\", wrapped = (moduleName = \"edge-auth-test:analytics\"))"],
+        &extension,
+    );
+    let points = || -> Vec<Value> {
+        w.lines().into_iter().filter(|v| v["event"] == "data_point").map(|v| v["point"].clone()).collect()
+    };
+    let before = points().len();
+    let token = Mint { scope: Some("read:orders".into()), ..Mint::new(&issuer.issuer(), AUDIENCE) }.sign(key(1));
+    assert_eq!(request(w.port, "GET", "/public/a", &[]).status, 200);
+    assert_eq!(w.get("/orders/7", &token).status, 200);
+    assert_eq!(w.get("/orders/7", &token).status, 200);
+    assert_eq!(request(w.port, "GET", "/orders/7", &[]).status, 401);
+    assert_eq!(request(w.port, "GET", "/nowhere", &[]).status, 404);
+    wait_until("a data point per request", Duration::from_secs(10), || points().len() >= before + 5);
+    let got = points()[before..].to_vec();
+    assert_eq!(got.len(), 5, "{got:#?}");
+    // index; blobs: reason, class, method, issuer, kid, cache; doubles: status, worker ms, origin ms.
+    let iss = issuer.issuer();
+    let kid = &key(1).kid;
+    let expected = [
+        ("/public/*", ["public", "2xx", "GET", "", "", ""], 200),
+        ("/orders/:id", ["ok", "2xx", "GET", &iss, kid, "miss"], 200),
+        ("/orders/:id", ["ok", "2xx", "GET", &iss, kid, "hit"], 200),
+        ("/orders/:id", ["missing_authorization", "4xx", "GET", "", "", ""], 401),
+        ("-", ["not_found", "4xx", "GET", "", "", ""], 404),
+    ];
+    for (point, (index, blobs, status)) in got.iter().zip(expected) {
+        assert_eq!(point["indexes"], json!([index]), "{point}");
+        assert_eq!(point["blobs"], json!(blobs), "{point}");
+        let doubles = point["doubles"].as_array().expect("doubles");
+        assert_eq!(doubles.len(), 3, "{point}");
+        assert_eq!(doubles[0], json!(status), "{point}");
+        assert!(doubles[1].as_f64().is_some_and(|ms| ms >= 0.0), "{point}");
+        assert!(doubles[2].as_f64().is_some_and(|ms| ms >= 0.0), "{point}");
+    }
     assert!(!w.log().contains("analytics_unusable") && !w.log().contains("analytics_failed"), "{}", w.log());
 }
 

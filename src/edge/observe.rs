@@ -1,13 +1,12 @@
 //! What the operator sees: every log line goes through the isolate's [`LogLimiter`], and each
-//! request's [`Decision`] becomes a data point (`ANALYTICS`, when bound) and maybe a log line,
-//! written after the answer was handed back (a microtask, not the response path).
+//! request's [`Decision`] becomes a data point (`ANALYTICS`, when bound) and maybe a log line.
 
 use std::{
     cell::{OnceCell, RefCell},
     collections::HashMap,
 };
 
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::{prelude::wasm_bindgen, JsValue};
 
 use crate::decision::{self, Decision, LogLimiter, ObservePolicy};
 
@@ -115,7 +114,9 @@ pub fn emit(event: &'static str, reason: &'static str, line: &str, error: bool) 
 }
 
 /// Records a decision: `started_ms` is when the request arrived, `origin_ms` how long the origin
-/// took to send its headers (gateway). The writes happen in a microtask, after the answer.
+/// took to send its headers (gateway). `writeDataPoint` does no I/O in the request (the runtime
+/// buffers the point and sends it later), so it is called in place: a task of its own would cost
+/// a promise and a turn of the queue on every recorded request for nothing.
 pub fn record(
     env: &JsValue,
     policy: ObservePolicy,
@@ -133,39 +134,43 @@ pub fn record(
     // The runtime's clock advances only across I/O, so a request served from memory reads 0 ms.
     let total = (js_sys::Date::now() - started_ms).max(0.0);
     let worker_ms = (total - origin_ms.unwrap_or(0.0)).max(0.0);
-    let method = method.to_owned();
-    wasm_bindgen_futures::spawn_local(async move {
-        if let Some(binding) = analytics {
-            write_data_point(&binding, &decision::data_point(&decision, &method, worker_ms, origin_ms));
+    if let Some(binding) = analytics {
+        let point = decision::data_point(&decision, method, worker_ms, origin_ms);
+        match write_point(&binding, &point.texts(), point.doubles[0], point.doubles[1], point.doubles[2]) {
+            WRITTEN => {}
+            NO_METHOD => {
+                emit("analytics_unusable", "", r#"{"component":"edge-auth","event":"analytics_unusable"}"#, true)
+            }
+            _ => emit("analytics_failed", "", r#"{"component":"edge-auth","event":"analytics_failed"}"#, true),
         }
-        if wants_line {
-            let line = decision::log_line(&decision, total as u64);
-            emit("decision", decision.reason.as_str(), &line, false);
-        }
-    });
+    }
+    if wants_line {
+        let line = decision::log_line(&decision, total as u64);
+        emit("decision", decision.reason.as_str(), &line, false);
+    }
 }
 
-/// `binding.writeDataPoint({ indexes, blobs, doubles })`; a binding without the method (a
-/// misnamed KV namespace, say) is logged once per minute and otherwise ignored.
-fn write_data_point(binding: &JsValue, point: &decision::DataPoint) {
-    let write = js_sys::Reflect::get(binding, &JsValue::from_str("writeDataPoint"))
-        .ok()
-        .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
-    let Some(write) = write else {
-        emit("analytics_unusable", "", r#"{"component":"edge-auth","event":"analytics_unusable"}"#, true);
-        return;
-    };
-    let strings = |items: &[String]| items.iter().map(|s| JsValue::from_str(s)).collect::<js_sys::Array>();
-    let object = js_sys::Object::new();
-    let set = |name: &str, value: JsValue| {
-        let _ = js_sys::Reflect::set(&object, &JsValue::from_str(name), &value);
-    };
-    set("indexes", strings(std::slice::from_ref(&point.index)).into());
-    set("blobs", strings(&point.blobs).into());
-    set("doubles", point.doubles.iter().map(|d| JsValue::from_f64(*d)).collect::<js_sys::Array>().into());
-    if write.call1(binding, &object).is_err() {
-        emit("analytics_failed", "", r#"{"component":"edge-auth","event":"analytics_failed"}"#, true);
-    }
+const WRITTEN: u8 = 0;
+const NO_METHOD: u8 = 1;
+
+#[wasm_bindgen(inline_js = "
+export function write_point(binding, texts, status, worker, origin) {
+  if (typeof binding.writeDataPoint !== 'function') return 1;
+  const [index, ...blobs] = texts.split('\\0');
+  try {
+    binding.writeDataPoint({ indexes: [index], blobs, doubles: [status, worker, origin] });
+    return 0;
+  } catch {
+    return 2;
+  }
+}
+")]
+extern "C" {
+    /// `binding.writeDataPoint({ indexes, blobs, doubles })` in one crossing: `texts` is the index
+    /// and the blobs, NUL-separated (see `DataPoint::texts`). 0: written; 1: the binding has no
+    /// such method (a misnamed KV namespace, say); 2: it threw. Either failure is logged, rate
+    /// limited, and the request goes on.
+    fn write_point(binding: &JsValue, texts: &str, status: f64, worker: f64, origin: f64) -> u8;
 }
 
 /// A uniform draw in [0, 1) from `crypto.getRandomValues`; 0 (log) if it cannot be had.
