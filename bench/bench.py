@@ -247,6 +247,17 @@ class Processes:
         self.procs.append(proc)
         return proc
 
+    def stop(self, proc):
+        """Stops one child started here (its own process group) and forgets it."""
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        self.procs.remove(proc)
+
     def stop_all(self):
         for proc in reversed(self.procs):
             if proc.poll() is None:

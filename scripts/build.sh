@@ -25,7 +25,11 @@ mkdir -p "$stage"
 sed -i 's/^import source /import /' "$stage/glue.js"
 # The feature set workerd supports (as worker-build passes it). No --debuginfo: the name section
 # only names functions in stack traces, which this worker never shows, and cost ~100 KB.
-"$WASM_OPT_BIN" "$stage/glue_bg.wasm" -o "$stage/glue_bg.wasm" -O \
+# -ocimfs: wasm-opt inlines every function that has a single caller, whatever its size, and so
+# built one 70 KB function of the whole pipeline; a fresh isolate compiles a function whole on its
+# first call (~4 ms for that one), whichever branch it takes. Above 1,000 bytes a function keeps
+# its own body and is compiled when first needed (see src/outline.rs; bench/cold.py measures it).
+"$WASM_OPT_BIN" "$stage/glue_bg.wasm" -o "$stage/glue_bg.wasm" -O --one-caller-inline-max-function-size 1000 \
     --enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int --enable-bulk-memory \
     --enable-multivalue --enable-reference-types --enable-exception-handling
 cp src/edge/entry.mjs src/edge/forward.mjs "$stage/"

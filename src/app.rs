@@ -21,6 +21,7 @@ use crate::{
     keystore::KeyIo,
     limits::{self, RateLimiter},
     nonce,
+    outline::outline,
     proof::{self, ProofError, ProofRequest, ProofVerifier},
     replay::{Remembered, ReplayCache},
     rules::{self, Auth, Match, Responder, Rules},
@@ -294,27 +295,27 @@ async fn respond<I: Io, V: Verifier>(
     if rule.auth == Auth::Public {
         facts.admitted = Some(Reason::Public);
         if let (Some(limit), Ok(setup)) = (&rule.rate_limit, setup) {
-            spend(limit, None, None, request, setup.keys.io).await?;
+            outline(spend(limit, None, None, request, setup.keys.io)).await?;
         }
         return answer(rule, None, setup, request);
     }
     let Setup { config, keys, rules: table } =
         setup.as_ref().map_err(|broken| ApiError::Misconfigured(broken.error.clone()))?;
     let needed = table.claims_needed();
-    let (principal, token) = match authenticate(request, config, keys, needed, now_ms, facts).await {
+    let (principal, token) = match outline(authenticate(request, config, keys, needed, now_ms, facts)).await {
         Ok(verified) => verified,
         // An optional rule admits a request that carries no token (a non-Bearer scheme is no token).
         Err(ApiError::MissingAuthorization) if rule.auth == Auth::Optional => {
             facts.admitted = Some(Reason::Anonymous);
             if let Some(limit) = &rule.rate_limit {
-                spend(limit, None, None, request, keys.io).await?;
+                outline(spend(limit, None, None, request, keys.io)).await?;
             }
             return answer(rule, None, setup, request);
         }
         Err(error) => return Err(error),
     };
     if let Some(list) = keys.denylist {
-        check_denylist(&principal, list, keys.io, now_ms, facts).await?;
+        outline(check_denylist(&principal, list, keys.io, now_ms, facts)).await?;
     }
     if !rule.is_satisfied_by(|scope| principal.has_scope(scope)) {
         return Err(ApiError::InsufficientScope { required: rule.scope_requirement() });
@@ -324,7 +325,7 @@ async fn respond<I: Io, V: Verifier>(
     }
     // Last: only a request that would otherwise be admitted spends the caller's budget.
     if let Some(limit) = &rule.rate_limit {
-        spend(limit, facts.issuer.as_deref(), Some(&principal), request, keys.io).await?;
+        outline(spend(limit, facts.issuer.as_deref(), Some(&principal), request, keys.io)).await?;
     }
     answer(rule, Some((principal.as_ref(), token)), setup, request)
 }
@@ -408,7 +409,7 @@ async fn authenticate<'t, I: Io, V: Verifier>(
         (Binding::None, Scheme::Dpop) => Err(ApiError::InvalidToken(TokenProblem::UnboundTokenAsDpop)),
         (Binding::Jkt(_), Scheme::Bearer) => Err(ApiError::InvalidToken(TokenProblem::BoundTokenAsBearer)),
         (Binding::Jkt(jkt), Scheme::Dpop) => {
-            check_proof(request, raw, jkt, config, keys, now_secs, facts).await?;
+            outline(check_proof(request, raw, jkt, config, keys, now_secs, facts)).await?;
             Ok((principal, raw))
         }
     }

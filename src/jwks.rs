@@ -2,7 +2,6 @@
 
 use std::{any::Any, cell::OnceCell, fmt, rc::Rc};
 
-use jwt_compact::jwk::JsonWebKey;
 use serde::Deserialize;
 
 use crate::error::TokenProblem;
@@ -131,19 +130,6 @@ struct RawSet {
     keys: Vec<serde_json::Value>,
 }
 
-/// `kid`, `use` and `alg` sit beside the key material; jwt-compact's `JsonWebKey` models only the latter.
-#[derive(Deserialize)]
-struct RawKey<'a> {
-    #[serde(default)]
-    kid: Option<String>,
-    #[serde(default, rename = "use")]
-    usage: Option<String>,
-    #[serde(default)]
-    alg: Option<String>,
-    #[serde(flatten, borrow)]
-    key: JsonWebKey<'a>,
-}
-
 impl KeySet {
     /// Parses a JWKS document, keeping only keys that may verify RS256 signatures:
     /// `kty` RSA, `use` absent or `sig`, `alg` absent or RS256, a modulus of 2048 to 4096 bits,
@@ -190,17 +176,28 @@ impl KeySet {
     }
 }
 
+/// One entry read by hand rather than through a derived, flattened `Deserialize` (kid, use and alg
+/// beside jwt-compact's key model): the same rules, without serde's buffering machinery, which
+/// a fresh isolate would otherwise compile before its first verification.
 fn usable_key(entry: &serde_json::Value) -> Option<VerificationKey> {
-    let raw = RawKey::deserialize(entry).ok()?;
-    if raw.usage.as_deref().is_some_and(|u| u != "sig") || raw.alg.as_deref().is_some_and(|a| a != "RS256") {
-        return None;
-    }
-    let JsonWebKey::Rsa { modulus, public_exponent, private_parts: _ } = &raw.key else {
-        return None;
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    use serde_json::Value;
+    let entry = entry.as_object()?;
+    // Absent or null: none; a string: itself; anything else makes the entry unusable.
+    let text = |name: &str| match entry.get(name) {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::String(text)) => Some(Some(text.as_str())),
+        Some(_) => None,
     };
-    let bits = bit_length(modulus);
-    if !(MIN_MODULUS_BITS..=MAX_MODULUS_BITS).contains(&bits) || !usable_exponent(public_exponent) {
+    let (kid, usage, alg) = (text("kid")?, text("use")?, text("alg")?);
+    if usage.is_some_and(|u| u != "sig") || alg.is_some_and(|a| a != "RS256") || text("kty")? != Some("RSA") {
         return None;
     }
-    Some(VerificationKey::new(raw.kid, modulus, public_exponent))
+    let bytes = |name: &str| Base64UrlUnpadded::decode_vec(text(name)??).ok();
+    let (modulus, public_exponent) = (bytes("n")?, bytes("e")?);
+    let bits = bit_length(&modulus);
+    if !(MIN_MODULUS_BITS..=MAX_MODULUS_BITS).contains(&bits) || !usable_exponent(&public_exponent) {
+        return None;
+    }
+    Some(VerificationKey::new(kid.map(str::to_owned), &modulus, &public_exponent))
 }

@@ -21,6 +21,7 @@ use crate::{
     config::JwksPolicy,
     error::{ApiError, TokenProblem},
     jwks::{JwksError, KeySet, VerificationKey},
+    outline::outline,
 };
 
 /// How often a request waiting on another request's lookup looks at memory again.
@@ -224,14 +225,14 @@ impl KeyStore {
     pub async fn resolve(&self, kid: Option<&str>, now: u64, io: &impl KeyIo) -> Result<Resolved, ApiError> {
         match self.usable_snapshot(now) {
             Some(held) => self.select(kid, held, now, io).await,
-            None => self.resolve_without_keys(kid, now, io).await,
+            None => outline(self.resolve_without_keys(kid, now, io)).await,
         }
     }
 
     async fn select(&self, kid: Option<&str>, held: Snapshot, now: u64, io: &impl KeyIo) -> Result<Resolved, ApiError> {
         match held.keys.select(kid) {
             Ok(key) => Ok(Resolved { key: key.clone(), background_refresh: self.claim_background_refresh(&held, now) }),
-            Err(TokenProblem::UnknownKey) => self.resolve_unknown_kid(kid, &held, now, io).await,
+            Err(TokenProblem::UnknownKey) => outline(self.resolve_unknown_kid(kid, &held, now, io)).await,
             Err(problem) => Err(ApiError::InvalidToken(problem)),
         }
     }
@@ -282,7 +283,7 @@ impl KeyStore {
         now: u64,
         io: &impl KeyIo,
     ) -> Result<Resolved, ApiError> {
-        if self.adopt_shared(now, io).await {
+        if outline(self.adopt_shared(now, io)).await {
             if let Some(held) = self.usable_snapshot(now) {
                 drop(lookup);
                 return self.select(kid, held, now, io).await;
@@ -291,7 +292,7 @@ impl KeyStore {
         if !self.claim_fetch(now) {
             return Err(self.unavailable(now));
         }
-        match self.fetch(now, io).await {
+        match outline(self.fetch(now, io)).await {
             Ok(keys) => just_fetched(&keys, kid),
             Err(_) => Err(self.unavailable(now)),
         }
@@ -313,7 +314,7 @@ impl KeyStore {
         };
 
         // Another isolate may have fetched the rotated keys already.
-        if self.adopt_shared(now, io).await {
+        if outline(self.adopt_shared(now, io)).await {
             if let Some(current) = self.snapshot() {
                 if current.keys.select(kid).is_ok() {
                     return just_fetched(&current.keys, kid);
@@ -324,7 +325,7 @@ impl KeyStore {
                 }
             }
         }
-        match self.fetch(now, io).await {
+        match outline(self.fetch(now, io)).await {
             Ok(keys) => just_fetched(&keys, kid),
             Err(_) => unknown,
         }

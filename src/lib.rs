@@ -17,6 +17,7 @@ pub mod jwks;
 pub mod keystore;
 pub mod limits;
 pub mod nonce;
+pub mod outline;
 pub mod proof;
 pub mod replay;
 pub mod rules;

@@ -1749,6 +1749,11 @@ fn with_decision_log_all_every_request_gets_one_line_with_its_reason_and_analyti
     let ready = |port| request(port, "GET", "/api/public", &[]).status == 200;
     let w = Worker::launch_with(&issuer, &[("DECISION_LOG", "all")], &temp_dir("decisions"), Some(&config), ready);
     assert!(w.log().contains("ANALYTICS"), "wrangler dev did not bind the dataset:\n{}", w.log());
+    // The readiness probe's own line (its 200 on /api/public) may still be on its way through
+    // wrangler's log: the count starts after it.
+    wait_until("the probe's decision line", Duration::from_secs(10), || {
+        decisions(&w).iter().any(|line| line["reason"] == "public")
+    });
     let before = decisions(&w).len();
     let mint = || Mint::new(&issuer.issuer(), AUDIENCE);
     let expired = Mint { expires_in: -3600, ..mint() }.sign(key(1));

@@ -399,6 +399,38 @@ fn unusable_published_keys_are_ignored() {
 }
 
 #[test]
+fn entries_with_odd_members_are_skipped_and_a_null_kid_is_no_kid() {
+    // key(2)'s material under other kids, each entry odd in one member.
+    let entry = |kid: &str, edit: &dyn Fn(&mut Value)| {
+        let mut jwk = key(2).public_jwk();
+        jwk["kid"] = json!(kid);
+        edit(&mut jwk);
+        jwk
+    };
+    let published = json!({ "keys": [
+        entry("numeric", &|j| j["kid"] = json!(2)),
+        entry("padded", &|j| j["n"] = json!(format!("{}=", j["n"].as_str().unwrap()))),
+        entry("untyped", &|j| drop(j.as_object_mut().unwrap().remove("kty"))),
+        entry("alg-list", &|j| j["alg"] = json!(["RS256"])),
+        "not a key",
+        key(1).public_jwk(),
+    ] });
+    let w = world();
+    w.io.issuer_serves(&published);
+    for kid in ["2", "numeric", "padded", "untyped", "alg-list"] {
+        let token = sign(&json!({ "alg": "RS256", "kid": kid }), &mint().claims(), key(2));
+        assert_invalid_token(&w.get("/api/private", &token), "The token is signed with an unknown key");
+    }
+    assert_eq!(w.get("/api/private", &valid_token()).status, 200);
+
+    let mut null_kid = key(1).public_jwk();
+    null_kid["kid"] = Value::Null;
+    let w = world();
+    w.io.issuer_serves(&json!({ "keys": [null_kid] }));
+    assert_eq!(w.get("/api/private", &sign(&json!({ "alg": "RS256" }), &mint().claims(), key(1))).status, 200);
+}
+
+#[test]
 fn signatures_must_verify_over_the_exact_signing_input() {
     let token = valid_token();
     let parts: Vec<&str> = token.split('.').collect();
