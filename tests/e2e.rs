@@ -1394,10 +1394,16 @@ fn issuer_faults_are_refused_logged_and_never_replace_good_keys() {
         (Mode::Truncated, "network error"),
         (Mode::Status(500), "HTTP status 500"),
         (Mode::Down, "network error"),
+        // Past JWKS_FETCH_TIMEOUT_SECONDS (1 s on the cold worker): the fetch is given up.
+        (Mode::Delay(Duration::from_secs(3)), "timeout"),
     ];
 
     // Cold: no keys anywhere, so each fault is a 503 with Retry-After (never a 500), and logged.
-    let cold = Worker::start(&issuer, &[("JWKS_COOLDOWN_SECONDS", "1")], &temp_dir("faults-cold"));
+    let cold = Worker::start(
+        &issuer,
+        &[("JWKS_COOLDOWN_SECONDS", "1"), ("JWKS_FETCH_TIMEOUT_SECONDS", "1")],
+        &temp_dir("faults-cold"),
+    );
     for (mode, reason) in &faults {
         issuer.set_mode(mode.clone());
         thread::sleep(Duration::from_millis(1100));

@@ -1,11 +1,8 @@
 //! The key store's runtime side: the Cache API, Workers KV, the issuer fetch and the log.
 
-use std::{future::poll_fn, time::Duration};
-
-use futures_core::Stream;
-use worker::{
-    AbortController, Cache, Date, Env, Fetch, Headers, KvStore, Method, Request, RequestInit, RequestRedirect, Response,
-};
+use js_sys::{Promise, Uint8Array};
+use wasm_bindgen::{prelude::wasm_bindgen, JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
 
 use crate::{
     config::Config,
@@ -13,71 +10,63 @@ use crate::{
     keystore::{FetchError, JwksSource, KeyIo, SharedTier},
 };
 
+#[wasm_bindgen(module = "/src/edge/io.mjs")]
+extern "C" {
+    fn cache_get(key: &str) -> Promise;
+    fn cache_put(key: &str, body: &str, max_age: f64) -> Promise;
+    fn kv_get(binding: &JsValue, key: &str) -> Promise;
+    fn kv_put(binding: &JsValue, key: &str, value: &str, ttl: f64) -> Promise;
+    fn kv_list_all(binding: &JsValue, max_pages: u32) -> Promise;
+    fn fetch_jwks(url: &str, timeout_ms: f64, cap: u32) -> Promise;
+    /// `ctx.waitUntil(promise)`.
+    pub fn wait_until(ctx: &JsValue, promise: &Promise);
+}
+
 /// KV binding name, declared in wrangler.toml. Optional: without it the KV tier is skipped.
 pub const KV_BINDING: &str = "JWKS_KV";
 /// The deny list's KV namespace. Optional: without it nothing is revoked at the edge.
 pub const DENYLIST_BINDING: &str = "DENYLIST";
 /// KV lists at most 1,000 keys a page; a deny list longer than this many pages is cut (and logged).
-const MAX_DENYLIST_PAGES: usize = 100;
+const MAX_DENYLIST_PAGES: u32 = 100;
 /// A JWKS is a few KiB; anything past this is not one.
 pub const MAX_JWKS_BYTES: usize = 64 * 1024;
 /// The Cache API needs an absolute URL as key; this host is never contacted.
 const CACHE_KEY_BASE: &str = "https://edge-auth.internal/jwks/v1";
 
+/// `fetch_jwks`'s answers other than a body or a status (see io.mjs).
+const NETWORK: f64 = -1.0;
+const TIMEOUT: f64 = -2.0;
+const TOO_LARGE: f64 = -3.0;
+
+/// The binding `name` of `env`, when it is an object (KV namespaces and the like are).
+pub fn binding(env: &JsValue, name: &str) -> Option<JsValue> {
+    js_sys::Reflect::get(env, &JsValue::from_str(name)).ok().filter(JsValue::is_object)
+}
+
+/// A thrown value as a log's reason: an `Error`'s name and message (the runtime's own words,
+/// which hold no key material), else a fixed word.
+fn describe(error: &JsValue) -> String {
+    match error.dyn_ref::<js_sys::Error>() {
+        Some(error) => format!("{}: {}", String::from(error.name()), String::from(error.message())),
+        None => "unknown error".into(),
+    }
+}
+
 pub struct WorkerIo {
-    kv: Option<KvStore>,
-    denylist: Option<KvStore>,
-    fetch_timeout: Duration,
+    kv: Option<JsValue>,
+    denylist: Option<JsValue>,
+    fetch_timeout_ms: u64,
     /// How long shared copies are worth keeping: max-age plus stale-if-error.
     keep_secs: u64,
 }
 
 impl WorkerIo {
-    pub fn new(env: &Env, config: &Config) -> WorkerIo {
+    pub fn new(env: &JsValue, config: &Config) -> WorkerIo {
         WorkerIo {
-            kv: env.kv(KV_BINDING).ok(),
-            denylist: env.kv(DENYLIST_BINDING).ok(),
-            fetch_timeout: Duration::from_millis(config.jwks.fetch_timeout_ms),
+            kv: binding(env, KV_BINDING),
+            denylist: binding(env, DENYLIST_BINDING),
+            fetch_timeout_ms: config.jwks.fetch_timeout_ms,
             keep_secs: (config.jwks.max_age_ms + config.jwks.stale_if_error_ms) / 1000,
-        }
-    }
-
-    async fn fetch_body(&self, jwks_url: &str, controller: &AbortController) -> Result<Vec<u8>, FetchError> {
-        let headers = Headers::new();
-        let _ = headers.set("accept", "application/json");
-        let mut init = RequestInit::new();
-        // A redirect from the JWKS URL is an error, not a hint: keys come from the configured URL only.
-        init.with_method(Method::Get).with_headers(headers).with_redirect(RequestRedirect::Manual);
-        let request = Request::new_with_init(jwks_url, &init).map_err(|_| FetchError::Network)?;
-        let mut response =
-            Fetch::Request(request).send_with_signal(&controller.signal()).await.map_err(|_| FetchError::Network)?;
-        if response.status_code() != 200 {
-            return Err(FetchError::Status(response.status_code()));
-        }
-        let declared = response.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > MAX_JWKS_BYTES) {
-            return Err(FetchError::TooLarge);
-        }
-        read_capped(&mut response, MAX_JWKS_BYTES).await
-    }
-}
-
-/// Reads a body chunk by chunk and stops at `cap`, so a hostile or broken issuer cannot make the
-/// isolate buffer more than that.
-async fn read_capped(response: &mut Response, cap: usize) -> Result<Vec<u8>, FetchError> {
-    let mut stream = response.stream().map_err(|_| FetchError::Network)?;
-    let mut body = Vec::new();
-    loop {
-        let chunk = poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_next(cx)).await;
-        match chunk {
-            None => return Ok(body),
-            Some(Err(_)) => return Err(FetchError::Network),
-            Some(Ok(bytes)) => {
-                if body.len() + bytes.len() > cap {
-                    return Err(FetchError::TooLarge);
-                }
-                body.extend_from_slice(&bytes);
-            }
         }
     }
 }
@@ -91,57 +80,42 @@ impl KeyIo for WorkerIo {
     }
 
     async fn load(&self, tier: SharedTier, source: &JwksSource<'_>) -> Option<String> {
-        match tier {
-            SharedTier::Cache => {
-                let mut response = Cache::default().get(cache_key(source), false).await.ok()??;
-                response.text().await.ok()
-            }
-            SharedTier::Kv => self.kv.as_ref()?.get(&kv_key(source)).text().await.ok()?,
-        }
+        let promise = match tier {
+            SharedTier::Cache => cache_get(&cache_key(source)),
+            SharedTier::Kv => kv_get(self.kv.as_ref()?, &kv_key(source)),
+        };
+        JsFuture::from(promise).await.ok()?.as_string()
     }
 
     async fn store(&self, tier: SharedTier, source: &JwksSource<'_>, document: &str) -> Result<(), String> {
-        let result = match tier {
-            SharedTier::Cache => {
-                // The Cache API keeps only cacheable responses; on *.workers.dev it keeps nothing,
-                // which the policy tolerates.
-                let headers = Headers::new();
-                let _ = headers.set("content-type", "application/json");
-                let _ = headers.set("cache-control", &format!("public, max-age={}", self.keep_secs.max(60)));
-                match Response::from_bytes(document.as_bytes().to_vec()) {
-                    Ok(response) => Cache::default().put(cache_key(source), response.with_headers(headers)).await,
-                    Err(e) => Err(e),
-                }
-            }
-            SharedTier::Kv => match &self.kv {
-                None => return Err("no KV binding".into()),
-                // KV's shortest expiry is 60 s.
-                Some(kv) => match kv.put(&kv_key(source), document) {
-                    Ok(put) => put.expiration_ttl(self.keep_secs.max(60)).execute().await.map_err(worker::Error::from),
-                    Err(e) => Err(e.into()),
-                },
-            },
+        // KV's shortest expiry is 60 s; the Cache API's max-age follows it.
+        let keep = self.keep_secs.max(60) as f64;
+        let promise = match tier {
+            SharedTier::Cache => cache_put(&cache_key(source), document, keep),
+            SharedTier::Kv => kv_put(self.kv.as_ref().ok_or("no KV binding")?, &kv_key(source), document, keep),
         };
         // The key store logs a failing tier once, not per write.
-        result.map_err(|e| e.to_string())
+        JsFuture::from(promise).await.map(drop).map_err(|e| describe(&e))
     }
 
     async fn fetch_issuer(&self, source: &JwksSource<'_>) -> Result<Vec<u8>, FetchError> {
-        let controller = AbortController::default();
-        let timeout_ms = u64::try_from(self.fetch_timeout.as_millis()).unwrap_or(u64::MAX);
-        match super::timer::race(self.fetch_body(source.jwks_url, &controller), timeout_ms).await {
-            Some(result) => result,
-            None => {
-                controller.abort();
-                Err(FetchError::Timeout)
-            }
+        let promise = fetch_jwks(source.jwks_url, self.fetch_timeout_ms as f64, MAX_JWKS_BYTES as u32);
+        let answer = JsFuture::from(promise).await.map_err(|_| FetchError::Network)?;
+        if let Some(body) = answer.dyn_ref::<Uint8Array>() {
+            return Ok(body.to_vec());
+        }
+        match answer.as_f64() {
+            Some(TIMEOUT) => Err(FetchError::Timeout),
+            Some(TOO_LARGE) => Err(FetchError::TooLarge),
+            Some(status) if (100.0..=599.0).contains(&status) => Err(FetchError::Status(status as u16)),
+            Some(NETWORK) | Some(_) | None => Err(FetchError::Network),
         }
     }
 
     async fn sleep(&self, ms: u64) -> u64 {
         super::timer::sleep(ms).await;
         // Not SystemTime: it panics on wasm32-unknown-unknown.
-        Date::now().as_millis()
+        js_sys::Date::now() as u64
     }
 
     fn log(&self, event: &'static str, line: &str) {
@@ -150,28 +124,12 @@ impl KeyIo for WorkerIo {
 }
 
 impl DenyIo for WorkerIo {
-    /// Every page of a KV list: one list operation per 1,000 entries, no value read (the reason
-    /// travels in each key's metadata).
     async fn list_denied(&self) -> Result<Vec<DeniedEntry>, String> {
         let kv = self.denylist.as_ref().ok_or("no DENYLIST binding")?;
-        let mut entries = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..MAX_DENYLIST_PAGES {
-            let mut list = kv.list();
-            if let Some(cursor) = cursor.take() {
-                list = list.cursor(cursor);
-            }
-            let page = list.execute().await.map_err(|e| e.to_string())?;
-            entries.extend(page.keys.into_iter().map(|key| DeniedEntry {
-                reason: key.metadata.as_ref().and_then(|m| m.get("reason")).and_then(|r| r.as_str()).map(str::to_owned),
-                key: key.name,
-            }));
-            match page.cursor.filter(|c| !page.list_complete && !c.is_empty()) {
-                Some(next) => cursor = Some(next),
-                None => return Ok(entries),
-            }
-        }
-        Err(format!("more than {MAX_DENYLIST_PAGES} pages"))
+        let listed = JsFuture::from(kv_list_all(kv, MAX_DENYLIST_PAGES)).await.map_err(|e| describe(&e))?;
+        let text = listed.as_string().ok_or("list answered no text")?;
+        let pairs: Vec<(String, Option<String>)> = serde_json::from_str(&text).map_err(|_| "list answered no list")?;
+        Ok(pairs.into_iter().map(|(key, reason)| DeniedEntry { key, reason }).collect())
     }
 }
 

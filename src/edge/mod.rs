@@ -10,7 +10,7 @@
 //!   lives with the isolate;
 //! - an answer that needs no I/O is returned synchronously; only one that awaits becomes a promise.
 //!
-//! The `worker` crate still does what it is good at: KV, the Cache API and the issuer fetch (`io`).
+//! KV, the Cache API and the issuer fetch are a few plain JavaScript calls (`io.mjs`, awaited by `io`).
 
 mod io;
 mod observe;
@@ -78,9 +78,8 @@ fn isolate(env: &JsValue) -> Rc<Isolate> {
                     issuers: Rc::new(Issuers::new(&config)),
                     tokens: RefCell::default(),
                     proofs: RefCell::default(),
-                    denylist: js_sys::Reflect::get(env, &JsValue::from_str(io::DENYLIST_BINDING))
-                        .is_ok_and(|binding| binding.is_object())
-                        .then(|| RefCell::new(DenyList::new(config.denylist_refresh_secs))),
+                    denylist: io::binding(env, io::DENYLIST_BINDING)
+                        .map(|_| RefCell::new(DenyList::new(config.denylist_refresh_secs))),
                     verifier: webcrypto::WebCrypto::new(),
                     rules,
                     config,
@@ -100,7 +99,7 @@ fn isolate(env: &JsValue) -> Rc<Isolate> {
 
 /// The binding `name` if it is a Workers Rate Limiting binding (an object with `limit`).
 fn rate_limiter(env: &JsValue, name: &str) -> Option<JsValue> {
-    let binding = js_sys::Reflect::get(env, &JsValue::from_str(name)).ok().filter(JsValue::is_object)?;
+    let binding = io::binding(env, name)?;
     let limit = js_sys::Reflect::get(&binding, &JsValue::from_str("limit")).ok()?;
     limit.is_function().then_some(binding)
 }
@@ -210,7 +209,7 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
         };
         let outcome = match isolate.as_ref() {
             Ok(ready) => {
-                let io = LazyIo { env: env.clone().unchecked_into(), ready: ready.clone(), io: OnceCell::new() };
+                let io = LazyIo { env: env.clone(), ready: ready.clone(), io: OnceCell::new() };
                 let keys = Keys {
                     issuers: &ready.issuers,
                     io: &io,
@@ -228,8 +227,7 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                     // request should wait). Nothing awaits it, so I/O isolation is respected.
                     let (issuers, refresh) = (ready.issuers.clone(), outcome.background_refresh);
                     let denylist = outcome.denylist_refresh;
-                    let context = worker::Context::new(ctx.unchecked_into());
-                    context.wait_until(async move {
+                    let work = wasm_bindgen_futures::future_to_promise(async move {
                         if let Some(list) = denylist.then_some(()).and(io.ready.denylist.as_ref()) {
                             app::refresh_denylist(list, &io, js_sys::Date::now() as u64).await;
                         }
@@ -239,7 +237,9 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                         for issuer in issuers.iter() {
                             issuer.store.write_pending(&io).await;
                         }
+                        Ok(JsValue::UNDEFINED)
                     });
+                    io::wait_until(&ctx, &work);
                 }
                 outcome
             }
@@ -278,7 +278,7 @@ fn ready() -> Option<Rc<Ready>> {
 /// The key store's runtime side, built only when a request needs it: most requests are served
 /// from isolate memory and never touch KV, the Cache API or the issuer.
 struct LazyIo {
-    env: worker::Env,
+    env: JsValue,
     ready: Rc<Ready>,
     io: OnceCell<io::WorkerIo>,
 }
@@ -318,8 +318,7 @@ impl KeyIo for LazyIo {
 impl crate::limits::RateLimiter for LazyIo {
     /// `binding.limit({ key })`, its `success` read; any throw or odd answer is an `Err`.
     async fn spend(&self, binding: &str, key: &str) -> Result<bool, String> {
-        let env: &JsValue = self.env.as_ref();
-        let binding = rate_limiter(env, binding).ok_or("not a rate limiter")?;
+        let binding = rate_limiter(&self.env, binding).ok_or("not a rate limiter")?;
         let limit: js_sys::Function =
             js_sys::Reflect::get(&binding, &JsValue::from_str("limit")).map_err(|_| "no limit")?.unchecked_into();
         let options = js_sys::Object::new();

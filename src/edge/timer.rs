@@ -3,14 +3,14 @@
 //! - It wakes the waker of its most recent poll. worker's `Delay` keeps the waker of its first
 //!   poll, and `fetch` (mod.rs) first polls every request with a no-op waker to answer
 //!   synchronously when it can, so a `Delay` begun there would never wake the request again.
-//! - Dropped before it fires (the other side of a race won), it clears its `setTimeout` and
+//! - Dropped before it fires (its request was answered first), it clears its `setTimeout` and
 //!   settles its promise at once: a pending timer would keep the request's state alive until it
 //!   fires, and a promise that never settles would keep `JsFuture`'s callbacks (which hold each
 //!   other) in wasm memory for good.
 
 use std::{
-    future::{poll_fn, Future},
-    pin::{pin, Pin},
+    future::Future,
+    pin::Pin,
     task::{Context, Poll},
 };
 
@@ -65,17 +65,4 @@ impl Drop for Sleep {
 
 fn global_function(name: &str) -> Option<Function> {
     Reflect::get(&js_sys::global(), &name.into()).ok()?.dyn_into().ok()
-}
-
-/// `work`'s output, or `None` once `ms` milliseconds have passed first.
-pub async fn race<T>(work: impl Future<Output = T>, ms: u64) -> Option<T> {
-    let mut work = pin!(work);
-    let mut timer = sleep(ms);
-    poll_fn(|cx| {
-        if let Poll::Ready(value) = work.as_mut().poll(cx) {
-            return Poll::Ready(Some(value));
-        }
-        Pin::new(&mut timer).poll(cx).map(|()| None)
-    })
-    .await
 }
