@@ -2,48 +2,138 @@
 
 use std::{collections::BTreeSet, rc::Rc};
 
-use serde::Deserialize;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::{Map, Value};
 
 use crate::{config::ScopeSource, error::TokenProblem, verify::SignedClaims};
 
-/// The claims edge-auth reads besides `exp`/`nbf`/`iat` (which jwt-compact's `Claims` holds).
-/// A member of the wrong JSON type fails deserialization, which is reported as malformed claims.
-#[derive(Debug, Clone, Deserialize)]
+/// A token's claims as read, unjudged: the times, and the claims edge-auth reads besides.
+#[derive(Debug, Clone)]
+pub struct TokenClaims {
+    /// `exp`, `nbf`, `iat`, in seconds since the epoch.
+    pub expires: Option<i64>,
+    pub not_before: Option<i64>,
+    pub issued_at: Option<i64>,
+    pub custom: AccessClaims,
+}
+
+/// The claims edge-auth reads besides the times. A member of the wrong JSON type makes the claims
+/// malformed, except where said.
+#[derive(Debug, Clone, Default)]
 pub struct AccessClaims {
     /// Read before any key is looked at, to pick the issuer: anything but a string is no issuer.
-    #[serde(default, deserialize_with = "string_or_none")]
     pub iss: Option<String>,
-    #[serde(default)]
     pub aud: Option<Audience>,
-    #[serde(default)]
     pub sub: Option<String>,
     /// The token's id and its client (`azp`, else `client_id`): deny-list keys. Anything but a
     /// string is none (never a reason to refuse a token that the list does not name).
-    #[serde(default, deserialize_with = "string_or_none")]
     pub jti: Option<String>,
-    #[serde(default, deserialize_with = "string_or_none")]
     pub azp: Option<String>,
-    #[serde(default, deserialize_with = "string_or_none")]
     pub client_id: Option<String>,
-    #[serde(default)]
     pub scope: Option<String>,
     /// Auth0 RBAC: granted permissions, when "Add Permissions in the Access Token" is on.
-    #[serde(default)]
     pub permissions: Option<Vec<String>>,
     /// RFC 7800 confirmation: present at all (even `null`) means the token is bound to something.
-    #[serde(default, deserialize_with = "any_value")]
-    pub cnf: Option<serde_json::Value>,
+    pub cnf: Option<Value>,
 }
 
-fn string_or_none<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    Ok(match serde_json::Value::deserialize(deserializer)? {
-        serde_json::Value::String(s) => Some(s),
+/// Earliest and latest second a timestamp may name (those of the calendar library the claims were
+/// once read with, whose range kept a far-future `exp` from meaning anything odd).
+const MIN_TIMESTAMP: i64 = -8_334_601_228_800;
+const MAX_TIMESTAMP: i64 = 8_210_266_876_799;
+
+impl TokenClaims {
+    /// Reads a payload segment's JSON (already base64url-decoded). It must be an object whose
+    /// member names are all distinct (RFC 7519 §4: a duplicate is refused, never resolved to one
+    /// of its values, so no two readers of this token can disagree on what it claims).
+    pub fn parse(json: &[u8]) -> Result<TokenClaims, TokenProblem> {
+        let UniqueObject(mut members) = serde_json::from_slice(json).map_err(|_| TokenProblem::MalformedClaims)?;
+        let time = |value: Option<Value>| -> Result<Option<i64>, TokenProblem> {
+            let Some(value) = value else { return Ok(None) };
+            let Value::Number(n) = value else { return Err(TokenProblem::MalformedClaims) };
+            // A fractional time counts whole seconds (RFC 7519's NumericDate allows fractions).
+            let secs = n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64));
+            secs.filter(|s| (MIN_TIMESTAMP..=MAX_TIMESTAMP).contains(s)).map(Some).ok_or(TokenProblem::MalformedClaims)
+        };
+        let mut take = |name: &str| members.remove(name);
+        let (exp, nbf, iat) = (take("exp"), take("nbf"), take("iat"));
+        let custom = AccessClaims {
+            iss: string_or_none(take("iss")),
+            aud: match take("aud") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(one)) => Some(Audience::One(one)),
+                Some(Value::Array(many)) => Some(Audience::Many(strings(many)?)),
+                Some(_) => return Err(TokenProblem::MalformedClaims),
+            },
+            sub: optional_string(take("sub"))?,
+            jti: string_or_none(take("jti")),
+            azp: string_or_none(take("azp")),
+            client_id: string_or_none(take("client_id")),
+            scope: optional_string(take("scope"))?,
+            permissions: match take("permissions") {
+                None | Some(Value::Null) => None,
+                Some(Value::Array(list)) => Some(strings(list)?),
+                Some(_) => return Err(TokenProblem::MalformedClaims),
+            },
+            cnf: take("cnf"),
+        };
+        Ok(TokenClaims { expires: time(exp)?, not_before: time(nbf)?, issued_at: time(iat)?, custom })
+    }
+}
+
+fn string_or_none(value: Option<Value>) -> Option<String> {
+    match value {
+        Some(Value::String(s)) => Some(s),
         _ => None,
-    })
+    }
 }
 
-fn any_value<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<serde_json::Value>, D::Error> {
-    serde_json::Value::deserialize(deserializer).map(Some)
+/// Absent or null: none; a string: itself; anything else is malformed.
+fn optional_string(value: Option<Value>) -> Result<Option<String>, TokenProblem> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(TokenProblem::MalformedClaims),
+    }
+}
+
+fn strings(values: Vec<Value>) -> Result<Vec<String>, TokenProblem> {
+    values
+        .into_iter()
+        .map(|v| match v {
+            Value::String(s) => Ok(s),
+            _ => Err(TokenProblem::MalformedClaims),
+        })
+        .collect()
+}
+
+/// A JSON object whose member names are distinct; a repeated name is an error, where
+/// `serde_json::Map` would keep the last value.
+pub struct UniqueObject(pub Map<String, Value>);
+
+impl<'de> Deserialize<'de> for UniqueObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = UniqueObject;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object with distinct member names")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueObject, A::Error> {
+                let mut members = Map::new();
+                while let Some((name, value)) = map.next_entry::<String, Value>()? {
+                    if members.contains_key(&name) {
+                        return Err(serde::de::Error::custom("duplicate member"));
+                    }
+                    members.insert(name, value);
+                }
+                Ok(UniqueObject(members))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
 }
 
 /// What key, if any, a token is bound to (RFC 9449 §6: `cnf.jkt`).
@@ -68,8 +158,7 @@ impl Binding {
 }
 
 /// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum Audience {
     One(String),
     Many(Vec<String>),
@@ -153,9 +242,9 @@ pub fn validate(
 ) -> Result<(Principal, Validity), TokenProblem> {
     let claims = signed.0;
     let validity = Validity {
-        expires: claims.expiration.ok_or(TokenProblem::MissingExpiry)?.timestamp(),
-        not_before: claims.not_before.map(|t| t.timestamp()),
-        issued_at: claims.issued_at.map(|t| t.timestamp()),
+        expires: claims.expires.ok_or(TokenProblem::MissingExpiry)?,
+        not_before: claims.not_before,
+        issued_at: claims.issued_at,
     };
     validity.check(now_secs, policy.leeway_secs)?;
 
@@ -191,7 +280,8 @@ pub fn validate(
 
 /// The `names` claims of a verified token's payload segment (base64url JSON), each found one with
 /// its value. Run once per verification, and only when some rule or header names a claim: the
-/// standard claims are read by the typed parse, these by a second, untyped one.
+/// standard claims are read by [`TokenClaims::parse`], these by a second read of the same payload
+/// (which that parse found to be an object of distinct names).
 pub fn select(payload: &str, names: &[Rc<str>]) -> Vec<(Rc<str>, serde_json::Value)> {
     use base64ct::{Base64UrlUnpadded, Encoding};
     let Ok(bytes) = Base64UrlUnpadded::decode_vec(payload) else { return Vec::new() };

@@ -3,8 +3,7 @@
 
 use std::future::Future;
 
-use crate::{claims::AccessClaims, error::TokenProblem, jwks::VerificationKey, token::UnverifiedToken};
-use jwt_compact::Claims;
+use crate::{claims::TokenClaims, error::TokenProblem, jwks::VerificationKey, token::UnverifiedToken};
 
 /// Verifies RSASSA-PKCS1-v1_5 with SHA-256. Async because WebCrypto is.
 ///
@@ -83,7 +82,7 @@ impl crate::proof::ProofVerifier for RustRsa {
 /// Claims whose integrity is proven but whose content is not yet judged
 /// (issuer, audience, times and scope are [`crate::claims`]' job).
 #[derive(Debug)]
-pub struct SignedClaims(pub(crate) Claims<AccessClaims>);
+pub struct SignedClaims(pub(crate) TokenClaims);
 
 pub async fn check_signature(
     token: UnverifiedToken<'_>,
