@@ -1,6 +1,6 @@
 """The cold path: a fresh workerd process per try, timed from its start to the first answer.
 
-Usage: python3 bench/cold.py [tries]   (./scripts/bench.sh --cold does this; default 8 tries)
+Usage: python3 bench/cold.py [tries]   (./scripts/bench.sh --cold does this; default 16 tries)
 
 Each try starts one bare workerd serving one worker, then measures, on a new connection each:
   first public   from the process start to the first 200 on /api/public (the process, the script's
@@ -150,7 +150,7 @@ def one_try(procs, workerd, config_path, port, token, log):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("tries", nargs="?", type=int, default=8)
+    parser.add_argument("tries", nargs="?", type=int, default=16)
     args = parser.parse_args()
     if not 1 <= args.tries <= 100:
         parser.error("tries: 1 to 100")

@@ -131,6 +131,20 @@ pub fn record(
     if analytics.is_none() && !wants_line {
         return;
     }
+    write(analytics, wants_line, decision, method, started_ms, origin_ms);
+}
+
+/// The writing half of [`record`], a function of its own: a fresh isolate compiles it only once a
+/// decision is to be counted or logged (most first requests record nothing).
+#[inline(never)]
+fn write(
+    analytics: Option<JsValue>,
+    wants_line: bool,
+    decision: Decision,
+    method: &str,
+    started_ms: f64,
+    origin_ms: Option<f64>,
+) {
     // The runtime's clock advances only across I/O, so a request served from memory reads 0 ms.
     let total = (js_sys::Date::now() - started_ms).max(0.0);
     let worker_ms = (total - origin_ms.unwrap_or(0.0)).max(0.0);
