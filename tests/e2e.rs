@@ -1396,6 +1396,8 @@ fn issuer_faults_are_refused_logged_and_never_replace_good_keys() {
         (Mode::Down, "network error"),
         // Past JWKS_FETCH_TIMEOUT_SECONDS (1 s on the cold worker): the fetch is given up.
         (Mode::Delay(Duration::from_secs(3)), "timeout"),
+        // Headers and half the body in time, then a stall: the timeout covers the body too.
+        (Mode::StallBody(Duration::from_secs(4)), "timeout"),
     ];
 
     // Cold: no keys anywhere, so each fault is a 503 with Retry-After (never a 500), and logged.

@@ -44,6 +44,9 @@ pub enum Mode {
     Deep,
     /// Headers promising more body than is sent, then the connection closes mid-body.
     Truncated,
+    /// Headers and half the body, then nothing more for this long, the connection held open: an
+    /// issuer that stalls mid-body (a client's timeout must cover the body too).
+    StallBody(Duration),
 }
 
 struct Shared {
@@ -223,6 +226,19 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
             stream.write_all(head.as_bytes())?;
             stream.write_all(&body.as_bytes()[..body.len() / 2])?;
             stream.flush()?;
+            stream.shutdown(Shutdown::Both)
+        }
+        Mode::StallBody(stall) => {
+            let mut stream = stream;
+            let body = shared.jwks.lock().unwrap().clone();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes())?;
+            stream.write_all(&body.as_bytes()[..body.len() / 2])?;
+            stream.flush()?;
+            std::thread::sleep(stall);
             stream.shutdown(Shutdown::Both)
         }
     }

@@ -72,11 +72,21 @@ export async function fetch_jwks(url, timeoutMs, cap) {
     let length = 0;
     if (response.body) {
       const reader = response.body.getReader();
+      // The abort is raced against each read too, so a body that stalls part way still times
+      // out, whether or not the runtime passes the abort on to a pending read.
+      const aborted = new Promise((_, reject) => {
+        controller.signal.addEventListener("abort", () => reject(new Error("timeout")), { once: true });
+      });
+      aborted.catch(() => {});
       for (;;) {
-        const { done, value } = await reader.read();
+        const { done, value } = await Promise.race([reader.read(), aborted]);
         if (done) break;
+        if (!(value instanceof Uint8Array)) {
+          reader.cancel().catch(() => {});
+          return NETWORK;
+        }
         length += value.byteLength;
-        if (length > cap) {
+        if (!(length <= cap)) {
           reader.cancel().catch(() => {});
           return TOO_LARGE;
         }
