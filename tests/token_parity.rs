@@ -1,7 +1,7 @@
 //! The token reader (src/token.rs, src/claims.rs) against jwt-compact's, which it replaced at the
 //! edge: on a grid of odd headers and claims, both accept or both refuse, and an accepted token
-//! reads the same. The one deliberate difference: a repeated member name anywhere in the claims
-//! is refused here (jwt-compact let a repeated unknown member through).
+//! reads the same. The one deliberate difference: a repeated member name in any object of the
+//! header or claims is refused here (jwt-compact let a repeated unknown or nested member through).
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use edge_auth::{error::TokenProblem, token::UnverifiedToken};
@@ -136,8 +136,13 @@ const CLAIMS: &[&str] = &[
     r#"{"iss":"https://i/""#,
 ];
 
-/// Claims whose only oddity is a repeated member the old reader did not model.
-const REFUSED_HERE_ONLY: &[&str] = &[r#"{"cnf":1,"cnf":2}"#, r#"{"org":"a","org":"b","exp":1}"#];
+/// Claims whose only oddity is a repeated member the old reader did not model, or a nested one.
+const REFUSED_HERE_ONLY: &[&str] = &[
+    r#"{"cnf":1,"cnf":2}"#,
+    r#"{"org":"a","org":"b","exp":1}"#,
+    r#"{"cnf":{"jkt":"A","jkt":"B"}}"#,
+    r#"{"roles":[{"name":"a","name":"admin"}]}"#,
+];
 
 #[test]
 fn the_token_reader_agrees_with_jwt_compact_on_every_odd_header_and_claim() {
