@@ -132,8 +132,8 @@ struct RawSet {
 
 impl KeySet {
     /// Parses a JWKS document, keeping only keys that may verify RS256 signatures:
-    /// `kty` RSA, `use` absent or `sig`, `alg` absent or RS256, a modulus of 2048 to 4096 bits,
-    /// an odd exponent of at least 3.
+    /// `kty` RSA, `use` absent or `sig`, `alg` absent or RS256, `key_ops` absent or holding
+    /// `verify`, no private member, a modulus of 2048 to 4096 bits, an odd exponent of at least 3.
     /// Unusable entries (other key types, encryption keys, malformed members) are skipped,
     /// so one odd key does not take down the whole set. A repeated `kid` keeps its first key.
     pub fn parse(document: &[u8]) -> Result<KeySet, JwksError> {
@@ -191,6 +191,17 @@ fn usable_key(entry: &serde_json::Value) -> Option<VerificationKey> {
     };
     let (kid, usage, alg) = (text("kid")?, text("use")?, text("alg")?);
     if usage.is_some_and(|u| u != "sig") || alg.is_some_and(|a| a != "RS256") || text("kty")? != Some("RSA") {
+        return None;
+    }
+    // RFC 7517 §4.3: when `key_ops` is given, the key is for those operations only.
+    if let Some(ops) = entry.get("key_ops") {
+        let ops = ops.as_array()?;
+        if !ops.iter().any(|op| op.as_str() == Some("verify")) {
+            return None;
+        }
+    }
+    // A published private part means anyone may hold the key: what it signs proves nothing.
+    if ["d", "p", "q", "dp", "dq", "qi", "oth"].iter().any(|member| entry.contains_key(*member)) {
         return None;
     }
     let bytes = |name: &str| Base64UrlUnpadded::decode_vec(text(name)??).ok();

@@ -399,7 +399,7 @@ fn unusable_published_keys_are_ignored() {
 }
 
 #[test]
-fn entries_with_odd_members_are_skipped_and_a_null_kid_is_no_kid() {
+fn entries_with_odd_or_private_members_are_skipped_and_a_null_kid_is_no_kid() {
     // key(2)'s material under other kids, each entry odd in one member.
     let entry = |kid: &str, edit: &dyn Fn(&mut Value)| {
         let mut jwk = key(2).public_jwk();
@@ -412,16 +412,27 @@ fn entries_with_odd_members_are_skipped_and_a_null_kid_is_no_kid() {
         entry("padded", &|j| j["n"] = json!(format!("{}=", j["n"].as_str().unwrap()))),
         entry("untyped", &|j| drop(j.as_object_mut().unwrap().remove("kty"))),
         entry("alg-list", &|j| j["alg"] = json!(["RS256"])),
+        entry("private", &|j| j["d"] = json!("AQAB")),
+        entry("sign-only", &|j| j["key_ops"] = json!(["sign"])),
+        entry("ops-not-a-list", &|j| j["key_ops"] = json!("verify")),
         "not a key",
         key(1).public_jwk(),
     ] });
     let w = world();
     w.io.issuer_serves(&published);
-    for kid in ["2", "numeric", "padded", "untyped", "alg-list"] {
+    for kid in ["2", "numeric", "padded", "untyped", "alg-list", "private", "sign-only", "ops-not-a-list"] {
         let token = sign(&json!({ "alg": "RS256", "kid": kid }), &mint().claims(), key(2));
         assert_invalid_token(&w.get("/api/private", &token), "The token is signed with an unknown key");
     }
     assert_eq!(w.get("/api/private", &valid_token()).status, 200);
+
+    // key_ops holding verify is a usable key.
+    let mut verify_only = key(3).public_jwk();
+    verify_only["key_ops"] = json!(["verify"]);
+    let w = world();
+    w.io.issuer_serves(&json!({ "keys": [verify_only] }));
+    let token = sign(&json!({ "alg": "RS256", "kid": key(3).kid }), &mint().claims(), key(3));
+    assert_eq!(w.get("/api/private", &token).status, 200);
 
     let mut null_kid = key(1).public_jwk();
     null_kid["kid"] = Value::Null;
