@@ -71,6 +71,13 @@ OWN_ROWS = [
     ("repeated", "obs", "`/api/private`, one token repeated, ANALYTICS bound", "/api/private", "repeated.txt",
      ("repeated", "ours")),
 ]
+
+
+def paired_key(row):
+    """The scenario name of the baseline run made next to an own row."""
+    return f"{row[0]} (next to {NAMES[row[1]]})"
+
+
 # BENCH_OWN_ROWS=0 leaves edge-auth's own rows out (a quicker comparison with the jose peer).
 if os.environ.get("BENCH_OWN_ROWS") == "0":
     OWN_ROWS = []
@@ -463,13 +470,15 @@ def report(args, runs, meta):
             f"| {fmt_ms(p['p50_us'])} / {fmt_ms(p['p99_us'])} | {fmt_ms(o['p50_us'])} / {fmt_ms(o['p99_us'])} "
             f"| {p['cpu_us']:.0f} us | {o['cpu_us']:.0f} us | {o['cpu_us'] / p['cpu_us']:.2f}x |")
     if own:
-        lines += ["", "Edge-auth's own rows, each against its own row of the same rounds:", "",
+        lines += ["", "Edge-auth's own rows, each against a run of its baseline made next to it in each round:", "",
                   "| path | req/s | p50 / p99 | CPU/req | against | its req/s | its CPU/req | req/s ratio | CPU added/req |",
                   "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
         for key, w, label, _, _, base in OWN_ROWS:
             if (key, w) not in own:
                 continue
-            o, b = own[key, w], med[base]
+            o = own[key, w]
+            paired = [r for r in runs if r["scenario"] == paired_key((key, w)) and r["worker"] == base[1]]
+            b = {m: statistics.median(r[m] for r in paired) for m in ("rps", "cpu_us")} if paired else med[base]
             lines.append(
                 f"| {label} | {o['rps']:,.0f} | {fmt_ms(o['p50_us'])} / {fmt_ms(o['p99_us'])} | {o['cpu_us']:.0f} us "
                 f"| {base[0]} ({NAMES[base[1]]}) | {b['rps']:,.0f} | {b['cpu_us']:.0f} us | {o['rps'] / b['rps']:.2f}x "
@@ -672,13 +681,24 @@ def main():
                     say(f"round {rnd}/{args.rounds} {scenario[0]:9} {NAMES[w]:10} {r['rps']:9,.0f} req/s  "
                         f"p50 {fmt_ms(r['p50_us'])}  p99 {fmt_ms(r['p99_us'])}  {r['cpu_us']:5.0f} us CPU/req"
                         + (f"  NON-2XX {r['non2xx']}" if r["non2xx"] else ""))
+            # Each own row next to a run of its baseline made just before or after it (the order
+            # swapped every round): a baseline from earlier in the round would fold the machine's
+            # drift over the round into the difference.
             for row in OWN_ROWS:
-                r = own(row, args.seconds)
-                r.update(round=rnd, scenario=row[0], worker=row[1])
-                runs.append(r)
-                say(f"round {rnd}/{args.rounds} {row[0]:9} {NAMES[row[1]]:10} {r['rps']:9,.0f} req/s  "
-                    f"p50 {fmt_ms(r['p50_us'])}  p99 {fmt_ms(r['p99_us'])}  {r['cpu_us']:5.0f} us CPU/req"
-                    + (f"  NON-2XX {r['non2xx']}" if r["non2xx"] else ""))
+                key, w, _, _, _, base = row
+                pair = ["own", "base"] if rnd % 2 else ["base", "own"]
+                for kind in pair:
+                    if kind == "own":
+                        r = own(row, args.seconds)
+                        r.update(round=rnd, scenario=key, worker=w)
+                    else:
+                        scenario = next(s for s in SCENARIOS if s[0] == base[0])
+                        r = one(base[1], scenario, args.seconds)
+                        r.update(round=rnd, scenario=paired_key(row), worker=base[1])
+                    runs.append(r)
+                    say(f"round {rnd}/{args.rounds} {r['scenario']:9} {NAMES[r['worker']]:10} {r['rps']:9,.0f} "
+                        f"req/s  p50 {fmt_ms(r['p50_us'])}  p99 {fmt_ms(r['p99_us'])}  {r['cpu_us']:5.0f} us CPU/req"
+                        + (f"  NON-2XX {r['non2xx']}" if r["non2xx"] else ""))
     finally:
         procs.stop_all()
 
