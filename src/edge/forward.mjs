@@ -21,17 +21,30 @@ export function forward(request, plan, edge) {
   const headers = new Headers(request.headers);
   if (drop) for (const name of drop.split("\n")) if (name) headers.delete(name);
   appendLines(headers, add, false);
-  // Aborts only while waiting for the response headers: the timer is cleared as soon as they
-  // arrive (or the fetch fails), so a slow body streams on and no timer outlives its request.
-  const controller = new AbortController();
-  const init = { method: request.method, headers, redirect: "manual", signal: controller.signal };
+  const init = { method: request.method, headers, redirect: "manual" };
   let state = null;
+  let controller = null;
   if (withBody && request.body) {
+    // A body the client fails to send must abort the fetch (see watchedBody): only then is an
+    // AbortController made, and the timeout aborts through it too.
+    controller = new AbortController();
+    init.signal = controller.signal;
     state = {};
     init.body = watchedBody(request.body, request.headers.get("content-length"), state, controller);
   }
-  const timer = setTimeout(() => controller.abort(new DOMException("origin timeout", "TimeoutError")), Number(ms));
-  return fetch(url, init).then(
+  // The timeout covers the wait for the response headers only: the timer is cleared as soon as
+  // they arrive (or the fetch fails), so a slow body streams on and no timer outlives its request.
+  // Without a body to abort, the fetch is raced rather than aborted: a request given up is
+  // cancelled by the runtime when the answer (the 504) has been sent.
+  let timer;
+  const limit = new Promise((_, reject) => {
+    timer = setTimeout(() => {
+      const timeout = new DOMException("origin timeout", "TimeoutError");
+      if (controller) controller.abort(timeout);
+      reject(timeout);
+    }, Number(ms));
+  });
+  return Promise.race([fetch(url, init), limit]).then(
     (response) => {
       clearTimeout(timer);
       if (state) state.answered = true;
