@@ -339,8 +339,8 @@ fn answer<I, V>(
     request: &Incoming<'_>,
 ) -> Result<Answer, ApiError> {
     match (&rule.responder, setup) {
-        (Responder::Message(message), _) => {
-            let response = HttpResponse::message(message);
+        (Responder::Message(body), _) => {
+            let response = HttpResponse::json_text(200, body);
             // Answers that depend on who asked must not be cached by anyone in between.
             let response =
                 if identity.is_some() { response.with_header("cache-control", "no-store") } else { response };

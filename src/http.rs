@@ -23,8 +23,9 @@ impl HttpResponse {
         Self { status, headers: vec![("content-type", "application/json".into())], body: Some(body.to_string()) }
     }
 
-    pub fn message(text: &str) -> Self {
-        Self::json(200, &json!({ "message": text }))
+    /// A body that is JSON text already.
+    pub fn json_text(status: u16, body: &str) -> Self {
+        Self { status, headers: vec![("content-type", "application/json".into())], body: Some(body.to_owned()) }
     }
 
     pub fn empty(status: u16) -> Self {

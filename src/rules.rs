@@ -11,8 +11,9 @@ use serde::Deserialize;
 /// Who answers a request once its rule admits it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Responder {
-    /// The worker itself, with this message (the quickstart's routes).
-    Message(&'static str),
+    /// The worker itself, with this message (the quickstart's routes), kept as its JSON body:
+    /// made once per isolate, not serialised again for every answer.
+    Message(std::rc::Rc<str>),
     /// The origin behind the gateway.
     Origin,
 }
@@ -364,7 +365,7 @@ impl Rules {
             websocket: false,
             claims: Vec::new(),
             rate_limit: None,
-            responder: Responder::Message(message),
+            responder: Responder::Message(serde_json::json!({ "message": message }).to_string().into()),
         };
         Rules {
             rules: vec![
