@@ -1418,8 +1418,13 @@ fn issuer_faults_are_refused_logged_and_never_replace_good_keys() {
 
     // Warm: keys held survive every fault, refreshed in the background and failing each time.
     issuer.set_mode(Mode::Serve);
-    let w =
-        Worker::start(&issuer, &[("JWKS_COOLDOWN_SECONDS", "1"), ("JWKS_MAX_AGE_SECONDS", "1")], &temp_dir("faults"));
+    // A 1 s fetch timeout here too: a refresh hung on the slow faults must end before the next
+    // fault's 2.5 s, or that fault's refresh could not start in time to be counted.
+    let w = Worker::start(
+        &issuer,
+        &[("JWKS_COOLDOWN_SECONDS", "1"), ("JWKS_MAX_AGE_SECONDS", "1"), ("JWKS_FETCH_TIMEOUT_SECONDS", "1")],
+        &temp_dir("faults"),
+    );
     let token = token_for(&issuer, key(1));
     assert_eq!(w.get("/api/private", &token).status, 200);
     for (mode, _) in &faults {
