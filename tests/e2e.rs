@@ -150,7 +150,6 @@ impl Worker {
         assert!(root.join("build/worker.mjs").exists(), "no built worker: {NEEDS}");
         let wrangler = root.join("node_modules/.bin/wrangler");
         assert!(wrangler.exists(), "no wrangler: {NEEDS}");
-        let port = free_port();
         let mut vars: Vec<(String, String)> = vec![
             ("AUTH0_DOMAIN".into(), format!("127.0.0.1:{}", issuer.port())),
             ("AUTH0_AUDIENCE".into(), AUDIENCE.into()),
@@ -160,39 +159,56 @@ impl Worker {
             vars.retain(|(n, _)| n != name);
             vars.push((name.to_string(), value.to_string()));
         }
-        let mut command = Command::new(&wrangler);
-        command
-            .current_dir(root)
-            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--inspector-port", &free_port().to_string(), "--show-interactive-dev-session=false"])
-            .arg("--persist-to")
-            .arg(state)
-            .env("EDGE_AUTH_PREBUILT", "1")
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("CI", "true")
-            .env(
-                "PATH",
-                format!("{}:{}", root.join("node_modules/.bin").display(), std::env::var("PATH").unwrap_or_default()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (name, value) in &vars {
-            command.arg("--var").arg(format!("{name}:{value}"));
-        }
-        if let Some(config) = config {
-            command.arg("--config").arg(config);
-        }
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let child = command.spawn().expect("start wrangler dev");
-        let worker = Worker::capture(child, port);
-        let deadline = Instant::now() + Duration::from_secs(120);
+        // A port found free can be taken by another test's wrangler or workerd before this one
+        // binds it (tests start workers in parallel): that start is retried on other ports.
+        let mut attempts = 0;
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() && ready(port) {
-                return worker;
+            attempts += 1;
+            let port = free_port();
+            let mut command = Command::new(&wrangler);
+            command
+                .current_dir(root)
+                .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--inspector-port", &free_port().to_string(), "--show-interactive-dev-session=false"])
+                .arg("--persist-to")
+                .arg(state)
+                .env("EDGE_AUTH_PREBUILT", "1")
+                .env("WRANGLER_SEND_METRICS", "false")
+                .env("CI", "true")
+                .env(
+                    "PATH",
+                    format!(
+                        "{}:{}",
+                        root.join("node_modules/.bin").display(),
+                        std::env::var("PATH").unwrap_or_default()
+                    ),
+                )
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            for (name, value) in &vars {
+                command.arg("--var").arg(format!("{name}:{value}"));
             }
-            assert!(Instant::now() < deadline, "wrangler dev did not start:\n{}", worker.log());
-            thread::sleep(Duration::from_millis(250));
+            if let Some(config) = config {
+                command.arg("--config").arg(config);
+            }
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+            let child = command.spawn().expect("start wrangler dev");
+            let mut worker = Worker::capture(child, port);
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() && ready(port) {
+                    return worker;
+                }
+                let taken = worker.log().contains("Address already in use");
+                if taken && attempts < 3 {
+                    break; // dropping `worker` stops its process group
+                }
+                let exited = worker.child.try_wait().ok().flatten().is_some();
+                assert!(!exited && Instant::now() < deadline, "wrangler dev did not start:\n{}", worker.log());
+                thread::sleep(Duration::from_millis(250));
+            }
+            drop(worker);
         }
     }
 
