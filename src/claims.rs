@@ -2,8 +2,7 @@
 
 use std::{collections::BTreeSet, rc::Rc};
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::{config::ScopeSource, error::TokenProblem, verify::SignedClaims};
 
@@ -47,7 +46,7 @@ impl TokenClaims {
     /// no object repeats a member name (RFC 7519 §4: a duplicate is refused, never resolved to one
     /// of its values, so no two readers of this token can disagree on what it claims).
     pub fn parse(json: &[u8]) -> Result<TokenClaims, TokenProblem> {
-        let UniqueObject(mut members) = serde_json::from_slice(json).map_err(|_| TokenProblem::MalformedClaims)?;
+        let mut members = crate::json::parse_object(json).map_err(|_| TokenProblem::MalformedClaims)?;
         let time = |value: Option<Value>| -> Result<Option<i64>, TokenProblem> {
             let Some(value) = value else { return Ok(None) };
             let Value::Number(n) = value else { return Err(TokenProblem::MalformedClaims) };
@@ -105,86 +104,6 @@ fn strings(values: Vec<Value>) -> Result<Vec<String>, TokenProblem> {
             _ => Err(TokenProblem::MalformedClaims),
         })
         .collect()
-}
-
-/// A JSON object in which no object, at any depth, repeats a member name: a repeat is an error,
-/// where `serde_json::Value` would keep the last value (and another reader of the same bytes, an
-/// origin say, might keep the first).
-pub struct UniqueObject(pub Map<String, Value>);
-
-impl<'de> Deserialize<'de> for UniqueObject {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match deserializer.deserialize_map(UniqueVisitor)?.0 {
-            Value::Object(members) => Ok(UniqueObject(members)),
-            _ => Err(serde::de::Error::custom("not an object")),
-        }
-    }
-}
-
-/// Any JSON value, under the same rule as [`UniqueObject`].
-struct UniqueValue(Value);
-
-impl<'de> Deserialize<'de> for UniqueValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(UniqueVisitor)
-    }
-}
-
-struct UniqueVisitor;
-
-impl<'de> Visitor<'de> for UniqueVisitor {
-    type Value = UniqueValue;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JSON whose objects repeat no member name")
-    }
-
-    fn visit_unit<E>(self) -> Result<UniqueValue, E> {
-        Ok(UniqueValue(Value::Null))
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<UniqueValue, E> {
-        Ok(UniqueValue(Value::Bool(v)))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<UniqueValue, E> {
-        Ok(UniqueValue(v.into()))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<UniqueValue, E> {
-        Ok(UniqueValue(v.into()))
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<UniqueValue, E> {
-        serde_json::Number::from_f64(v).map(|n| UniqueValue(Value::Number(n))).ok_or_else(|| E::custom("not finite"))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<UniqueValue, E> {
-        Ok(UniqueValue(Value::String(v.to_owned())))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<UniqueValue, E> {
-        Ok(UniqueValue(Value::String(v)))
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueValue, A::Error> {
-        let mut items = Vec::new();
-        while let Some(UniqueValue(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(UniqueValue(Value::Array(items)))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueValue, A::Error> {
-        let mut members = Map::new();
-        while let Some((name, UniqueValue(value))) = map.next_entry::<String, UniqueValue>()? {
-            if members.contains_key(&name) {
-                return Err(serde::de::Error::custom("duplicate member"));
-            }
-            members.insert(name, value);
-        }
-        Ok(UniqueValue(Value::Object(members)))
-    }
 }
 
 /// What key, if any, a token is bound to (RFC 9449 §6: `cnf.jkt`).
@@ -336,7 +255,7 @@ pub fn validate(
 pub fn select(payload: &str, names: &[Rc<str>]) -> Vec<(Rc<str>, serde_json::Value)> {
     use base64ct::{Base64UrlUnpadded, Encoding};
     let Ok(bytes) = Base64UrlUnpadded::decode_vec(payload) else { return Vec::new() };
-    let Ok(mut all) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes) else {
+    let Ok(mut all) = crate::json::parse_object(&bytes) else {
         return Vec::new();
     };
     names.iter().filter_map(|name| all.remove(&**name).map(|value| (name.clone(), value))).collect()

@@ -326,15 +326,8 @@ fn default_jwks_url(issuer: &str) -> String {
     format!("{issuer}{separator}.well-known/jwks.json")
 }
 
-/// One `ISSUERS` entry as written.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IssuerEntry {
-    domain: Option<String>,
-    issuer: Option<String>,
-    jwks_url: Option<String>,
-    audiences: Option<Value>,
-}
+/// The members an `ISSUERS` entry may have.
+const ISSUER_FIELDS: [&str; 4] = ["domain", "issuer", "jwks_url", "audiences"];
 
 /// `ISSUERS`: a JSON array as text, or an array of tables. Errors name the 0-based entry.
 fn parse_issuers(
@@ -347,7 +340,7 @@ fn parse_issuers(
         problem: ConfigProblem::InvalidRule { index, detail },
     };
     let value = match value {
-        Value::String(text) => serde_json::from_str(&text).map_err(|e| fail(None, e.to_string()))?,
+        Value::String(text) => crate::json::parse(text.as_bytes()).map_err(|e| fail(None, e.to_string()))?,
         value => value,
     };
     let Value::Array(entries) = value else { return Err(fail(None, "not an array of issuers".into())) };
@@ -357,23 +350,25 @@ fn parse_issuers(
     let mut issuers: Vec<IssuerConfig> = Vec::with_capacity(entries.len());
     for (index, entry) in entries.into_iter().enumerate() {
         let fail = |detail: &str| fail(Some(index), detail.to_owned());
-        let entry: IssuerEntry = serde_json::from_value(entry).map_err(|e| fail(&e.to_string()))?;
+        let entry = crate::json::Fields::of(&entry, "struct IssuerEntry", &ISSUER_FIELDS).map_err(|e| fail(&e))?;
+        let text = |name: &str| entry.string(name).map(|v| v.map(str::to_owned)).map_err(|e| fail(&e));
+        let (domain, issuer, jwks_url) = (text("domain")?, text("issuer")?, text("jwks_url")?);
         let checked_url = |url: String| (url.len() <= MAX_URL_LEN && check_url(&url).is_some()).then_some(url);
-        let (issuer, jwks_url) = match (entry.domain, entry.issuer) {
+        let (issuer, jwks_url) = match (domain, issuer) {
             (Some(domain), None) => {
                 let (issuer, derived) = derive_from_domain(domain.trim()).ok_or_else(|| fail(DOMAIN_EXPECTED))?;
-                (issuer, entry.jwks_url.map(checked_url).unwrap_or(Some(derived)))
+                (issuer, jwks_url.map(checked_url).unwrap_or(Some(derived)))
             }
             (None, Some(issuer)) => {
                 let issuer = checked_url(issuer).ok_or_else(|| fail("issuer must be an https:// URL"))?;
                 let default = default_jwks_url(&issuer);
-                let jwks_url = entry.jwks_url.map_or_else(|| checked_url(default), checked_url);
+                let jwks_url = jwks_url.map_or_else(|| checked_url(default), checked_url);
                 (issuer, jwks_url)
             }
             _ => return Err(fail("give exactly one of domain and issuer")),
         };
         let jwks_url = jwks_url.ok_or_else(|| fail("jwks_url must be an https:// URL of at most 200 characters"))?;
-        let audiences = match entry.audiences {
+        let audiences = match entry.get("audiences").cloned() {
             None => default_audiences.map(<[String]>::to_vec),
             Some(Value::String(s)) => Some(s.split(',').map(|a| a.trim().to_owned()).collect()),
             Some(Value::Array(items)) => {
@@ -436,7 +431,10 @@ fn observe<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<ObservePolicy
     let sample = match vars.get("DECISION_LOG_SAMPLE") {
         None => 1.0,
         Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
-        Some(Value::String(s)) => s.trim().parse::<f64>().unwrap_or(f64::NAN),
+        // A JSON number, read as every other number is (see src/json.rs).
+        Some(Value::String(s)) => {
+            crate::json::parse(s.trim().as_bytes()).ok().and_then(|v| v.as_f64()).unwrap_or(f64::NAN)
+        }
         Some(_) => f64::NAN,
     };
     if !(0.0..=1.0).contains(&sample) {
@@ -525,7 +523,7 @@ fn claim_headers<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<Vec<Cla
     let fail = || invalid("CLAIM_HEADERS", CLAIM_HEADERS_EXPECTED);
     let value = match vars.get("CLAIM_HEADERS") {
         None => return Ok(Vec::new()),
-        Some(Value::String(text)) => serde_json::from_str(&text).map_err(|_| fail())?,
+        Some(Value::String(text)) => crate::json::parse(text.as_bytes()).map_err(|_| fail())?,
         Some(value) => value,
     };
     let Value::Object(map) = value else { return Err(fail()) };

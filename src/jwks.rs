@@ -2,8 +2,6 @@
 
 use std::{any::Any, cell::OnceCell, fmt, rc::Rc};
 
-use serde::Deserialize;
-
 use crate::error::TokenProblem;
 
 /// Smaller RSA moduli are factorable in practice; Auth0 signs with 2048-bit keys.
@@ -125,11 +123,6 @@ impl JwksError {
     }
 }
 
-#[derive(Deserialize)]
-struct RawSet {
-    keys: Vec<serde_json::Value>,
-}
-
 impl KeySet {
     /// Parses a JWKS document, keeping only keys that may verify RS256 signatures:
     /// `kty` RSA, `use` absent or `sig`, `alg` absent or RS256, `key_ops` absent or holding
@@ -137,9 +130,10 @@ impl KeySet {
     /// Unusable entries (other key types, encryption keys, malformed members) are skipped,
     /// so one odd key does not take down the whole set. A repeated `kid` keeps its first key.
     pub fn parse(document: &[u8]) -> Result<KeySet, JwksError> {
-        let raw: RawSet = serde_json::from_slice(document).map_err(|_| JwksError::Malformed)?;
+        let document = crate::json::parse_object(document).map_err(|_| JwksError::Malformed)?;
+        let Some(serde_json::Value::Array(entries)) = document.get("keys") else { return Err(JwksError::Malformed) };
         let mut keys: Vec<VerificationKey> = Vec::new();
-        for entry in &raw.keys {
+        for entry in entries {
             let Some(key) = usable_key(entry) else { continue };
             if key.kid().is_some() && keys.iter().any(|k| k.kid() == key.kid()) {
                 continue;

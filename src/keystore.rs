@@ -14,7 +14,6 @@
 
 use std::{cell::RefCell, future::Future, rc::Rc};
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{
@@ -33,8 +32,7 @@ const CLOCK_SKEW_TOLERANCE_MS: u64 = 60_000;
 
 /// The tiers shared between isolates. Either may be absent (no binding) or never hit
 /// (the Cache API is a no-op on `*.workers.dev`); the policy must hold without them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SharedTier {
     Cache,
     Kv,
@@ -56,12 +54,21 @@ impl SharedTier {
 }
 
 /// Where the keys in memory came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     Issuer,
     Cache,
     Kv,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Issuer => "issuer",
+            Source::Cache => "cache",
+            Source::Kv => "kv",
+        }
+    }
 }
 
 impl From<SharedTier> for Source {
@@ -130,13 +137,39 @@ pub struct JwksSource<'a> {
 
 /// A JWKS document as the shared tiers keep it: the raw issuer document plus when it was fetched
 /// and for which issuer and URL, so that two configurations can never mix keys.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct StoredJwks {
     v: u8,
     issuer: String,
     jwks_url: String,
     fetched_at_ms: u64,
     jwks: String,
+}
+
+impl StoredJwks {
+    fn to_json(&self) -> String {
+        json!({
+            "v": self.v,
+            "issuer": self.issuer,
+            "jwks_url": self.jwks_url,
+            "fetched_at_ms": self.fetched_at_ms,
+            "jwks": self.jwks,
+        })
+        .to_string()
+    }
+
+    /// Every member present and of its type; others are ignored (a later version may add some).
+    fn from_json(text: &str) -> Option<StoredJwks> {
+        let stored = crate::json::parse_object(text.as_bytes()).ok()?;
+        let text = |name: &str| stored.get(name)?.as_str().map(str::to_owned);
+        Some(StoredJwks {
+            v: u8::try_from(stored.get("v")?.as_u64()?).ok()?,
+            issuer: text("issuer")?,
+            jwks_url: text("jwks_url")?,
+            fetched_at_ms: stored.get("fetched_at_ms")?.as_u64()?,
+            jwks: text("jwks")?,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -320,7 +353,11 @@ impl KeyStore {
                     return just_fetched(&current.keys, kid);
                 }
                 if self.remaining(current.fetched_at_ms, now) > 0 {
-                    self.log(io, "cooldown_hit", json!({ "kid": kid.map(truncate_kid), "tier": current.source }));
+                    self.log(
+                        io,
+                        "cooldown_hit",
+                        json!({ "kid": kid.map(truncate_kid), "tier": current.source.name() }),
+                    );
                     return unknown;
                 }
             }
@@ -349,7 +386,7 @@ impl KeyStore {
                 };
                 self.log(io, "fetch_failed", json!({ "reason": error.reason() }));
                 if let Some(held) = held {
-                    self.log(io, "served_stale", json!({ "source": held.source, "age_s": self.age(&held, now) / 1000, "kids": held.keys.kids() }));
+                    self.log(io, "served_stale", json!({ "source": held.source.name(), "age_s": self.age(&held, now) / 1000, "kids": held.keys.kids() }));
                 }
                 return Err(error);
             }
@@ -371,7 +408,7 @@ impl KeyStore {
                 fetched_at_ms: now,
                 jwks: String::from_utf8_lossy(&body).into_owned(),
             };
-            let document = serde_json::to_string(&document).unwrap_or_default();
+            let document = document.to_json();
             for tier in tiers {
                 self.queue_write(tier, document.clone(), (now, keys.clone()));
             }
@@ -428,7 +465,7 @@ impl KeyStore {
         };
         if let (true, Err(reason)) = (newly_failing, result) {
             let reason: String = reason.chars().take(200).collect();
-            self.log(io, "store_failed", json!({ "tier": tier, "reason": reason }));
+            self.log(io, "store_failed", json!({ "tier": tier.name(), "reason": reason }));
         }
     }
 
@@ -454,7 +491,7 @@ impl KeyStore {
         if snapshot.source == Source::Kv && cached.as_ref().is_none_or(|c| c.1.fetched_at_ms < snapshot.fetched_at_ms) {
             self.queue_write(SharedTier::Cache, document, (snapshot.fetched_at_ms, snapshot.keys.clone()));
         }
-        self.log(io, "loaded", json!({ "source": snapshot.source, "age_s": self.age(&snapshot, now) / 1000, "kids": snapshot.keys.kids() }));
+        self.log(io, "loaded", json!({ "source": snapshot.source.name(), "age_s": self.age(&snapshot, now) / 1000, "kids": snapshot.keys.kids() }));
         self.install(snapshot);
         true
     }
@@ -469,7 +506,7 @@ impl KeyStore {
         let loaded = text.and_then(|text| match self.decode(&text, tier, now) {
             Some(snapshot) => Some((text, snapshot)),
             None => {
-                self.log(io, "ignored_tier", json!({ "tier": tier, "reason": "unusable stored JWKS" }));
+                self.log(io, "ignored_tier", json!({ "tier": tier.name(), "reason": "unusable stored JWKS" }));
                 None
             }
         });
@@ -479,7 +516,7 @@ impl KeyStore {
     }
 
     fn decode(&self, text: &str, tier: SharedTier, now: u64) -> Option<Snapshot> {
-        let stored: StoredJwks = serde_json::from_str(text).ok()?;
+        let stored = StoredJwks::from_json(text)?;
         if stored.v != 1 || stored.issuer != self.issuer || stored.jwks_url != self.jwks_url {
             return None;
         }
@@ -578,7 +615,7 @@ impl KeyStore {
         };
         let mut memory = describe(state.snapshot.as_ref().map(|s| (s.fetched_at_ms, &*s.keys)));
         if let (Some(s), Some(map)) = (&state.snapshot, memory.as_object_mut()) {
-            map.insert("source".into(), json!(s.source));
+            map.insert("source".into(), json!(s.source.name()));
         }
         let mut tiers = serde_json::Map::new();
         tiers.insert("memory".into(), memory);

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod forward;
 pub mod http;
 pub mod issuers;
+pub mod json;
 pub mod jwks;
 pub mod keystore;
 pub mod limits;

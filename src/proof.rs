@@ -9,7 +9,6 @@
 use std::future::Future;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -102,14 +101,12 @@ impl From<ProofProblem> for ProofError {
     }
 }
 
-#[derive(Deserialize)]
 struct Header {
     typ: Option<Value>,
     alg: Option<Value>,
     jwk: Option<Map<String, Value>>,
 }
 
-#[derive(Deserialize)]
 struct Payload {
     jti: Option<Value>,
     htm: Option<Value>,
@@ -209,8 +206,26 @@ fn split(proof: &str) -> Option<Parts> {
     if parts.next().is_some() {
         return None;
     }
-    let header: Header = serde_json::from_slice(&Base64UrlUnpadded::decode_vec(h).ok()?).ok()?;
-    let payload: Payload = serde_json::from_slice(&Base64UrlUnpadded::decode_vec(p).ok()?).ok()?;
+    let object = |segment: &str| crate::json::parse_object(&Base64UrlUnpadded::decode_vec(segment).ok()?).ok();
+    // Absent and `null` alike are no member.
+    let take = |members: &mut Map<String, Value>, name: &str| members.remove(name).filter(|v| !v.is_null());
+    let mut members = object(h)?;
+    let jwk = match take(&mut members, "jwk") {
+        None => None,
+        Some(Value::Object(jwk)) => Some(jwk),
+        Some(_) => return None,
+    };
+    let header = Header { typ: take(&mut members, "typ"), alg: take(&mut members, "alg"), jwk };
+    let mut members = object(p)?;
+    let mut take = |name: &str| take(&mut members, name);
+    let payload = Payload {
+        jti: take("jti"),
+        htm: take("htm"),
+        htu: take("htu"),
+        iat: take("iat"),
+        ath: take("ath"),
+        nonce: take("nonce"),
+    };
     let signature = Base64UrlUnpadded::decode_vec(s).ok()?;
     Some((header, payload, signature, format!("{h}.{p}")))
 }

@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use serde::Deserialize;
+use crate::json::Fields;
 
 /// Who answers a request once its rule admits it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,8 +18,7 @@ pub enum Responder {
     Origin,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
     /// A valid token is needed.
     Required,
@@ -182,8 +181,7 @@ pub struct RateLimit {
 }
 
 /// Whose budget a request spends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKey {
     /// The verified issuer and `sub`.
     Subject,
@@ -193,36 +191,32 @@ pub enum LimitKey {
     Ip,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRateLimit {
-    binding: String,
-    key: LimitKey,
-    #[serde(default)]
-    period: Option<u64>,
-}
-
 /// What Workers Rate Limiting allows as a period.
 pub const RATE_LIMIT_PERIODS: [u64; 2] = [10, 60];
 pub const DEFAULT_RATE_LIMIT_PERIOD_SECONDS: u64 = 60;
 
 impl RateLimit {
-    fn parse(raw: RawRateLimit, auth: Auth) -> Result<RateLimit, String> {
-        let name_ok = !raw.binding.is_empty()
-            && raw.binding.len() <= 64
-            && raw.binding.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && !raw.binding.as_bytes()[0].is_ascii_digit();
+    fn parse(raw: &serde_json::Value, auth: Auth) -> Result<RateLimit, String> {
+        let raw = Fields::of(raw, "struct RawRateLimit", &["binding", "key", "period"])?;
+        let binding = raw.required_string("binding")?;
+        let key = raw
+            .choice("key", &[("subject", LimitKey::Subject), ("client", LimitKey::Client), ("ip", LimitKey::Ip)])?
+            .ok_or("missing field `key`")?;
+        let name_ok = !binding.is_empty()
+            && binding.len() <= 64
+            && binding.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !binding.as_bytes()[0].is_ascii_digit();
         if !name_ok {
-            return Err(format!("rate_limit: binding {:?} is not a binding name", raw.binding));
+            return Err(format!("rate_limit: binding {binding:?} is not a binding name"));
         }
-        if raw.key != LimitKey::Ip && auth != Auth::Required {
+        if key != LimitKey::Ip && auth != Auth::Required {
             return Err("rate_limit: key \"subject\" or \"client\" needs auth \"required\" (use \"ip\")".into());
         }
-        let period_secs = raw.period.unwrap_or(DEFAULT_RATE_LIMIT_PERIOD_SECONDS);
+        let period_secs = raw.unsigned("period")?.unwrap_or(DEFAULT_RATE_LIMIT_PERIOD_SECONDS);
         if !RATE_LIMIT_PERIODS.contains(&period_secs) {
             return Err("rate_limit: period must be 10 or 60 (the binding's period)".into());
         }
-        Ok(RateLimit { binding: raw.binding.into(), key: raw.key, period_secs })
+        Ok(RateLimit { binding: binding.into(), key, period_secs })
     }
 }
 
@@ -319,25 +313,8 @@ impl std::fmt::Display for RulesError {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    path: String,
-    #[serde(default)]
-    methods: Option<Vec<String>>,
-    #[serde(default)]
-    auth: Option<Auth>,
-    #[serde(default)]
-    scopes: Option<Vec<String>>,
-    #[serde(default)]
-    any_scopes: Option<Vec<String>>,
-    #[serde(default)]
-    websocket: bool,
-    #[serde(default)]
-    claims: Option<serde_json::Map<String, serde_json::Value>>,
-    #[serde(default)]
-    rate_limit: Option<RawRateLimit>,
-}
+/// The members a rule may have.
+const RULE_FIELDS: [&str; 8] = ["path", "methods", "auth", "scopes", "any_scopes", "websocket", "claims", "rate_limit"];
 
 /// Methods no rule may list: TRACE and TRACK echo the request, headers the edge adds included
 /// (`X-Edge-Auth-Secret`), and CONNECT asks for a tunnel the gateway does not make.
@@ -384,8 +361,7 @@ impl Rules {
         let parsed;
         let value = match value {
             serde_json::Value::String(text) => {
-                parsed = serde_json::from_str::<serde_json::Value>(text)
-                    .map_err(|e| whole(format!("not JSON: {}", first_line(&e.to_string()))))?;
+                parsed = crate::json::parse(text.as_bytes()).map_err(|e| whole(format!("not JSON: {e}")))?;
                 &parsed
             }
             other => other,
@@ -423,9 +399,10 @@ impl Rules {
     }
 
     fn rule(raw: &serde_json::Value) -> Result<Rule, String> {
-        let raw = RawRule::deserialize(raw).map_err(|e| first_line(&e.to_string()))?;
-        let pattern = Pattern::parse(&raw.path)?;
-        let methods = match raw.methods {
+        let raw = Fields::of(raw, "struct RawRule", &RULE_FIELDS)?;
+        let path = raw.required_string("path")?;
+        let pattern = Pattern::parse(path)?;
+        let methods = match raw.strings("methods")? {
             None => None,
             Some(list) if list.is_empty() => return Err("methods must list at least one method".into()),
             Some(list) => Some(
@@ -442,29 +419,37 @@ impl Rules {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
-        let auth = raw.auth.unwrap_or(Auth::Required);
-        let scopes = scope_list(raw.scopes, "scopes")?;
-        let any_scopes = scope_list(raw.any_scopes, "any_scopes")?;
+        let auth = raw
+            .choice("auth", &[("required", Auth::Required), ("public", Auth::Public), ("optional", Auth::Optional)])?
+            .unwrap_or(Auth::Required);
+        let scopes = scope_list(raw.strings("scopes")?, "scopes")?;
+        let any_scopes = scope_list(raw.strings("any_scopes")?, "any_scopes")?;
         if auth != Auth::Required && !(scopes.is_empty() && any_scopes.is_empty()) {
             return Err("scopes and any_scopes need auth \"required\"".into());
         }
-        let claims = match raw.claims {
+        let claims = match raw.get("claims") {
             None => Vec::new(),
+            Some(other) if !other.is_object() => return Err(crate::json::invalid_type(other, "a map")),
             // As with scopes: an optional rule admits a request without a token, which would
             // pass the claims unchecked.
             Some(_) if auth != Auth::Required => {
                 return Err("claims need a token: auth \"required\" (not allowed on a public or optional rule)".into());
             }
-            Some(map) => map.iter().map(|(name, value)| ClaimRule::parse(name, value)).collect::<Result<_, _>>()?,
+            Some(map) => map
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(name, value)| ClaimRule::parse(name, value))
+                .collect::<Result<_, _>>()?,
         };
-        let rate_limit = raw.rate_limit.map(|limit| RateLimit::parse(limit, auth)).transpose()?;
-        let websocket = raw.websocket;
+        let rate_limit = raw.get("rate_limit").map(|limit| RateLimit::parse(limit, auth)).transpose()?;
+        let websocket = raw.flag("websocket")?;
         // A WebSocket handshake is a GET (RFC 6455 §4.1).
         if websocket && methods.as_ref().is_some_and(|list| !list.iter().any(|m| m == "GET")) {
             return Err("websocket needs GET among the methods (a handshake is a GET)".into());
         }
         Ok(Rule {
-            path: raw.path.as_str().into(),
+            path: path.into(),
             pattern,
             methods,
             auth,
@@ -529,9 +514,4 @@ fn scope_list(list: Option<Vec<String>>, field: &str) -> Result<Vec<String>, Str
         Some(bad) => Err(format!("{field}: {bad:?} is not a scope (printable, no spaces, quotes or backslashes)")),
         None => Ok(list),
     }
-}
-
-/// serde's messages end with " at line 1 column 9"; keep the part that says what was wrong.
-fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or_default().chars().take(200).collect()
 }

@@ -4,10 +4,7 @@
 use base64ct::{Base64UrlUnpadded, Encoding};
 use serde_json::Value;
 
-use crate::{
-    claims::{TokenClaims, UniqueObject},
-    error::TokenProblem,
-};
+use crate::{claims::TokenClaims, error::TokenProblem};
 
 /// The one algorithm accepted. Auth0 signs access tokens with RS256; accepting anything else
 /// invites algorithm confusion (`none`, or HS256 keyed with the public key).
@@ -40,7 +37,7 @@ impl<'a> UnverifiedToken<'a> {
         };
         let decode = |segment: &str| Base64UrlUnpadded::decode_vec(segment).map_err(|_| TokenProblem::Malformed);
         let (header, payload, signature) = (decode(header)?, decode(payload)?, decode(signature)?);
-        let UniqueObject(header) = serde_json::from_slice(&header).map_err(|_| TokenProblem::Malformed)?;
+        let header = crate::json::parse_object(&header).map_err(|_| TokenProblem::Malformed)?;
         let text = |name: &str| match header.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(text)) => Ok(Some(text.as_str())),

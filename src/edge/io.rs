@@ -128,8 +128,15 @@ impl DenyIo for WorkerIo {
         let kv = self.denylist.as_ref().ok_or("no DENYLIST binding")?;
         let listed = JsFuture::from(kv_list_all(kv, MAX_DENYLIST_PAGES)).await.map_err(|e| describe(&e))?;
         let text = listed.as_string().ok_or("list answered no text")?;
-        let pairs: Vec<(String, Option<String>)> = serde_json::from_str(&text).map_err(|_| "list answered no list")?;
-        Ok(pairs.into_iter().map(|(key, reason)| DeniedEntry { key, reason }).collect())
+        let listed = crate::json::parse(text.as_bytes()).map_err(|_| "list answered no list")?;
+        // `[[key, reason-or-null], ...]`, as io.mjs's kv_list_all joins the pages.
+        let entry = |pair: &serde_json::Value| {
+            let [key, reason] = pair.as_array()?.as_slice() else { return None };
+            let reason = if reason.is_null() { None } else { Some(reason.as_str()?.to_owned()) };
+            Some(DeniedEntry { key: key.as_str()?.to_owned(), reason })
+        };
+        let listed = listed.as_array().ok_or("list answered no list")?;
+        listed.iter().map(|pair| entry(pair).ok_or_else(|| "list answered no list".to_owned())).collect()
     }
 }
 

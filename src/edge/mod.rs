@@ -115,7 +115,7 @@ fn var(env: &JsValue, name: &str) -> Option<serde_json::Value> {
         return Some(serde_json::Value::String(text));
     }
     // A binding (KV, a service) stringifies to `{}`; the configuration refuses it where a value is due.
-    serde_json::from_str(&js_sys::JSON::stringify(&value).ok()?.as_string()?).ok()
+    crate::json::parse(js_sys::JSON::stringify(&value).ok()?.as_string()?.as_bytes()).ok()
 }
 
 /// The worker's `fetch` handler, called by `entry.mjs` with the runtime's request, env and context.
