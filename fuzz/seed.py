@@ -212,6 +212,16 @@ def dpop_seeds(seeds):
         seeds.add("dpop_proof", b"\x00" + raw.encode())
 
 
+def json_seeds(seeds):
+    """json_parse: every JWKS and hand-made texts at the edges of the grammar."""
+    for data in list(seeds.by_target.get("jwks_parse", ())):
+        if len(data) <= 4096:
+            seeds.add("json_parse", data)
+    for text in ['{"a":1,"a":2}', '{"a":{"b":1,"b":1}}', '[1e400]', '[-0]', '["\\ud83d\\ude00"]', '["\\ud83d"]',
+                 '[18446744073709551616]', '[-9223372036854775809]', '[1.5e-7]', '{"exp":1700000000.5}', '[01]', '[1.]']:
+        seeds.add("json_parse", text)
+
+
 def main():
     fixture = load("fuzz/fixtures/pipeline.json")
     signatures = load("tests/vectors/signatures.json")
@@ -221,6 +231,7 @@ def main():
     jwks_seeds(seeds, [doc["jwks"] for doc in (fixture, signatures, attacks) if doc])
     route_seeds(seeds, attacks)
     dpop_seeds(seeds)
+    json_seeds(seeds)
     seeds.write()
 
 

@@ -18,7 +18,7 @@ case "$SECONDS_PER_TARGET" in '' | *[!0-9]* | 0)
     exit 2
     ;;
 esac
-TARGETS="${FUZZ_TARGETS:-token_pipeline jwks_parse routes path_safety dpop_proof}"
+TARGETS="${FUZZ_TARGETS:-token_pipeline jwks_parse routes path_safety dpop_proof json_parse}"
 CARGO_FUZZ_VERSION=0.13.2
 CARGO_FUZZ_BIN="$TOOLS_DIR/cargo-fuzz-$CARGO_FUZZ_VERSION/bin/cargo-fuzz"
 # -a: debug assertions and overflow checks in the core, as in its host tests.
@@ -49,6 +49,7 @@ options() { # target: libFuzzer options beyond the common ones
     case "$1" in
     token_pipeline) echo "-max_len=12288" ;; # past the 8 KiB token limit
     jwks_parse) echo "-max_len=16384" ;;
+    json_parse) echo "-max_len=4096" ;;
     routes) echo "-max_len=4096 -dict=fuzz/dicts/routes.dict" ;;
     dpop_proof) echo "-max_len=4096 -dict=fuzz/dicts/dpop.dict" ;;
     *) echo "-max_len=1024" ;;
