@@ -431,10 +431,7 @@ fn observe<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<ObservePolicy
     let sample = match vars.get("DECISION_LOG_SAMPLE") {
         None => 1.0,
         Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
-        // A JSON number, read as every other number is (see src/json.rs).
-        Some(Value::String(s)) => {
-            crate::json::parse(s.trim().as_bytes()).ok().and_then(|v| v.as_f64()).unwrap_or(f64::NAN)
-        }
+        Some(Value::String(s)) => decimal(s.trim()).unwrap_or(f64::NAN),
         Some(_) => f64::NAN,
     };
     if !(0.0..=1.0).contains(&sample) {
@@ -444,6 +441,24 @@ fn observe<F: Fn(&str) -> Option<Value>>(vars: &Vars<F>) -> Result<ObservePolicy
         vars.count("LOG_LINES_PER_MINUTE", u64::from(DEFAULT_LOG_LINES_PER_MINUTE), 1, MAX_LOG_LINES_PER_MINUTE)?;
     let lines_per_minute = u32::try_from(per_minute).unwrap_or(u32::MAX);
     Ok(ObservePolicy { decision_log, sample, lines_per_minute })
+}
+
+/// A decimal as written in a variable: a JSON number (read as every other number is, see
+/// src/json.rs), also with a leading `+` or a bare `.5` / `5.` (what Rust's float reader took here).
+fn decimal(text: &str) -> Option<f64> {
+    let text = text.strip_prefix('+').unwrap_or(text);
+    if text == "." {
+        return None;
+    }
+    let mut normal = String::with_capacity(text.len() + 2);
+    if text.starts_with('.') {
+        normal.push('0');
+    }
+    normal.push_str(text);
+    if text.ends_with('.') {
+        normal.push('0');
+    }
+    crate::json::parse(normal.as_bytes()).ok()?.as_f64()
 }
 
 fn missing(variable: &'static str) -> ConfigError {
@@ -1131,12 +1146,19 @@ mod tests {
         assert_eq!((c.observe.decision_log, c.observe.sample, c.observe.lines_per_minute), (DecisionLog::All, 0.25, 5));
         let c = typed_with(&[("DECISION_LOG", json!("off")), ("DECISION_LOG_SAMPLE", json!(0))]).unwrap();
         assert_eq!((c.observe.decision_log, c.observe.sample), (DecisionLog::Off, 0.0));
+        for (text, sample) in [(".5", 0.5), ("+0.5", 0.5), ("1.", 1.0), (" 0.1 ", 0.1), ("5e-1", 0.5), ("0", 0.0)] {
+            let c = with(&[("DECISION_LOG_SAMPLE", text)]).unwrap();
+            assert_eq!(c.observe.sample, sample, "{text}");
+        }
         for (name, value) in [
             ("DECISION_LOG", "refusal"),
             ("DECISION_LOG_SAMPLE", "1.5"),
             ("DECISION_LOG_SAMPLE", "-0.1"),
             ("DECISION_LOG_SAMPLE", "NaN"),
             ("DECISION_LOG_SAMPLE", "half"),
+            ("DECISION_LOG_SAMPLE", "inf"),
+            ("DECISION_LOG_SAMPLE", "."),
+            ("DECISION_LOG_SAMPLE", "0x1"),
             ("LOG_LINES_PER_MINUTE", "0"),
             ("LOG_LINES_PER_MINUTE", "100001"),
         ] {

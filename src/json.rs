@@ -12,7 +12,7 @@
 //!
 //! What it accepts is what `serde_json` accepts (`tests/json_parity.rs` compares the two): numbers
 //! as integers when they fit `u64` / `i64`, else finite `f64`; strings of valid UTF-8 with no raw
-//! control character and no lone surrogate escape; at most 128 levels of nesting.
+//! control character and no lone surrogate escape; fewer than 128 levels of nesting.
 
 use serde_json::{Map, Number, Value};
 
@@ -300,13 +300,13 @@ impl Reader<'_> {
             let mut exponent: i64 = 0;
             while let Some(d @ b'0'..=b'9') = self.peek() {
                 self.at += 1;
-                // Past a million the number is zero or out of range whatever follows.
-                exponent = (exponent * 10 + i64::from(d - b'0')).min(1_000_000);
+                // Saturating: an exponent past i64 gives zero or out of range either way.
+                exponent = exponent.saturating_mul(10).saturating_add(i64::from(d - b'0'));
             }
             if self.at == from {
                 return Err(self.fail("invalid number"));
             }
-            scale += if sign < 0 { -exponent } else { exponent };
+            scale = scale.saturating_add(if sign < 0 { -exponent } else { exponent });
         }
         if integral {
             if !negative {
@@ -323,46 +323,84 @@ impl Reader<'_> {
     }
 }
 
-/// `significand` × 10^`scale`, without core's correctly rounded decimal reader (its tables and code
-/// were ~18 KB of the wasm). Exact, hence correctly rounded, while the significand fits 53 bits
-/// and |scale| ≤ 22 (Clinger's fast path: every time a token carries, every configuration
-/// value); beyond that within a few units in the last place, like serde_json's default reader.
+/// 10^0 ..= 10^22, exact in an f64: the powers every ordinary number needs, without the table.
+const POW10_EXACT: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
+];
+
+/// `significand` × 10^`scale` as serde_json's default reader computes it (one multiplication or
+/// division by an exactly rounded power of ten), so that both read every number alike; infinite
+/// when out of range. Without core's correctly rounded decimal reader, whose tables and code were
+/// ~18 KB of the wasm. Exact, hence correctly rounded, while the significand fits 53 bits and
+/// |scale| ≤ 22 (Clinger's fast path: every time a token carries, every configuration value).
 pub fn scaled(significand: u64, scale: i64) -> f64 {
-    // 10^0 ..= 10^22, each exact in an f64.
-    const POWERS: [f64; 23] = {
-        let mut powers = [1.0; 23];
-        let mut i = 1;
-        while i < 23 {
-            powers[i] = powers[i - 1] * 10.0;
-            i += 1;
-        }
-        powers
-    };
     let mut value = significand as f64;
-    if value == 0.0 {
-        return value;
-    }
     let mut scale = scale;
-    while scale > 22 && value.is_finite() {
-        value *= POWERS[22];
-        scale -= 22;
+    loop {
+        // Compared as u64: a cast to usize first would wrap on wasm32.
+        let power = match scale.unsigned_abs() {
+            e @ 0..=22 => Some(POW10_EXACT[e as usize]),
+            e @ 23..=308 => Some(pow10(e as usize)),
+            _ => None,
+        };
+        if let Some(power) = power {
+            return if scale >= 0 { value * power } else { value / power };
+        }
+        if value == 0.0 {
+            return value;
+        }
+        if scale > 0 {
+            return f64::INFINITY;
+        }
+        value /= 1e308;
+        scale += 308;
     }
-    while scale < -22 && value != 0.0 {
-        value /= POWERS[22];
-        scale += 22;
+}
+
+/// 10^0 ..= 10^308, each the nearest f64: made once, on the first number that needs one past
+/// 10^22 (as a literal table they were ~2.5 KB of poorly compressible wasm data).
+fn pow10(exponent: usize) -> f64 {
+    static TABLE: std::sync::OnceLock<[f64; 309]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(powers_of_ten)[exponent]
+}
+
+/// 10^e = 5^e · 2^e, with 5^e exact in 32-bit limbs (at most 23 of them), rounded once.
+pub fn powers_of_ten() -> [f64; 309] {
+    let mut table = [1.0; 309];
+    let mut five: Vec<u32> = vec![1];
+    for (e, slot) in table.iter_mut().enumerate().skip(1) {
+        let mut carry = 0u64;
+        for limb in five.iter_mut() {
+            let product = u64::from(*limb) * 5 + carry;
+            *limb = product as u32;
+            carry = product >> 32;
+        }
+        if carry > 0 {
+            five.push(carry as u32);
+        }
+        *slot = nearest(&five, e as i32);
     }
-    // A loop stopped early: the value already overflowed, or reached zero.
-    if scale > 22 {
-        return f64::INFINITY;
+    table
+}
+
+/// The f64 nearest `big` (little-endian limbs) × 2^`scale`, ties to even: the top 64 bits, with
+/// any lower bit set folded into the last one (it only ever breaks a tie upward, as it must),
+/// rounded by the u64 conversion, then scaled exactly by a power of two.
+fn nearest(big: &[u32], scale: i32) -> f64 {
+    let top = big.len() - 1;
+    let bits = 32 * top + (32 - big[top].leading_zeros() as usize);
+    let shift = bits.saturating_sub(64);
+    let bit = |i: usize| big[i / 32] >> (i % 32) & 1 == 1;
+    let mut window = 0u64;
+    for i in (shift..bits).rev() {
+        window = window << 1 | u64::from(bit(i));
     }
-    if scale < -22 {
-        return 0.0;
+    if (0..shift).any(bit) {
+        window |= 1;
     }
-    if scale >= 0 {
-        value * POWERS[scale as usize]
-    } else {
-        value / POWERS[(-scale) as usize]
-    }
+    let exponent = shift as i32 + scale;
+    window as f64 * f64::from_bits(((exponent + 1023) as u64) << 52)
 }
 
 /// A JSON object read as a record with known members (what `#[serde(deny_unknown_fields)]` with
@@ -441,4 +479,32 @@ pub fn invalid_type(value: &Value, expected: &str) -> String {
         Value::Object(_) => "map".to_owned(),
     };
     format!("invalid type: {kind}, expected {expected}")
+}
+
+/// `text` as a JSON string literal (RFC 8259 §7: quotes, backslashes and control characters
+/// escaped). For bodies made once per isolate, where serde_json's serializer would be compiled on
+/// a fresh isolate's first answer for a few constant strings.
+pub fn string_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(HEX[(c as usize) >> 4] as char);
+                out.push(HEX[(c as usize) & 15] as char);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

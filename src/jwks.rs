@@ -129,6 +129,8 @@ impl KeySet {
     /// `verify`, no private member, a modulus of 2048 to 4096 bits, an odd exponent of at least 3.
     /// Unusable entries (other key types, encryption keys, malformed members) are skipped,
     /// so one odd key does not take down the whole set. A repeated `kid` keeps its first key.
+    /// A document that repeats a member name in any object is malformed as a whole (which of the
+    /// values is meant cannot be known; see src/json.rs): keys already held are kept.
     pub fn parse(document: &[u8]) -> Result<KeySet, JwksError> {
         let document = crate::json::parse_object(document).map_err(|_| JwksError::Malformed)?;
         let Some(serde_json::Value::Array(entries)) = document.get("keys") else { return Err(JwksError::Malformed) };

@@ -18,8 +18,8 @@ fn check(text: &[u8], problems: &mut Vec<String>) {
     }
 }
 
-/// Equal values, and equal kinds of number (an integer is not a float, -0.0 is not 0). Floats may
-/// differ in the last place: serde_json's default float reader is not correctly rounded.
+/// Equal values, and equal kinds of number (an integer is not a float), floats to the bit (-0.0 is
+/// not 0): both compute a float the same way (see `json::scaled`).
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => match (x.as_u64(), y.as_u64(), x.as_i64(), y.as_i64()) {
@@ -27,7 +27,7 @@ fn same(a: &Value, b: &Value) -> bool {
             (None, None, Some(p), Some(q)) => p == q,
             (None, None, None, None) => {
                 let (p, q) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-                p.is_sign_negative() == q.is_sign_negative() && (p == q || ((p - q) / q).abs() < 1e-15)
+                p.to_bits() == q.to_bits()
             }
             _ => false,
         },
@@ -160,6 +160,9 @@ fn reads_what_serde_json_reads() {
         check(format!("[{text}]").as_bytes(), &mut problems);
         check(format!("{{\"k\":{text}}}").as_bytes(), &mut problems);
     }
+    // Digit runs longer than any exponent cap, against an exponent that brings them back.
+    check(format!("1{}e-1000001", "0".repeat(1_000_001)).as_bytes(), &mut problems);
+    check(format!("0.{}1e1000001", "0".repeat(1_000_000)).as_bytes(), &mut problems);
     // Bytes that are not UTF-8, inside and outside strings.
     for bytes in [&b"\"\xff\""[..], b"\"\xc3\"", b"\"\xed\xa0\x80\"", b"[\xff]", b"\xef\xbb\xbf[]", b"\"\xc3\xa9\""] {
         check(bytes, &mut problems);
@@ -194,6 +197,41 @@ fn reads_times_and_ordinary_decimals_exactly() {
     }
 }
 
+/// Across the whole range (long significands, fractions, exponents past either end), the same
+/// float as serde_json to the bit, or the same refusal.
+#[test]
+fn reads_any_number_as_serde_json_does() {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut problems = Vec::new();
+    for _ in 0..20_000 {
+        let digits = format!("{}{}", next(), next() % 1000);
+        let cut = (next() % digits.len() as u64) as usize;
+        let exponent = (next() % 800) as i64 - 400;
+        let text = match next() % 3 {
+            0 => format!("{digits}e{exponent}"),
+            1 => format!("{}.{}e{exponent}", &digits[..cut.max(1)], &digits[cut.max(1)..]),
+            _ => format!("-0.{digits}E+{}", exponent.abs()),
+        };
+        check(text.trim_end_matches('.').as_bytes(), &mut problems);
+    }
+    assert!(problems.is_empty(), "{} differences:\n{}", problems.len(), problems[..problems.len().min(20)].join("\n"));
+}
+
+/// The powers of ten made at run time are the compiler's nearest f64 literals, every one.
+#[test]
+fn powers_of_ten_are_the_nearest_floats() {
+    for (e, power) in json::powers_of_ten().iter().enumerate() {
+        let literal: f64 = format!("1e{e}").parse().unwrap();
+        assert_eq!(power.to_bits(), literal.to_bits(), "10^{e}");
+    }
+}
+
 #[test]
 fn refuses_repeated_member_names_at_any_depth() {
     for text in [
@@ -216,4 +254,15 @@ fn every_prefix_of_a_document_is_judged_alike() {
         check(&document[..end], &mut problems);
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn string_literals_are_what_serde_json_writes() {
+    for text in
+        ["", "plain", "quote \" and \\ backslash", "\u{0}\u{8}\u{c}\u{1f}\n\r\t\u{7f}", "é \u{1F600} / </script>"]
+    {
+        let ours = json::string_literal(text);
+        assert_eq!(ours, serde_json::Value::from(text).to_string(), "{text:?}");
+        assert_eq!(json::parse(ours.as_bytes()).unwrap(), serde_json::Value::from(text));
+    }
 }

@@ -2,8 +2,7 @@
 //! replaced for tokens, proofs, JWKS documents, stored copies and configuration).
 //!
 //! Invariants: no panic; when serde_json refuses a text, so does ours; when ours accepts, serde_json
-//! reads the same value (integers equal and of the same kind, floats within a few units in the
-//! last place); when ours refuses a text serde_json accepts, the reason is a repeated member name,
+//! reads the same value (integers equal and of the same kind, floats to the bit); when ours refuses a text serde_json accepts, the reason is a repeated member name,
 //! and some object of the text really repeats one.
 
 #![no_main]
@@ -19,7 +18,7 @@ fn same(a: &Value, b: &Value) -> bool {
             (None, None, Some(p), Some(q)) => p == q,
             (None, None, None, None) => {
                 let (p, q) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-                p.is_sign_negative() == q.is_sign_negative() && (p == q || ((p - q) / q).abs() < 1e-13)
+                p.to_bits() == q.to_bits()
             }
             _ => false,
         },
