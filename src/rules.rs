@@ -342,7 +342,7 @@ impl Rules {
             websocket: false,
             claims: Vec::new(),
             rate_limit: None,
-            responder: Responder::Message(serde_json::json!({ "message": message }).to_string().into()),
+            responder: Responder::Message(format!("{{\"message\":{}}}", crate::json::string_literal(message)).into()),
         };
         Rules {
             rules: vec![
