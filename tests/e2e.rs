@@ -617,10 +617,21 @@ fn a_restarted_worker_with_kv_kept_serves_keys_while_the_issuer_is_down() {
 
     // Emulate the round trip to a distant tenant, so the two cold paths can be compared.
     issuer.set_mode(Mode::Delay(Duration::from_millis(ISSUER_RTT_MS)));
-    let first = Worker::start(&issuer, &[], &state);
+    let first = Worker::start(&issuer, &[("STATUS_ENDPOINT", "true")], &state);
     let started = Instant::now();
     assert_eq!(first.get("/api/private", &token).status, 200);
     let from_issuer = started.elapsed();
+    // The KV write runs after the answer (in waitUntil, from a later task): the runtime would keep
+    // the isolate for it; this test stops the process, so it waits until the status says written.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = request(first.port, "GET", "/.well-known/edge-auth/status", &[]).json();
+        if status["issuers"][0]["tiers"]["kv"]["present"] == json!(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first worker never wrote its keys to KV: {status}\n{}", first.log());
+        thread::sleep(Duration::from_millis(50));
+    }
     drop(first);
 
     // Only KV survives: the per-data-centre cache is dropped, and the issuer is gone.

@@ -228,15 +228,22 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                     let (issuers, refresh) = (ready.issuers.clone(), outcome.background_refresh);
                     let denylist = outcome.denylist_refresh;
                     let work = wasm_bindgen_futures::future_to_promise(async move {
-                        if let Some(list) = denylist.then_some(()).and(io.ready.denylist.as_ref()) {
-                            app::refresh_denylist(list, &io, js_sys::Date::now() as u64).await;
-                        }
-                        if let Some(issuer) = refresh.and_then(|index| issuers.get(index)) {
-                            issuer.store.refresh(js_sys::Date::now() as u64, &io).await;
-                        }
-                        for issuer in issuers.iter() {
-                            issuer.store.write_pending(&io).await;
-                        }
+                        // The promise's first poll runs in this task, before the answer leaves:
+                        // it only waits for a later task, and the work's own code (compiled on
+                        // its first call by a fresh isolate) starts there.
+                        let _ = wasm_bindgen_futures::JsFuture::from(io::next_task()).await;
+                        crate::outline::outline(async move {
+                            if let Some(list) = denylist.then_some(()).and(io.ready.denylist.as_ref()) {
+                                app::refresh_denylist(list, &io, js_sys::Date::now() as u64).await;
+                            }
+                            if let Some(issuer) = refresh.and_then(|index| issuers.get(index)) {
+                                issuer.store.refresh(js_sys::Date::now() as u64, &io).await;
+                            }
+                            for issuer in issuers.iter() {
+                                issuer.store.write_pending(&io).await;
+                            }
+                        })
+                        .await;
                         Ok(JsValue::UNDEFINED)
                     });
                     io::wait_until(&ctx, &work);
