@@ -3,6 +3,7 @@
 # Never part of ./scripts/test.sh. Usage: ./scripts/bench.sh [seconds-per-run] [rounds]
 # ./scripts/bench.sh --gateway [seconds] [rounds]: the latency the gateway hop adds to a local origin.
 # ./scripts/bench.sh --cold [tries]: a fresh workerd per try, the first answers of a new isolate.
+# ./scripts/bench.sh --profile [--gateway] [--token] [PATH]: where a request's CPU goes (a V8 profile).
 # (defaults 10 and 3; more options: python3 bench/bench.py --help). The table goes to stdout and
 # to bench/results/<UTC time>.md. EDGE_AUTH_PREBUILT=1 benches the build/ already there.
 set -eu
@@ -24,5 +25,9 @@ fi
 if [ "${1:-}" = --cold ]; then
     shift
     exec python3 bench/cold.py "$@"
+fi
+if [ "${1:-}" = --profile ]; then
+    shift
+    exec python3 bench/profile.py "$@"
 fi
 exec python3 bench/bench.py "$@"

@@ -17,12 +17,6 @@ export async function cache_put(key, body, maxAge) {
   await caches.default.put(key, new Response(body, { headers }));
 }
 
-// Resolves in a later task: work begun after an answer waits on it, so that nothing of that work
-// (its code's first compile included) runs before the answer has left.
-export function next_task() {
-  return new Promise((resolve) => setTimeout(resolve, 0));
-}
-
 export function kv_get(binding, key) {
   return binding.get(key);
 }

@@ -20,8 +20,6 @@ extern "C" {
     fn fetch_jwks(url: &str, timeout_ms: f64, cap: u32) -> Promise;
     /// `ctx.waitUntil(promise)`.
     pub fn wait_until(ctx: &JsValue, promise: &Promise);
-    /// A promise resolved by a later task (`setTimeout(…, 0)`).
-    pub fn next_task() -> Promise;
 }
 
 /// KV binding name, declared in wrangler.toml. Optional: without it the KV tier is skipped.

@@ -231,7 +231,7 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                         // The promise's first poll runs in this task, before the answer leaves:
                         // it only waits for a later task, and the work's own code (compiled on
                         // its first call by a fresh isolate) starts there.
-                        let _ = wasm_bindgen_futures::JsFuture::from(io::next_task()).await;
+                        timer::sleep(0).await;
                         crate::outline::outline(async move {
                             if let Some(list) = denylist.then_some(()).and(io.ready.denylist.as_ref()) {
                                 app::refresh_denylist(list, &io, js_sys::Date::now() as u64).await;

@@ -1,0 +1,136 @@
+"""Where a request's CPU goes: a V8 CPU profile of edge-auth on bare workerd under wrk load.
+
+Usage: python3 bench/profile.py [--gateway] [--token] [--seconds N] [PATH]
+       (./scripts/bench.sh --profile ... does this)
+
+The worker is the release build with the wasm's function names kept (wasm-opt --debuginfo, the
+same code as shipped), so wasm functions show by name beside JavaScript and the runtime's own
+work. workerd runs with its inspector on a loopback port; bench/profile.mjs samples every 50 us
+while wrk drives PATH (default /api/public, or /public/x with --gateway, which puts a local echo
+origin behind the worker). --token sends one valid token, repeated (the token cache's steady
+state). Prints each function's share of the samples by itself and with what it called, and
+writes the profile to target/bench-profile/out.cpuprofile (Chrome DevTools opens it). Sampling
+slows the worker down; compare shares, never its times with the benchmark's.
+"""
+
+import argparse
+import collections
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402  (the benchmark's build, bundle and process helpers)
+
+WORK = bench.WORK.parent / "bench-profile"
+ROUTES = '[{"path": "/public/*", "auth": "public"}, {"path": "/private/*"}]'
+ENABLE = ["--enable-mutable-globals", "--enable-sign-ext", "--enable-nontrapping-float-to-int",
+          "--enable-bulk-memory", "--enable-multivalue", "--enable-reference-types", "--enable-exception-handling"]
+
+
+def named_wasm(out):
+    """The shipped wasm again, with its name section: scripts/build.sh's steps, plus --debuginfo."""
+    lock = (bench.ROOT / "Cargo.lock").read_text()
+    version = re.search(r'name = "wasm-bindgen"\nversion = "([^"]+)"', lock).group(1)
+    tools = Path(os.environ.get("EDGE_AUTH_TOOLS", Path.home() / ".cache" / "edge-auth"))
+    stage = WORK / "bindgen"
+    bench.run([tools / f"wasm-bindgen-{version}" / "bin" / "wasm-bindgen",
+               bench.ROOT / "target" / "wasm32-unknown-unknown" / "release" / "edge_auth.wasm",
+               "--out-dir", stage, "--out-name", "glue", "--target", "module", "--no-typescript",
+               "--experimental-reset-state-function", "--force-enable-abort-handler"])
+    bench.run([bench.ROOT / "node_modules" / ".bin" / "wasm-opt", stage / "glue_bg.wasm", "-o", out, "-O",
+               "--debuginfo", "--one-caller-inline-max-function-size", "1000", *ENABLE])
+
+
+def report(profile, top):
+    nodes = {n["id"]: n for n in profile["nodes"]}
+    parent = {child: n["id"] for n in profile["nodes"] for child in n.get("children", [])}
+    samples = collections.Counter(profile["samples"])
+    total = sum(samples.values())
+
+    def name(node):
+        frame = node["callFrame"]
+        where = "wasm" if ".wasm" in frame.get("url", "") else ("js" if frame.get("url") else "")
+        return f"{(frame['functionName'] or '(anonymous)')[:100]} {where}".rstrip()
+
+    alone, within = collections.Counter(), collections.Counter()
+    for node_id, count in samples.items():
+        alone[name(nodes[node_id])] += count
+        seen, at = set(), node_id
+        while at is not None:
+            label = name(nodes[at])
+            if label not in seen:
+                within[label] += count
+                seen.add(label)
+            at = parent.get(at)
+    print(f"{total} samples; (idle) is the isolate waiting, (program) the runtime outside JavaScript")
+    for title, counts in (("by itself", alone), ("with what it called", within)):
+        print(f"\n| share | {title} |\n|---:|---|")
+        for label, count in counts.most_common(top):
+            print(f"| {100 * count / total:.1f}% | `{label}` |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", nargs="?")
+    parser.add_argument("--gateway", action="store_true", help="ROUTES in front of a local echo origin")
+    parser.add_argument("--token", action="store_true", help="send one valid token, repeated")
+    parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args()
+    path = args.path or ("/private/x" if args.gateway and args.token else "/public/x" if args.gateway
+                         else "/api/private" if args.token else "/api/public")
+    WORK.mkdir(parents=True, exist_ok=True)
+    date, flags = bench.compatibility()
+    ours_dir, _ = bench.build_worker(WORK)
+    wasm = WORK / "named.wasm"
+    named_wasm(wasm)
+    modules = [(n, kind, wasm if kind == "wasm" else p) for n, kind, p in bench.modules_of(ours_dir, bench.main_stem())]
+    procs = bench.Processes()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        issuer_port = bench.free_port()
+        key_dir = WORK / "issuer"
+        issuer = procs.start([bench.ISSUER_BIN, "serve", "--port", issuer_port, "--dir", key_dir], WORK / "issuer.log")
+        bench.wait_until_serving(issuer, issuer_port, "/.well-known/jwks.json", WORK / "issuer.log")
+        bindings = {"AUTH0_DOMAIN": f"127.0.0.1:{issuer_port}", "AUTH0_AUDIENCE": bench.AUDIENCE}
+        if args.gateway:
+            origin_port = bench.free_port()
+            origin = procs.start([bench.ISSUER_BIN, "origin", "--port", origin_port], WORK / "origin.log")
+            bench.wait_until_serving(origin, origin_port, "/public/x", WORK / "origin.log")
+            bindings.update(ORIGIN_URL=f"http://127.0.0.1:{origin_port}", ROUTES=ROUTES)
+        tokens = None
+        if args.token:
+            token = bench.run([bench.ISSUER_BIN, "mint", "--port", issuer_port, "--dir", key_dir, "--exp", 7200],
+                              stdout=subprocess.PIPE, text=True).stdout.strip()
+            tokens = WORK / "tokens.txt"
+            tokens.write_text(token + "\n")
+        port, inspector = bench.free_port(), bench.free_port()
+        config = WORK / "profile.capnp"
+        bench.capnp_config(config, modules, bindings, port, date, flags)
+        worker = procs.start([bench.workerd_binary(), "serve", config, f"--inspector-addr=127.0.0.1:{inspector}"],
+                             WORK / "worker.log")
+        bench.wait_until_serving(worker, port, "/api/public" if not args.gateway else "/public/x", WORK / "worker.log")
+        bench.drive(worker, port, path, tokens, 2, 1, 8)  # warm: keys fetched, code tiered up
+        out = WORK / "out.cpuprofile"
+        out.unlink(missing_ok=True)
+        sampler = subprocess.Popen([bench.ROOT / "node_modules" / ".bin" / "node", bench.ROOT / "bench" / "profile.mjs",
+                                    str(inspector), str(args.seconds + 1), out])
+        time.sleep(0.5)
+        load = bench.drive(worker, port, path, tokens, args.seconds, 1, 8)
+        if sampler.wait(timeout=60) != 0 or not out.exists():
+            raise SystemExit("bench: the profiler got no profile")
+    finally:
+        procs.stop_all()
+    print(f"{path}: {load['rps']:,.0f} req/s, {load['cpu_us']:.0f} us of workerd CPU per request while sampled\n")
+    report(json.loads(out.read_text()), args.top)
+    print(f"\nprofile: {out}")
+
+
+if __name__ == "__main__":
+    main()
