@@ -17,7 +17,6 @@ import argparse
 import collections
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -29,22 +28,7 @@ import bench  # noqa: E402  (the benchmark's build, bundle and process helpers)
 
 WORK = bench.WORK.parent / "bench-profile"
 ROUTES = '[{"path": "/public/*", "auth": "public"}, {"path": "/private/*"}]'
-ENABLE = ["--enable-mutable-globals", "--enable-sign-ext", "--enable-nontrapping-float-to-int",
-          "--enable-bulk-memory", "--enable-multivalue", "--enable-reference-types", "--enable-exception-handling"]
 
-
-def named_wasm(out):
-    """The shipped wasm again, with its name section: scripts/build.sh's steps, plus --debuginfo."""
-    lock = (bench.ROOT / "Cargo.lock").read_text()
-    version = re.search(r'name = "wasm-bindgen"\nversion = "([^"]+)"', lock).group(1)
-    tools = Path(os.environ.get("EDGE_AUTH_TOOLS", Path.home() / ".cache" / "edge-auth"))
-    stage = WORK / "bindgen"
-    bench.run([tools / f"wasm-bindgen-{version}" / "bin" / "wasm-bindgen",
-               bench.ROOT / "target" / "wasm32-unknown-unknown" / "release" / "edge_auth.wasm",
-               "--out-dir", stage, "--out-name", "glue", "--target", "module", "--no-typescript",
-               "--experimental-reset-state-function", "--force-enable-abort-handler"])
-    bench.run([bench.ROOT / "node_modules" / ".bin" / "wasm-opt", stage / "glue_bg.wasm", "-o", out, "-O",
-               "--debuginfo", "--one-caller-inline-max-function-size", "1000", *ENABLE])
 
 
 def report(profile, top):
@@ -87,10 +71,11 @@ def main():
                          else "/api/private" if args.token else "/api/public")
     WORK.mkdir(parents=True, exist_ok=True)
     date, flags = bench.compatibility()
-    ours_dir, _ = bench.build_worker(WORK)
-    wasm = WORK / "named.wasm"
-    named_wasm(wasm)
-    modules = [(n, kind, wasm if kind == "wasm" else p) for n, kind, p in bench.modules_of(ours_dir, bench.main_stem())]
+    # scripts/build.sh's own build, with the wasm's names kept (EDGE_AUTH_BUILD_NAMES), beside build/.
+    named = WORK / "named"
+    bench.run(["sh", "scripts/build.sh"], env=dict(os.environ, EDGE_AUTH_BUILD_NAMES=str(named)))
+    bench.run(["cargo", "build", "--quiet", "--release", "-p", "edge-auth-dev-issuer"])
+    modules = [("worker.mjs", "esModule", named / "worker.mjs"), ("glue_bg.wasm", "wasm", named / "glue_bg.wasm")]
     procs = bench.Processes()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
