@@ -40,10 +40,10 @@ sed -i 's/^import source /import /' "$stage/glue.js"
 "$WASM_OPT_BIN" "$stage/glue_bg.wasm" -o "$stage/glue_bg.wasm" -O $names --one-caller-inline-max-function-size 1000 \
     --enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int --enable-bulk-memory \
     --enable-multivalue --enable-reference-types --enable-exception-handling
-cp src/edge/entry.mjs src/edge/forward.mjs "$stage/"
+cp src/edge/entry.mjs src/edge/forward.mjs src/edge/respond.mjs "$stage/"
 "$ESBUILD_BIN" "$stage/entry.mjs" --bundle --format=esm --minify --log-level=warning \
     --external:./glue_bg.wasm --external:'cloudflare:*' --outfile="$stage/worker.mjs"
-rm -rf "$stage/entry.mjs" "$stage/forward.mjs" "$stage/glue.js" "$stage/snippets"
+rm -rf "$stage/entry.mjs" "$stage/forward.mjs" "$stage/respond.mjs" "$stage/glue.js" "$stage/snippets"
 rm -rf "$out.old"
 [ -d "$out" ] && mv "$out" "$out.old"
 mv "$stage" "$out"

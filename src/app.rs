@@ -124,6 +124,10 @@ pub struct Outcome {
     /// What was decided, for the log and the metrics (the edge adds the times, and the origin's
     /// status when it forwards).
     pub decision: Decision,
+    /// The answer was made from the request's head alone (method, URL, the headers in
+    /// `Incoming`) and this isolate's configuration: no token, clock, limit or state was
+    /// consulted, so any request with the same head gets the same answer (and decision).
+    pub fixed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +174,8 @@ struct Facts {
     kid: Option<Rc<str>>,
     cache: Option<CacheUse>,
     denylist_refresh: bool,
+    /// See [`Outcome::fixed`].
+    fixed: bool,
 }
 
 impl Facts {
@@ -218,7 +224,14 @@ pub async fn handle<I: Io, V: Verifier>(
         Ok(setup) => http::with_cors(response, &setup.config.cors, request.origin),
         Err(_) => response,
     };
-    Outcome { response, forward, background_refresh: facts.refresh, denylist_refresh: facts.denylist_refresh, decision }
+    Outcome {
+        fixed: facts.fixed && forward.is_none(),
+        response,
+        forward,
+        background_refresh: facts.refresh,
+        denylist_refresh: facts.denylist_refresh,
+        decision,
+    }
 }
 
 fn challenge(config: &Config, scheme: Option<Scheme>) -> Challenge<'_> {
@@ -297,6 +310,9 @@ async fn respond<I: Io, V: Verifier>(
         if let (Some(limit), Ok(setup)) = (&rule.rate_limit, setup) {
             outline(spend(limit, None, None, request, setup.keys.io)).await?;
         }
+        // A message spends no limit and reads nothing but the head (a forward's headers come from
+        // more of the request than that).
+        facts.fixed = rule.rate_limit.is_none() && matches!(rule.responder, Responder::Message(_));
         return answer(rule, None, setup, request);
     }
     let Setup { config, keys, rules: table } =

@@ -40,6 +40,35 @@ impl HttpResponse {
         self.headers.push((name, value.into()));
         self
     }
+
+    /// The response as one string for `entry.mjs` (`respond`), so that handing it to the runtime
+    /// is one crossing out of wasm instead of one per header: the status, then each header's name
+    /// and value, each on a line; then, when there is a body, a NUL and the body as it is.
+    /// `None` when a header could not travel that way (a line break or a NUL in it), which no
+    /// header the edge writes holds.
+    pub fn to_wire(&self) -> Option<String> {
+        let mut wire = self.status.to_string();
+        for (name, value) in &self.headers {
+            if [*name, value.as_str()].iter().any(|text| text.contains(['\n', '\r', '\0'])) {
+                return None;
+            }
+            for text in ["\n", name, "\n", value] {
+                wire.push_str(text);
+            }
+        }
+        if let Some(body) = &self.body {
+            wire.push('\0');
+            wire.push_str(body);
+        }
+        Some(wire)
+    }
+}
+
+/// The answer for an internal failure, in the shape of every other error (and of `entry.mjs`'s
+/// last resort): never the runtime's error page, never a detail.
+pub fn internal_error() -> HttpResponse {
+    HttpResponse::json_text(500, r#"{"error":"server_error","error_description":"Internal error"}"#)
+        .with_header("cache-control", "no-store")
 }
 
 /// Methods every route answers; `HEAD` is `GET` without a body.
@@ -224,4 +253,39 @@ pub fn preflight(cors: &CorsPolicy, policy: &PreflightPolicy, origin: Option<&st
         ]);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_has_status_headers_and_body_in_order() {
+        let response = HttpResponse::json_text(401, "{\"a\":\"\\u0000\"}\0tail")
+            .with_header("www-authenticate", "Bearer realm=\"api\"")
+            .with_header("vary", "Origin");
+        assert_eq!(
+            response.to_wire().unwrap(),
+            "401\ncontent-type\napplication/json\nwww-authenticate\nBearer realm=\"api\"\nvary\nOrigin\0{\"a\":\"\\u0000\"}\0tail"
+        );
+    }
+
+    #[test]
+    fn wire_tells_no_body_from_an_empty_one() {
+        assert_eq!(
+            HttpResponse::empty(204).with_header("allow", ALLOW).to_wire().unwrap(),
+            "204\nallow\nGET, HEAD, OPTIONS"
+        );
+        let empty = HttpResponse { status: 200, headers: Vec::new(), body: Some(String::new()) };
+        assert_eq!(empty.to_wire().unwrap(), "200\0");
+    }
+
+    #[test]
+    fn wire_refuses_a_header_that_cannot_travel() {
+        for value in ["a\nb", "a\rb", "a\0b"] {
+            assert_eq!(HttpResponse::empty(200).with_header("x", value).to_wire(), None, "{value:?}");
+        }
+        let status = internal_error().to_wire().unwrap();
+        assert!(status.starts_with("500\n"), "{status}");
+    }
 }

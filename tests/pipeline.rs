@@ -1712,3 +1712,29 @@ fn rules_without_a_limit_spend_nothing() {
     assert!(w.call("GET", "/anything", None, None).forward.is_some());
     assert!(w.io.spent.borrow().is_empty());
 }
+
+// ---- answers fixed by the head (entry.mjs answers their repeats without calling in) ----
+
+#[test]
+fn only_a_public_message_is_fixed_by_the_request_head() {
+    let w = world();
+    let token = format!("Bearer {}", valid_token());
+    let public = w.call("GET", "/api/public", Some(&token), Some("https://app.example.com"));
+    assert_eq!(public.response.status, 200);
+    assert!(public.fixed, "a public message reads nothing beyond the head");
+    for (method, path, authorization) in [
+        ("GET", "/api/private", Some(token.as_str())),
+        ("GET", "/api/private", None),
+        ("GET", "/api/private-scoped", Some(token.as_str())),
+        ("GET", "/nowhere", None),
+        ("POST", "/api/public", None),
+    ] {
+        let outcome = w.call(method, path, authorization, None);
+        assert!(!outcome.fixed, "{method} {path} ({}) was fixed", outcome.response.status);
+    }
+    let gateway = gateway_world(&[]);
+    let forwarded = gateway.call("GET", "/anything", None, None);
+    assert!(forwarded.forward.is_some() && !forwarded.fixed, "a forward is made from more than the head");
+    let limited = limited_world();
+    assert!(!limited.call("GET", "/anything", None, None).fixed, "a limit is spent per request");
+}

@@ -4,6 +4,7 @@
 // abort handler and reset-state function, and re-creates the instance after a trap.
 import * as glue from "./glue.js";
 import { forward } from "./forward.mjs";
+import { isWire, prepare, respond } from "./respond.mjs";
 
 const FAILURE = '{"error":"server_error","error_description":"Internal error"}';
 
@@ -35,19 +36,41 @@ function head(request) {
   ].join("\n");
 }
 
-// A plan (a string) goes to forward.mjs, which calls back into the glue only for a failure
-// (origin_failed) or a decision held for recording (origin_answered).
-function send(request, answer) {
-  return typeof answer === "string" ? forward(request, answer, glue) : answer;
+// Answers the pipeline marked as fixed by the request's head (`=` before the wire text: no token,
+// clock, limit or state went into it, and nobody counts or logs it), by that head: a request
+// with the same head is answered here, without calling into wasm. Heads hold the URL, so the
+// table is bounded, and emptied when full.
+const FIXED = new Map();
+const MAX_FIXED = 256;
+const MAX_FIXED_HEAD = 2048;
+
+// The pipeline's answer is a string: the edge's own response (`respond.mjs`), or in gateway mode
+// a plan for the origin, which goes to forward.mjs; that calls back into the glue only for a
+// failure (origin_failed) or a decision held for recording (origin_answered).
+function send(request, known, answer) {
+  if (answer.charCodeAt(0) === 61) {
+    const fixed = prepare(answer.slice(1));
+    if (known.length <= MAX_FIXED_HEAD) {
+      if (FIXED.size >= MAX_FIXED) FIXED.clear();
+      FIXED.set(known, fixed);
+    }
+    return new Response(fixed.body, fixed.init);
+  }
+  return isWire(answer) ? respond(answer) : forward(request, answer, glue);
 }
 
 export default {
   fetch(request, env, ctx) {
     try {
-      const answer = glue.fetch(request, env, ctx, head(request));
-      // A Response, a plan for the origin (gateway mode), or a promise of either.
-      if (answer instanceof Promise) return answer.then((a) => send(request, a)).catch(failed);
-      return typeof answer === "string" ? send(request, answer).catch(failed) : answer;
+      const known = head(request);
+      const fixed = FIXED.get(known);
+      if (fixed !== undefined) return new Response(fixed.body, fixed.init);
+      // The clock is read here: the runtime's Date.now() costs a crossing when wasm asks for it.
+      const answer = glue.fetch(request, env, ctx, known, Date.now());
+      // A promise when the answer had to wait for I/O (a key fetch, a rate limit).
+      if (answer instanceof Promise) return answer.then((a) => send(request, known, a)).catch(failed);
+      const sent = send(request, known, answer);
+      return sent instanceof Promise ? sent.catch(failed) : sent;
     } catch (error) {
       return failed(error);
     }

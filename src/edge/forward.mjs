@@ -12,7 +12,10 @@
 //   corsPrefix  when set, origin headers starting with it are removed (the edge owns CORS)
 //   corsAdd  the edge's CORS headers, as add;  origin   the request's Origin ("": none), for an error's CORS
 //   held     "": nothing to record; else the id of the decision wasm holds until the origin answers
-// edge: the wasm exports origin_failed(kind, origin, held, ms) and origin_answered(held, status, ms).
+// edge: the wasm exports origin_failed(kind, origin, held, ms) (the edge's answer, see respond.mjs)
+//   and origin_answered(held, status, ms).
+import { respond } from "./respond.mjs";
+
 export function forward(request, plan, edge) {
   const [url, drop, add, ms, withBody, deadline, corsPrefix, corsAdd, origin, heldText] = plan.split("\0");
   const held = heldText === "" ? undefined : Number(heldText);
@@ -63,7 +66,7 @@ export function forward(request, plan, edge) {
     (error) => {
       clearTimeout(timer);
       const kind = error?.name === "TimeoutError" ? "timeout" : state?.clientFailed ? "client_body" : "unreachable";
-      return edge.origin_failed(kind, origin || undefined, held, held === undefined ? 0 : Date.now() - started);
+      return respond(edge.origin_failed(kind, origin || undefined, held, held === undefined ? 0 : Date.now() - started));
     },
   );
 }

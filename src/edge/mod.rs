@@ -26,7 +26,7 @@ use std::{
 };
 
 use wasm_bindgen::{prelude::wasm_bindgen, JsCast, JsValue};
-use web_sys::{Headers, Request, Response, ResponseInit};
+use web_sys::Request;
 
 use crate::{
     app::{self, Broken, Incoming, Keys, Setup},
@@ -119,13 +119,13 @@ fn var(env: &JsValue, name: &str) -> Option<serde_json::Value> {
 }
 
 /// The worker's `fetch` handler, called by `entry.mjs` with the runtime's request, env and context.
-/// Returns a `Response`, or a promise of one when the answer had to wait for I/O.
+/// Returns the answer as a string (see [`serve`]), or a promise of one when it had to wait for I/O.
 /// `head` is what the pipeline reads of the request, joined in JavaScript by `entry.mjs`: one
 /// string crossing into wasm instead of a call back out for each header.
 #[wasm_bindgen]
-pub fn fetch(request: Request, env: JsValue, ctx: JsValue, head: String) -> JsValue {
+pub fn fetch(request: Request, env: JsValue, ctx: JsValue, head: String, now: f64) -> JsValue {
     console_error_panic_hook::set_once();
-    let now = js_sys::Date::now() as u64;
+    let now = now as u64;
     let isolate = isolate(&env);
     let parts = Parts::parse(head);
     let mut answer = Box::pin(serve(request, parts, isolate, env, ctx, now));
@@ -188,8 +188,8 @@ fn split_url(url: &str) -> (Option<&str>, &str, &str) {
     }
 }
 
-/// The answer: a `Response`, or for a request the gateway forwards, the plan `entry.mjs` hands
-/// to `forward.mjs` (see `origin::plan`).
+/// The answer, as a string: the edge's own response ([`wire`]), or for a request the gateway
+/// forwards, the plan `entry.mjs` hands to `forward.mjs` (see `origin::plan`).
 async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValue, ctx: JsValue, now: u64) -> JsValue {
     {
         let url = parts.get(Parts::URL).unwrap_or_default();
@@ -268,12 +268,21 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                 let held = observe::hold(&env, policy, decision, incoming.method, now as f64);
                 return match origin::plan(&request, &incoming, gateway, path_and_query, forward, cors, held) {
                     Some(plan) => JsValue::from_str(&plan),
-                    None => origin::origin_failed("unreachable", incoming.origin.map(str::to_owned), held, 0.0).into(),
+                    None => JsValue::from_str(&origin::origin_failed(
+                        "unreachable",
+                        incoming.origin.map(str::to_owned),
+                        held,
+                        0.0,
+                    )),
                 };
             }
         }
+        // An answer fixed by the head, that nobody counts or logs, is marked so: entry.mjs answers
+        // the next request with the same head itself, without calling in.
+        let fixed = outcome.fixed && observe::records_nothing(&env, policy, &decision);
         observe::record(&env, policy, decision, incoming.method, now as f64, None);
-        to_response(&outcome.response).unwrap_or_else(|_| fallback()).into()
+        let wire = wire(&outcome.response);
+        JsValue::from_str(&if fixed { format!("{FIXED}{wire}") } else { wire })
     }
 }
 
@@ -347,28 +356,16 @@ impl DenyIo for LazyIo {
     }
 }
 
-fn to_response(response: &HttpResponse) -> Result<Response, JsValue> {
-    let headers = Headers::new()?;
-    for (name, value) in &response.headers {
-        headers.append(name, value)?;
-    }
-    let init = ResponseInit::new();
-    init.set_status(response.status);
-    init.set_headers(&headers);
-    Response::new_with_opt_str_and_init(response.body.as_deref(), &init)
+/// Opens an answer's wire text when the same head always gets that answer (see `entry.mjs`).
+const FIXED: char = '=';
+
+/// A response as `entry.mjs` hands it to the runtime (`HttpResponse::to_wire`, one crossing).
+fn wire(response: &HttpResponse) -> String {
+    response.to_wire().unwrap_or_else(fallback)
 }
 
-/// Never let a conversion failure become the runtime's own error page (or a stack trace).
-fn fallback() -> Response {
+/// Never let an answer that cannot be handed over become the runtime's own error page.
+fn fallback() -> String {
     observe::emit("internal_error", "", r#"{"component":"edge-auth","event":"internal_error"}"#, true);
-    let init = ResponseInit::new();
-    init.set_status(500);
-    let headers = Headers::new().ok();
-    if let Some(headers) = &headers {
-        let _ = headers.append("content-type", "application/json");
-        let _ = headers.append("cache-control", "no-store");
-        init.set_headers(headers);
-    }
-    Response::new_with_opt_str_and_init(Some(r#"{"error":"server_error","error_description":"Internal error"}"#), &init)
-        .unwrap_or_else(|_| Response::new().expect("an empty Response can always be made"))
+    crate::http::internal_error().to_wire().unwrap_or_default()
 }

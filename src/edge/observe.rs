@@ -66,6 +66,11 @@ pub fn release(id: Option<u32>, edit: impl FnOnce(&mut Decision), origin_ms: f64
     record(&env, policy, decision, &method, started_ms, Some(origin_ms));
 }
 
+/// Whether [`record`] would neither count nor log this decision, whatever the draw.
+pub fn records_nothing(env: &JsValue, policy: ObservePolicy, decision: &Decision) -> bool {
+    !analytics_bound(env) && !policy.wants_line(decision, 0.0)
+}
+
 fn analytics_bound(env: &JsValue) -> bool {
     analytics(env).is_some()
 }

@@ -6,7 +6,7 @@
 //! bridge; only a failure calls back in ([`origin_failed`]) for the edge's own error answer.
 
 use wasm_bindgen::prelude::wasm_bindgen;
-use web_sys::{Request, Response};
+use web_sys::Request;
 
 use crate::{
     app::{self, Forward, Incoming},
@@ -125,15 +125,15 @@ fn log(event: &'static str) {
 }
 
 /// Called by `forward.mjs` when the origin could not be asked or did not answer in time: the
-/// edge's own error answer, shaped like every other (JSON, `no-store`, CORS for `origin`), and the
+/// edge's own error answer (as `wire` text), shaped like every other (JSON, `no-store`, CORS for `origin`), and the
 /// held decision recorded as that refusal.
 #[wasm_bindgen]
-pub fn origin_failed(kind: &str, origin: Option<String>, held: Option<u32>, origin_ms: f64) -> Response {
+pub fn origin_failed(kind: &str, origin: Option<String>, held: Option<u32>, origin_ms: f64) -> String {
     let error = failure(kind);
     let Some(ready) = super::ready() else { return super::fallback() };
     let refusal = app::refusal(&error, &ready.config, origin.as_deref());
     super::observe::release(held, |decision| decision.refused_after_pipeline(&error, refusal.status), origin_ms);
-    super::to_response(&refusal).unwrap_or_else(|_| super::fallback())
+    super::wire(&refusal)
 }
 
 /// Called by `forward.mjs` when the origin answered a request whose decision is held: recorded
