@@ -124,9 +124,10 @@ pub struct Outcome {
     /// What was decided, for the log and the metrics (the edge adds the times, and the origin's
     /// status when it forwards).
     pub decision: Decision,
-    /// The answer was made from the request's head alone (method, URL, the headers in
-    /// `Incoming`) and this isolate's configuration: no token, clock, limit or state was
-    /// consulted, so any request with the same head gets the same answer (and decision).
+    /// The answer (or forward) was made from the request's head alone (method, URL, the headers
+    /// in `Incoming`; a forward also from the header names the edge reads) and this isolate's
+    /// configuration: no token, clock, limit or state was consulted, so any request with the same
+    /// head gets the same answer and decision.
     pub fixed: bool,
 }
 
@@ -225,7 +226,7 @@ pub async fn handle<I: Io, V: Verifier>(
         Err(_) => response,
     };
     Outcome {
-        fixed: facts.fixed && forward.is_none(),
+        fixed: facts.fixed,
         response,
         forward,
         background_refresh: facts.refresh,
@@ -310,9 +311,10 @@ async fn respond<I: Io, V: Verifier>(
         if let (Some(limit), Ok(setup)) = (&rule.rate_limit, setup) {
             outline(spend(limit, None, None, request, setup.keys.io)).await?;
         }
-        // A message spends no limit and reads nothing but the head (a forward's headers come from
-        // more of the request than that).
-        facts.fixed = rule.rate_limit.is_none() && matches!(rule.responder, Responder::Message(_));
+        // Without a limit to spend, a public answer reads nothing but the head: a message, or a
+        // forward (made from the head's URL, addresses and, at the edge, header names). A relayed
+        // WebSocket is left out: each is a connection of its own.
+        facts.fixed = rule.rate_limit.is_none() && request.upgrade.is_none();
         return answer(rule, None, setup, request);
     }
     let Setup { config, keys, rules: table } =

@@ -42,12 +42,18 @@ impl GatewayConfig {
     /// only on a request whose token the edge verified (`verified`): never an unchecked one.
     /// `DPoP` travels with it under the same rule: a proof is meaningless without its token.
     pub fn drops(&self, name: &str, verified: bool) -> bool {
-        let lower = name.to_ascii_lowercase().replace('_', "-");
+        // Names come lower case from the runtime: only another one is rewritten (no allocation).
+        let lower = if name.bytes().any(|b| b.is_ascii_uppercase() || b == b'_') {
+            std::borrow::Cow::Owned(name.to_ascii_lowercase().replace('_', "-"))
+        } else {
+            std::borrow::Cow::Borrowed(name)
+        };
+        let lower = lower.as_ref();
         lower.starts_with("x-auth-")
             || lower == SECRET
             || lower == "host"
-            || is_proxy_header(&lower)
-            || OVERRIDES.contains(&lower.as_str())
+            || is_proxy_header(lower)
+            || OVERRIDES.contains(&lower)
             || ((lower == "authorization" || lower == "dpop") && !(self.forward_authorization && verified))
     }
 

@@ -1716,7 +1716,7 @@ fn rules_without_a_limit_spend_nothing() {
 // ---- answers fixed by the head (entry.mjs answers their repeats without calling in) ----
 
 #[test]
-fn only_a_public_message_is_fixed_by_the_request_head() {
+fn only_public_answers_and_forwards_are_fixed_by_the_request_head() {
     let w = world();
     let token = format!("Bearer {}", valid_token());
     let public = w.call("GET", "/api/public", Some(&token), Some("https://app.example.com"));
@@ -1734,7 +1734,14 @@ fn only_a_public_message_is_fixed_by_the_request_head() {
     }
     let gateway = gateway_world(&[]);
     let forwarded = gateway.call("GET", "/anything", None, None);
-    assert!(forwarded.forward.is_some() && !forwarded.fixed, "a forward is made from more than the head");
+    assert!(forwarded.forward.is_some() && forwarded.fixed, "a public forward is made from the head");
+    let token = format!("Bearer {}", valid_token());
+    let verified = gateway.call("DELETE", "/orders/7", Some(&token), None);
+    assert!(verified.forward.is_some() && !verified.fixed, "a verified forward depends on the clock");
+    let socket = Incoming { method: "GET", path: "/live", upgrade: Some("websocket"), ..Incoming::default() };
+    let relayed = gateway.send(&socket);
+    assert!(relayed.forward.is_some() && !relayed.fixed, "a relayed WebSocket is a connection of its own");
     let limited = limited_world();
-    assert!(!limited.call("GET", "/anything", None, None).fixed, "a limit is spent per request");
+    let spent = limited.call("GET", "/anything", None, None);
+    assert!(spent.forward.is_some() && !spent.fixed, "a limit is spent per request");
 }

@@ -20,11 +20,15 @@ function failed(error) {
 
 // What the pipeline reads of a request, as one string (one crossing into wasm rather than one
 // per header): a line per field, "+value" when present, "-" when absent. Header values and URLs
-// hold no line breaks. The order is `Head::parse`'s in src/edge/mod.rs.
+// hold no line breaks. The order is `Parts::parse`'s in src/edge/mod.rs. A gateway decides per
+// header name what the origin gets: once this isolate has seen that it is one, every name comes
+// too (comma-separated; a name holds no comma), rather than in a call of their own.
+let gateway = false;
+
 function head(request) {
   const h = request.headers;
   const field = (value) => (value === null ? "-" : "+" + value);
-  return [
+  const fields = [
     request.method,
     request.url,
     field(h.get("authorization")),
@@ -33,13 +37,15 @@ function head(request) {
     field(h.get("access-control-request-method")),
     field(h.get("upgrade")),
     field(h.get("cf-connecting-ip")),
-  ].join("\n");
+  ];
+  if (gateway) fields.push("+" + [...h.keys()].join(","));
+  return fields.join("\n");
 }
 
-// Answers the pipeline marked as fixed by the request's head (`=` before the wire text: no token,
-// clock, limit or state went into it, and nobody counts or logs it), by that head: a request
-// with the same head is answered here, without calling into wasm. Heads hold the URL, so the
-// table is bounded, and emptied when full.
+// Answers the pipeline marked as fixed by the request's head (`=` before the wire text or plan: no
+// token, clock, limit or state went into it, and nobody counts or logs it), by that head: a
+// request with the same head is answered here, or sent on to the origin, without calling into
+// wasm. Heads hold the URL, so the table is bounded, and emptied when full.
 const FIXED = new Map();
 const MAX_FIXED = 256;
 const MAX_FIXED_HEAD = 2048;
@@ -48,15 +54,23 @@ const MAX_FIXED_HEAD = 2048;
 // a plan for the origin, which goes to forward.mjs; that calls back into the glue only for a
 // failure (origin_failed) or a decision held for recording (origin_answered).
 function send(request, known, answer) {
-  if (answer.charCodeAt(0) === 61) {
-    const fixed = prepare(answer.slice(1));
-    if (known.length <= MAX_FIXED_HEAD) {
-      if (FIXED.size >= MAX_FIXED) FIXED.clear();
-      FIXED.set(known, fixed);
-    }
-    return new Response(fixed.body, fixed.init);
+  if (answer.charCodeAt(0) !== 61) {
+    if (isWire(answer)) return respond(answer);
+    gateway = true;
+    return forward(request, answer, glue);
   }
-  return isWire(answer) ? respond(answer) : forward(request, answer, glue);
+  const text = answer.slice(1);
+  const fixed = isWire(text) ? prepare(text) : text;
+  if (known.length <= MAX_FIXED_HEAD) {
+    if (FIXED.size >= MAX_FIXED) FIXED.clear();
+    FIXED.set(known, fixed);
+  }
+  return again(request, known, fixed);
+}
+
+// A fixed answer (prepared), or a fixed plan: a failure hands back the head it was fixed by.
+function again(request, known, fixed) {
+  return typeof fixed === "string" ? forward(request, fixed, glue, known) : new Response(fixed.body, fixed.init);
 }
 
 export default {
@@ -64,7 +78,10 @@ export default {
     try {
       const known = head(request);
       const fixed = FIXED.get(known);
-      if (fixed !== undefined) return new Response(fixed.body, fixed.init);
+      if (fixed !== undefined) {
+        const sent = again(request, known, fixed);
+        return sent instanceof Promise ? sent.catch(failed) : sent;
+      }
       // The clock is read here: the runtime's Date.now() costs a crossing when wasm asks for it.
       const answer = glue.fetch(request, env, ctx, known, Date.now());
       // A promise when the answer had to wait for I/O (a key fetch, a rate limit).

@@ -12,14 +12,16 @@
 //   corsPrefix  when set, origin headers starting with it are removed (the edge owns CORS)
 //   corsAdd  the edge's CORS headers, as add;  origin   the request's Origin ("": none), for an error's CORS
 //   held     "": nothing to record; else the id of the decision wasm holds until the origin answers
-// edge: the wasm exports origin_failed(kind, origin, held, ms) (the edge's answer, see respond.mjs)
+// head: for a plan fixed by the request's head (entry.mjs), that head: a failure hands it back, and
+//   the decision is made again from it (it was not held).
+// edge: the wasm exports origin_failed(kind, origin, held, ms, head) (the edge's answer, see respond.mjs)
 //   and origin_answered(held, status, ms).
 import { respond } from "./respond.mjs";
 
-export function forward(request, plan, edge) {
+export function forward(request, plan, edge, head) {
   const [url, drop, add, ms, withBody, deadline, corsPrefix, corsAdd, origin, heldText] = plan.split("\0");
   const held = heldText === "" ? undefined : Number(heldText);
-  const started = held === undefined ? 0 : Date.now();
+  const started = held === undefined && head === undefined ? 0 : Date.now();
   const relayAt = deadline === "" ? null : Number(deadline);
   const headers = new Headers(request.headers);
   if (drop) for (const name of drop.split("\n")) if (name) headers.delete(name);
@@ -66,7 +68,8 @@ export function forward(request, plan, edge) {
     (error) => {
       clearTimeout(timer);
       const kind = error?.name === "TimeoutError" ? "timeout" : state?.clientFailed ? "client_body" : "unreachable";
-      return respond(edge.origin_failed(kind, origin || undefined, held, held === undefined ? 0 : Date.now() - started));
+      const ms = started === 0 ? 0 : Date.now() - started;
+      return respond(edge.origin_failed(kind, origin || undefined, held, ms, head));
     },
   );
 }

@@ -142,7 +142,7 @@ pub fn fetch(request: Request, env: JsValue, ctx: JsValue, head: String, now: f6
 /// The request's head as `entry.mjs` joined it; fields are ranges of that one string.
 struct Parts {
     head: String,
-    fields: [Option<(usize, usize)>; 8],
+    fields: [Option<(usize, usize)>; 9],
 }
 
 impl Parts {
@@ -155,11 +155,14 @@ impl Parts {
     const UPGRADE: usize = 6;
     /// Set by the runtime, never by the client (Cloudflare replaces any the client sent).
     const ADDRESS: usize = 7;
+    /// Every header name, comma-separated: sent once `entry.mjs` has seen that the worker is a
+    /// gateway (which decides per name what the origin gets, `origin::plan`).
+    const NAMES: usize = 8;
 
     fn parse(head: String) -> Parts {
-        let mut fields = [None; 8];
+        let mut fields = [None; 9];
         let mut start = 0;
-        for (i, line) in head.split('\n').enumerate().take(8) {
+        for (i, line) in head.split('\n').enumerate().take(9) {
             let end = start + line.len();
             fields[i] = match (i, line.as_bytes().first()) {
                 (Self::METHOD | Self::URL, _) => Some((start, end)),
@@ -173,6 +176,26 @@ impl Parts {
 
     fn get(&self, field: usize) -> Option<&str> {
         self.fields[field].map(|(start, end)| &self.head[start..end])
+    }
+
+    /// The request as the pipeline reads it, and its path with the query.
+    fn incoming(&self) -> (Incoming<'_>, &str) {
+        let url = self.get(Self::URL).unwrap_or_default();
+        let (scheme, host, path_and_query) = split_url(url);
+        let incoming = Incoming {
+            method: self.get(Self::METHOD).unwrap_or_default(),
+            url,
+            path: path_and_query.split('?').next().unwrap_or("/"),
+            authorization: self.get(Self::AUTHORIZATION),
+            dpop: self.get(Self::DPOP),
+            origin: self.get(Self::ORIGIN),
+            host: Some(host),
+            scheme,
+            address: self.get(Self::ADDRESS),
+            upgrade: self.get(Self::UPGRADE),
+            preflight: self.get(Self::PREFLIGHT).is_some(),
+        };
+        (incoming, path_and_query)
     }
 }
 
@@ -192,21 +215,7 @@ fn split_url(url: &str) -> (Option<&str>, &str, &str) {
 /// forwards, the plan `entry.mjs` hands to `forward.mjs` (see `origin::plan`).
 async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValue, ctx: JsValue, now: u64) -> JsValue {
     {
-        let url = parts.get(Parts::URL).unwrap_or_default();
-        let (scheme, host, path_and_query) = split_url(url);
-        let incoming = Incoming {
-            method: parts.get(Parts::METHOD).unwrap_or_default(),
-            url,
-            path: path_and_query.split('?').next().unwrap_or("/"),
-            authorization: parts.get(Parts::AUTHORIZATION),
-            dpop: parts.get(Parts::DPOP),
-            origin: parts.get(Parts::ORIGIN),
-            host: Some(host),
-            scheme,
-            address: parts.get(Parts::ADDRESS),
-            upgrade: parts.get(Parts::UPGRADE),
-            preflight: parts.get(Parts::PREFLIGHT).is_some(),
-        };
+        let (incoming, path_and_query) = parts.incoming();
         let outcome = match isolate.as_ref() {
             Ok(ready) => {
                 let io = LazyIo { env: env.clone(), ready: ready.clone(), io: OnceCell::new() };
@@ -263,16 +272,26 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                     owned: crate::http::edge_owns_cors(&ready.config.cors),
                     headers: &outcome.response.headers,
                 };
-                // The origin's answer comes back in JavaScript (forward.mjs); the decision waits
-                // for it there when it is to be recorded (see `observe::hold`).
-                let held = observe::hold(&env, policy, decision, incoming.method, now as f64);
-                return match origin::plan(&request, &incoming, gateway, path_and_query, forward, cors, held) {
-                    Some(plan) => JsValue::from_str(&plan),
+                // A forward fixed by the head (its header names included) whose success nobody
+                // counts or logs is marked like a fixed answer (entry.mjs keeps its plan) and not
+                // held: were the origin to fail, its decision is the pipeline's answer to the same
+                // head again (`fixed_decision`).
+                let fixed = outcome.fixed
+                    && parts.get(Parts::NAMES).is_some()
+                    && observe::records_nothing(&env, policy, &decision);
+                // Otherwise the origin's answer comes back in JavaScript (forward.mjs), and the
+                // decision waits for it there when it is to be recorded (see `observe::hold`).
+                let held =
+                    if fixed { None } else { observe::hold(&env, policy, decision, incoming.method, now as f64) };
+                let names = parts.get(Parts::NAMES);
+                return match origin::plan(&request, names, &incoming, gateway, path_and_query, forward, cors, held) {
+                    Some(plan) => JsValue::from_str(&if fixed { format!("{FIXED}{plan}") } else { plan }),
                     None => JsValue::from_str(&origin::origin_failed(
                         "unreachable",
                         incoming.origin.map(str::to_owned),
                         held,
                         0.0,
+                        fixed.then(|| parts.head.clone()),
                     )),
                 };
             }
@@ -283,6 +302,29 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
         observe::record(&env, policy, decision, incoming.method, now as f64, None);
         let wire = wire(&outcome.response);
         JsValue::from_str(&if fixed { format!("{FIXED}{wire}") } else { wire })
+    }
+}
+
+/// The decision for `head` that `serve` marked fixed and did not hold, made again: the pipeline
+/// gives that head the same answer, and reads nothing else (no token, clock, limit or state) to
+/// do so. `None` if the answer is not fixed after all, which is then not recorded as it.
+fn fixed_decision(head: String, ready: &Rc<Ready>) -> Option<(crate::decision::Decision, String)> {
+    let parts = Parts::parse(head);
+    let (incoming, _) = parts.incoming();
+    let io = LazyIo { env: JsValue::UNDEFINED, ready: ready.clone(), io: OnceCell::new() };
+    let keys = Keys {
+        issuers: &ready.issuers,
+        io: &io,
+        verifier: &ready.verifier,
+        tokens: &ready.tokens,
+        proofs: &ready.proofs,
+        denylist: ready.denylist.as_ref(),
+    };
+    let setup = Setup { config: &ready.config, rules: &ready.rules, keys };
+    let mut run = std::pin::pin!(app::handle(&incoming, Ok(setup), js_sys::Date::now() as u64));
+    match run.as_mut().poll(&mut TaskContext::from_waker(Waker::noop())) {
+        Poll::Ready(outcome) if outcome.fixed => Some((outcome.decision, incoming.method.to_owned())),
+        _ => None,
     }
 }
 

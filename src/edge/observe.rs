@@ -27,7 +27,6 @@ struct Held {
 }
 
 struct Waiting {
-    env: JsValue,
     policy: ObservePolicy,
     decision: Decision,
     method: String,
@@ -52,8 +51,7 @@ pub fn hold(env: &JsValue, policy: ObservePolicy, decision: Decision, method: &s
         }
         let id = held.next;
         held.next = held.next.wrapping_add(1);
-        let env = env.clone();
-        held.waiting.insert(id, Waiting { env, policy, decision, method: method.to_owned(), started_ms });
+        held.waiting.insert(id, Waiting { policy, decision, method: method.to_owned(), started_ms });
         Some(id)
     })
 }
@@ -61,9 +59,10 @@ pub fn hold(env: &JsValue, policy: ObservePolicy, decision: Decision, method: &s
 /// Records a held decision once the origin answered (or failed), after `edit`.
 pub fn release(id: Option<u32>, edit: impl FnOnce(&mut Decision), origin_ms: f64) {
     let Some(waiting) = id.and_then(|id| HELD.with(|held| held.borrow_mut().waiting.remove(&id))) else { return };
-    let Waiting { env, policy, mut decision, method, started_ms } = waiting;
+    let Waiting { policy, mut decision, method, started_ms } = waiting;
     edit(&mut decision);
-    record(&env, policy, decision, &method, started_ms, Some(origin_ms));
+    // `hold` looked the binding up already: the environment is not kept for this.
+    record(&JsValue::UNDEFINED, policy, decision, &method, started_ms, Some(origin_ms));
 }
 
 /// Whether [`record`] would neither count nor log this decision, whatever the draw.

@@ -5,7 +5,7 @@
 //! A forwarded request so costs one call into wasm, as the pipeline's answer, and no promise
 //! bridge; only a failure calls back in ([`origin_failed`]) for the edge's own error answer.
 
-use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{prelude::wasm_bindgen, JsValue};
 use web_sys::Request;
 
 use crate::{
@@ -37,9 +37,12 @@ pub struct Cors<'a> {
 /// string of NUL-separated fields (one crossing): `url, drop, add, timeoutMs, withBody, relayAt,
 /// corsPrefix, corsAdd, origin, held` (see there). `held`: the decision waiting for the origin's
 /// answer to be recorded ([`super::observe::hold`]), if any. `None` if a header value the core made could not
-/// travel (none holds a line break or a NUL).
+/// travel (none holds a line break or a NUL). `names`: the request's header names, when its head
+/// carried them.
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     request: &Request,
+    names: Option<&str>,
     incoming: &Incoming<'_>,
     gateway: &GatewayConfig,
     path_and_query: &str,
@@ -47,11 +50,18 @@ pub fn plan(
     cors: Cors<'_>,
     held: Option<u32>,
 ) -> Option<String> {
-    // The core decides per header name (`GatewayConfig::drops`); the names come out and the drop
-    // list goes back as one string each.
-    let names = header_names(request);
+    // The core decides per header name (`GatewayConfig::drops`); the names came with the head
+    // (comma-separated) or come out now, and the drop list goes back as one string.
+    let asked;
+    let (names, separator) = match names {
+        Some(names) => (names, ','),
+        None => {
+            asked = header_names(request);
+            (asked.as_str(), '\n')
+        }
+    };
     let mut drop = String::new();
-    for name in names.split('\n').filter(|name| !name.is_empty() && gateway.drops(name, forward.verified)) {
+    for name in names.split(separator).filter(|name| !name.is_empty() && gateway.drops(name, forward.verified)) {
         drop.push_str(name);
         drop.push('\n');
     }
@@ -125,14 +135,38 @@ fn log(event: &'static str) {
 }
 
 /// Called by `forward.mjs` when the origin could not be asked or did not answer in time: the
-/// edge's own error answer (as `wire` text), shaped like every other (JSON, `no-store`, CORS for `origin`), and the
-/// held decision recorded as that refusal.
+/// edge's own error answer (as `wire` text), shaped like every other (JSON, `no-store`, CORS for
+/// `origin`), and the request's decision recorded as that refusal: the held one, or for a plan
+/// fixed by its head (never held), the one the pipeline makes again from `head`.
 #[wasm_bindgen]
-pub fn origin_failed(kind: &str, origin: Option<String>, held: Option<u32>, origin_ms: f64) -> String {
+pub fn origin_failed(
+    kind: &str,
+    origin: Option<String>,
+    held: Option<u32>,
+    origin_ms: f64,
+    head: Option<String>,
+) -> String {
     let error = failure(kind);
     let Some(ready) = super::ready() else { return super::fallback() };
     let refusal = app::refusal(&error, &ready.config, origin.as_deref());
-    super::observe::release(held, |decision| decision.refused_after_pipeline(&error, refusal.status), origin_ms);
+    let refuse = |decision: &mut crate::decision::Decision| decision.refused_after_pipeline(&error, refusal.status);
+    match (held, head) {
+        (None, Some(head)) => {
+            if let Some((mut decision, method)) = super::fixed_decision(head, &ready) {
+                refuse(&mut decision);
+                let started = js_sys::Date::now() - origin_ms;
+                super::observe::record(
+                    &JsValue::UNDEFINED,
+                    ready.config.observe,
+                    decision,
+                    &method,
+                    started,
+                    Some(origin_ms),
+                );
+            }
+        }
+        _ => super::observe::release(held, refuse, origin_ms),
+    }
     super::wire(&refusal)
 }
 
