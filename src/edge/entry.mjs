@@ -3,7 +3,7 @@
 // Rust handler directly. Panic recovery still holds: the glue is built with wasm-bindgen's
 // abort handler and reset-state function, and re-creates the instance after a trap.
 import * as glue from "./glue.js";
-import { forward } from "./forward.mjs";
+import { forward, parsePlan } from "./forward.mjs";
 import { isWire, prepare, respond } from "./respond.mjs";
 
 const FAILURE = '{"error":"server_error","error_description":"Internal error"}';
@@ -57,10 +57,10 @@ function send(request, known, answer) {
   if (answer.charCodeAt(0) !== 61) {
     if (isWire(answer)) return respond(answer);
     gateway = true;
-    return forward(request, answer, glue);
+    return forward(request, parsePlan(answer), glue);
   }
   const text = answer.slice(1);
-  const fixed = isWire(text) ? prepare(text) : text;
+  const fixed = isWire(text) ? prepare(text) : parsePlan(text);
   if (known.length <= MAX_FIXED_HEAD) {
     if (FIXED.size >= MAX_FIXED) FIXED.clear();
     FIXED.set(known, fixed);
@@ -68,9 +68,9 @@ function send(request, known, answer) {
   return again(request, known, fixed);
 }
 
-// A fixed answer (prepared), or a fixed plan: a failure hands back the head it was fixed by.
+// A fixed answer (prepared), or a fixed plan (read): a failure hands back the head it was fixed by.
 function again(request, known, fixed) {
-  return typeof fixed === "string" ? forward(request, fixed, glue, known) : new Response(fixed.body, fixed.init);
+  return fixed.init === undefined ? forward(request, fixed, glue, known) : new Response(fixed.body, fixed.init);
 }
 
 export default {

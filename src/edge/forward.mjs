@@ -4,8 +4,9 @@
 // (`failed`), to answer with the edge's own error. Every decision is the core's: which headers go
 // (`drop`, `add`), the target, the timeout, the relay's deadline, CORS ownership.
 //
-// plan: one string, NUL-separated: url, drop, add, timeoutMs, withBody, relayAt, corsPrefix, corsAdd, origin,
-//   held
+// plan: one string from wasm, NUL-separated: url, drop, add, timeoutMs, withBody, relayAt,
+//   corsPrefix, corsAdd, origin, held; `forward` takes it as `parsePlan` reads it (a fixed plan is
+//   read once, entry.mjs keeps it so).
 //   drop     header names to remove, one a line          add      name and value on alternate lines
 //   withBody "1": the client's body is sent              relayAt  "": not a relayed WebSocket handshake;
 //                                                                  else its deadline in ms (-1: none)
@@ -18,18 +19,40 @@
 //   and origin_answered(held, status, ms).
 import { respond } from "./respond.mjs";
 
+export function parsePlan(plan) {
+  const [url, drop, add, ms, withBody, deadline, corsPrefix, corsAdd, origin, held] = plan.split("\0");
+  return {
+    url,
+    drop: drop.split("\n").filter((name) => name !== ""),
+    add: pairs(add),
+    ms: Number(ms),
+    withBody: withBody !== "",
+    relayAt: deadline === "" ? null : Number(deadline),
+    corsPrefix,
+    corsAdd: pairs(corsAdd),
+    origin: origin || undefined,
+    held: held === "" ? undefined : Number(held),
+  };
+}
+
+// Name and value on alternate lines, as [name, value] pairs.
+function pairs(lines) {
+  const parts = lines.split("\n");
+  const out = [];
+  for (let i = 0; i + 1 < parts.length; i += 2) out.push([parts[i], parts[i + 1]]);
+  return out;
+}
+
 export function forward(request, plan, edge, head) {
-  const [url, drop, add, ms, withBody, deadline, corsPrefix, corsAdd, origin, heldText] = plan.split("\0");
-  const held = heldText === "" ? undefined : Number(heldText);
+  const { url, held, relayAt, corsPrefix, corsAdd } = plan;
   const started = held === undefined && head === undefined ? 0 : Date.now();
-  const relayAt = deadline === "" ? null : Number(deadline);
   const headers = new Headers(request.headers);
-  if (drop) for (const name of drop.split("\n")) if (name) headers.delete(name);
-  appendLines(headers, add, false);
+  for (const name of plan.drop) headers.delete(name);
+  for (const [name, value] of plan.add) headers.append(name, value);
   const init = { method: request.method, headers, redirect: "manual" };
   let state = null;
   let controller = null;
-  if (withBody && request.body) {
+  if (plan.withBody && request.body) {
     // A body the client fails to send must abort the fetch (see watchedBody): only then is an
     // AbortController made, and the timeout aborts through it too.
     controller = new AbortController();
@@ -39,51 +62,44 @@ export function forward(request, plan, edge, head) {
   }
   // The timeout covers the wait for the response headers only: the timer is cleared as soon as
   // they arrive (or the fetch fails), so a slow body streams on and no timer outlives its request.
-  // Without a body to abort, the fetch is raced rather than aborted: a request given up is
+  // Without a body to abort, the fetch is given up rather than aborted: a request given up is
   // cancelled by the runtime when the answer (the 504) has been sent.
   let timer;
-  const limit = new Promise((_, reject) => {
+  const answered = new Promise((resolve, reject) => {
     timer = setTimeout(() => {
       const timeout = new DOMException("origin timeout", "TimeoutError");
       if (controller) controller.abort(timeout);
       reject(timeout);
-    }, Number(ms));
+    }, plan.ms);
+    fetch(url, init).then(resolve, reject);
   });
-  return Promise.race([fetch(url, init), limit]).then(
+  return answered.then(
     (response) => {
       clearTimeout(timer);
       if (state) state.answered = true;
       if (held !== undefined) edge.origin_answered(held, response.status, Date.now() - started);
       if (relayAt !== null && response.status === 101) return relay(response, relayAt);
-      if (!corsPrefix && !corsAdd) return response;
+      if (!corsPrefix && corsAdd.length === 0) return response;
       // The runtime's response headers are immutable: re-wrap the same body stream, passing the
       // response itself as the init (status, status text and every header, each Set-Cookie kept).
       const out = new Response(response.body, response);
       if (corsPrefix) {
         for (const name of [...out.headers.keys()]) if (name.startsWith(corsPrefix)) out.headers.delete(name);
       }
-      appendLines(out.headers, corsAdd, true);
+      // Set, except Vary, which is added to (the origin's own Vary still holds).
+      for (const [name, value] of corsAdd) {
+        if (name.toLowerCase() !== "vary") out.headers.set(name, value);
+        else out.headers.append(name, value);
+      }
       return out;
     },
     (error) => {
       clearTimeout(timer);
       const kind = error?.name === "TimeoutError" ? "timeout" : state?.clientFailed ? "client_body" : "unreachable";
       const ms = started === 0 ? 0 : Date.now() - started;
-      return respond(edge.origin_failed(kind, origin || undefined, held, ms, head));
+      return respond(edge.origin_failed(kind, plan.origin, held, ms, head));
     },
   );
-}
-
-// `lines`: name and value on alternate lines. `set`: replace, except Vary, which is added to (the
-// origin's own Vary still holds).
-function appendLines(headers, lines, set) {
-  if (!lines) return;
-  const parts = lines.split("\n");
-  for (let i = 0; i + 1 < parts.length; i += 2) {
-    const [name, value] = [parts[i], parts[i + 1]];
-    if (set && name.toLowerCase() !== "vary") headers.set(name, value);
-    else headers.append(name, value);
-  }
 }
 
 // The client's body, read through a reader of our own so that a failure to read it (a bad chunk,
