@@ -11,6 +11,9 @@ const FAILURE = '{"error":"server_error","error_description":"Internal error"}';
 // The last resort, for a trap or exception that escaped the Rust handler: the usual JSON error
 // shape, never the runtime's error page or a stack trace, and one log line.
 function failed(error) {
+  // A trap re-creates the wasm instance, whose isolate state (configuration included) starts
+  // again: kept answers go too, so the next request rebuilds it (see FIXED).
+  FIXED.clear();
   console.error(JSON.stringify({ component: "edge-auth", event: "internal_error", kind: error?.name ?? "unknown" }));
   return new Response(FAILURE, {
     status: 500,
@@ -43,9 +46,10 @@ function head(request) {
 }
 
 // Answers the pipeline marked as fixed by the request's head (`=` before the wire text or plan: no
-// token, clock, limit or state went into it, and nobody counts or logs it), by that head: a
-// request with the same head is answered here, or sent on to the origin, without calling into
-// wasm. Heads hold the URL, so the table is bounded, and emptied when full.
+// token, clock, limit or state went into it, and nobody counts or logs its success), by that
+// head: a request with the same head is answered here, or sent on to the origin, without calling
+// into wasm. Heads hold the URL and header values without end of variety, so the table is capped
+// (the oldest entry goes first) and a long head is not kept.
 const FIXED = new Map();
 const MAX_FIXED = 256;
 const MAX_FIXED_HEAD = 2048;
@@ -54,6 +58,7 @@ const MAX_FIXED_HEAD = 2048;
 // a plan for the origin, which goes to forward.mjs; that calls back into the glue only for a
 // failure (origin_failed) or a decision held for recording (origin_answered).
 function send(request, known, answer) {
+  if (answer === "") throw new Error("no answer");
   if (answer.charCodeAt(0) !== 61) {
     if (isWire(answer)) return respond(answer);
     gateway = true;
@@ -62,7 +67,7 @@ function send(request, known, answer) {
   const text = answer.slice(1);
   const fixed = isWire(text) ? prepare(text) : parsePlan(text);
   if (known.length <= MAX_FIXED_HEAD) {
-    if (FIXED.size >= MAX_FIXED) FIXED.clear();
+    if (FIXED.size >= MAX_FIXED) FIXED.delete(FIXED.keys().next().value);
     FIXED.set(known, fixed);
   }
   return again(request, known, fixed);

@@ -1,7 +1,7 @@
 // Gateway mode's hot path in JavaScript: the pipeline (in wasm) decided what the origin gets and
 // handed back a plan; this sends it and hands the answer back, as a plain pass-through would, so
 // no forwarded request pays for a promise bridge into wasm. Only a failure calls back in
-// (`failed`), to answer with the edge's own error. Every decision is the core's: which headers go
+// (`origin_failed`), to answer with the edge's own error. Every decision is the core's: which headers go
 // (`drop`, `add`), the target, the timeout, the relay's deadline, CORS ownership.
 //
 // plan: one string from wasm, NUL-separated: url, drop, add, timeoutMs, withBody, relayAt,
@@ -62,6 +62,7 @@ export function forward(request, plan, edge, head) {
   }
   // The timeout covers the wait for the response headers only: the timer is cleared as soon as
   // they arrive (or the fetch fails), so a slow body streams on and no timer outlives its request.
+  // A fetch that throws at once (a target the runtime refuses) is the origin unreachable, 502.
   // Without a body to abort, the fetch is given up rather than aborted: a request given up is
   // cancelled by the runtime when the answer (the 504) has been sent.
   let timer;

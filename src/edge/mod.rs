@@ -4,8 +4,11 @@
 //! The hot path is kept close to what a plain JavaScript worker costs (measured, see README):
 //! - the entry is a plain `{ fetch }` object (`entry.mjs`) over wasm-bindgen's glue, not worker-build's
 //!   per-request `WorkerEntrypoint` behind a Proxy;
-//! - requests and responses are raw `web_sys` types, and only the method, URL and the two headers the
-//!   pipeline reads cross the wasm boundary;
+//! - a request crosses into wasm as one string, its head (`entry.mjs`: the method, the URL, the six
+//!   headers the pipeline reads and, in a gateway, the header names), and the answer comes back as
+//!   one string (a response's wire text, or a gateway's plan); no `web_sys` object is built per request;
+//! - an answer the pipeline made from the head alone (`Outcome::fixed`) and that nobody records is
+//!   kept by `entry.mjs` for that head, and repeats of it never call into wasm;
 //! - everything that can be worked out once (configuration, key store, imported keys, verified tokens)
 //!   lives with the isolate;
 //! - an answer that needs no I/O is returned synchronously; only one that awaits becomes a promise.
@@ -409,5 +412,5 @@ fn wire(response: &HttpResponse) -> String {
 /// Never let an answer that cannot be handed over become the runtime's own error page.
 fn fallback() -> String {
     observe::emit("internal_error", "", r#"{"component":"edge-auth","event":"internal_error"}"#, true);
-    crate::http::internal_error().to_wire().unwrap_or_default()
+    crate::http::internal_error().to_wire().unwrap_or_else(|| "500".into())
 }

@@ -61,7 +61,8 @@ pub fn release(id: Option<u32>, edit: impl FnOnce(&mut Decision), origin_ms: f64
     let Some(waiting) = id.and_then(|id| HELD.with(|held| held.borrow_mut().waiting.remove(&id))) else { return };
     let Waiting { policy, mut decision, method, started_ms } = waiting;
     edit(&mut decision);
-    // `hold` looked the binding up already: the environment is not kept for this.
+    // `hold` looked the binding up already (the lookup is kept per instance, as `HELD` is): the
+    // environment is not kept for this.
     record(&JsValue::UNDEFINED, policy, decision, &method, started_ms, Some(origin_ms));
 }
 

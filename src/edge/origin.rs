@@ -155,6 +155,8 @@ pub fn origin_failed(
             if let Some((mut decision, method)) = super::fixed_decision(head, &ready) {
                 refuse(&mut decision);
                 let started = js_sys::Date::now() - origin_ms;
+                // A plan is fixed only while ANALYTICS is unbound (`records_nothing` looked it up
+                // with the real environment in this instance; a new instance has no fixed plan).
                 super::observe::record(
                     &JsValue::UNDEFINED,
                     ready.config.observe,

@@ -5,7 +5,7 @@
 // init's headers into each new Response, so one Headers object serves them all.
 const INITS = new Map();
 // Headers carrying a request's own values (an echoed Origin) vary without end: the table is
-// emptied rather than allowed to grow.
+// capped, the oldest entry going first.
 const MAX_INITS = 64;
 
 // A wire text's status opens it (three digits); a gateway plan opens with its target URL.
@@ -24,7 +24,7 @@ export function prepare(wire) {
     const headers = new Headers();
     for (let i = 1; i + 1 < lines.length; i += 2) headers.append(lines[i], lines[i + 1]);
     init = { status: Number(lines[0]), headers };
-    if (INITS.size >= MAX_INITS) INITS.clear();
+    if (INITS.size >= MAX_INITS) INITS.delete(INITS.keys().next().value);
     INITS.set(head, init);
   }
   return { body: cut < 0 ? null : wire.slice(cut + 1), init };
