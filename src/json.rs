@@ -508,3 +508,72 @@ pub fn string_literal(text: &str) -> String {
     out.push('"');
     out
 }
+
+/// A JSON object written member by member, for lines the key store writes on a fresh isolate's
+/// first requests (a fetch, a load): serde_json's writer would be compiled there for them.
+/// Member names are the caller's constants; values are escaped.
+pub struct ObjectWriter(String);
+
+impl Default for ObjectWriter {
+    fn default() -> Self {
+        ObjectWriter(String::from("{"))
+    }
+}
+
+impl ObjectWriter {
+    fn member(&mut self, name: &str) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        self.0.push_str(&string_literal(name));
+        self.0.push(':');
+    }
+
+    pub fn text(mut self, name: &str, value: &str) -> Self {
+        self.member(name);
+        self.0.push_str(&string_literal(value));
+        self
+    }
+
+    /// `null` for `None`.
+    pub fn maybe_text(mut self, name: &str, value: Option<&str>) -> Self {
+        match value {
+            Some(value) => self.text(name, value),
+            None => {
+                self.member(name);
+                self.0.push_str("null");
+                self
+            }
+        }
+    }
+
+    pub fn number(mut self, name: &str, value: u64) -> Self {
+        self.member(name);
+        self.0.push_str(&value.to_string());
+        self
+    }
+
+    pub fn boolean(mut self, name: &str, value: bool) -> Self {
+        self.member(name);
+        self.0.push_str(if value { "true" } else { "false" });
+        self
+    }
+
+    pub fn texts<'a>(mut self, name: &str, values: impl IntoIterator<Item = &'a str>) -> Self {
+        self.member(name);
+        self.0.push('[');
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.0.push(',');
+            }
+            self.0.push_str(&string_literal(value));
+        }
+        self.0.push(']');
+        self
+    }
+
+    pub fn finish(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}

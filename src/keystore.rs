@@ -19,6 +19,7 @@ use serde_json::json;
 use crate::{
     config::JwksPolicy,
     error::{ApiError, TokenProblem},
+    json::ObjectWriter,
     jwks::{JwksError, KeySet, VerificationKey},
     outline::outline,
 };
@@ -148,14 +149,13 @@ struct StoredJwks {
 
 impl StoredJwks {
     fn to_json(&self) -> String {
-        json!({
-            "v": self.v,
-            "issuer": self.issuer,
-            "jwks_url": self.jwks_url,
-            "fetched_at_ms": self.fetched_at_ms,
-            "jwks": self.jwks,
-        })
-        .to_string()
+        ObjectWriter::default()
+            .number("v", self.v.into())
+            .text("issuer", &self.issuer)
+            .text("jwks_url", &self.jwks_url)
+            .number("fetched_at_ms", self.fetched_at_ms)
+            .text("jwks", &self.jwks)
+            .finish()
     }
 
     /// Every member present and of its type; others are ignored (a later version may add some).
@@ -203,9 +203,26 @@ struct State {
     pending: [Option<PendingWrite>; 2],
 }
 
+/// What a shared tier is to be written with: a copy read from the other tier, as it was read, or
+/// a fetched document, written out as text only when the write is made (after the answer).
+#[derive(Debug)]
+enum Document {
+    Read(String),
+    Fetched(Rc<StoredJwks>),
+}
+
+impl Document {
+    fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Document::Read(text) => text.into(),
+            Document::Fetched(stored) => stored.to_json().into(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct PendingWrite {
-    document: String,
+    document: Document,
     copy: (u64, Rc<KeySet>),
 }
 
@@ -342,7 +359,7 @@ impl KeyStore {
         // Everything is decided before the first await, so a flood of unknown kids costs one lookup.
         let lookup = if self.remaining(held.fetched_at_ms, now) > 0 { None } else { self.begin_lookup(now) };
         let Some(_lookup) = lookup.filter(|_| self.claim_fetch(now)) else {
-            self.log(io, "cooldown_hit", json!({ "kid": kid.map(truncate_kid) }));
+            self.log(io, "cooldown_hit", |line| line.maybe_text("kid", kid.map(truncate_kid).as_deref()));
             return unknown;
         };
 
@@ -353,11 +370,9 @@ impl KeyStore {
                     return just_fetched(&current.keys, kid);
                 }
                 if self.remaining(current.fetched_at_ms, now) > 0 {
-                    self.log(
-                        io,
-                        "cooldown_hit",
-                        json!({ "kid": kid.map(truncate_kid), "tier": current.source.name() }),
-                    );
+                    self.log(io, "cooldown_hit", |line| {
+                        line.maybe_text("kid", kid.map(truncate_kid).as_deref()).text("tier", current.source.name())
+                    });
                     return unknown;
                 }
             }
@@ -384,9 +399,13 @@ impl KeyStore {
                     state.last_failure_ms = Some(now);
                     state.snapshot.clone()
                 };
-                self.log(io, "fetch_failed", json!({ "reason": error.reason() }));
+                self.log(io, "fetch_failed", |line| line.text("reason", &error.reason()));
                 if let Some(held) = held {
-                    self.log(io, "served_stale", json!({ "source": held.source.name(), "age_s": self.age(&held, now) / 1000, "kids": held.keys.kids() }));
+                    self.log(io, "served_stale", |line| {
+                        line.text("source", held.source.name())
+                            .number("age_s", self.age(&held, now) / 1000)
+                            .texts("kids", held.keys.kids().iter().map(String::as_str))
+                    });
                 }
                 return Err(error);
             }
@@ -395,7 +414,9 @@ impl KeyStore {
         let previous = self.install(Snapshot { keys: keys.clone(), fetched_at_ms: now, source: Source::Issuer });
         let changed = previous.as_ref().is_none_or(|p| *p.keys != *keys);
         let event = if previous.is_none() { "fetched" } else { "refreshed" };
-        self.log(io, event, json!({ "changed": changed, "kids": keys.kids() }));
+        self.log(io, event, |line| {
+            line.boolean("changed", changed).texts("kids", keys.kids().iter().map(String::as_str))
+        });
 
         let tiers: Vec<SharedTier> =
             SharedTier::ALL.into_iter().filter(|&t| io.has_tier(t) && self.needs_write(t, &keys, now)).collect();
@@ -408,9 +429,10 @@ impl KeyStore {
                 fetched_at_ms: now,
                 jwks: String::from_utf8_lossy(&body).into_owned(),
             };
-            let document = document.to_json();
+            // Written out after the answer, with the write (`write_pending`).
+            let document = Rc::new(document);
             for tier in tiers {
-                self.queue_write(tier, document.clone(), (now, keys.clone()));
+                self.queue_write(tier, Document::Fetched(document.clone()), (now, keys.clone()));
             }
         }
         Ok(keys)
@@ -430,7 +452,7 @@ impl KeyStore {
         }
     }
 
-    fn queue_write(&self, tier: SharedTier, document: String, copy: (u64, Rc<KeySet>)) {
+    fn queue_write(&self, tier: SharedTier, document: Document, copy: (u64, Rc<KeySet>)) {
         self.state.borrow_mut().pending[tier.index()] = Some(PendingWrite { document, copy });
     }
 
@@ -447,7 +469,7 @@ impl KeyStore {
         for tier in SharedTier::ALL {
             let due = self.state.borrow_mut().pending[tier.index()].take();
             if let Some(PendingWrite { document, copy }) = due {
-                self.write(tier, &document, copy, io).await;
+                self.write(tier, &document.text(), copy, io).await;
             }
         }
     }
@@ -465,7 +487,7 @@ impl KeyStore {
         };
         if let (true, Err(reason)) = (newly_failing, result) {
             let reason: String = reason.chars().take(200).collect();
-            self.log(io, "store_failed", json!({ "tier": tier.name(), "reason": reason }));
+            self.log(io, "store_failed", |line| line.text("tier", tier.name()).text("reason", &reason));
         }
     }
 
@@ -489,9 +511,17 @@ impl KeyStore {
             return false;
         }
         if snapshot.source == Source::Kv && cached.as_ref().is_none_or(|c| c.1.fetched_at_ms < snapshot.fetched_at_ms) {
-            self.queue_write(SharedTier::Cache, document, (snapshot.fetched_at_ms, snapshot.keys.clone()));
+            self.queue_write(
+                SharedTier::Cache,
+                Document::Read(document),
+                (snapshot.fetched_at_ms, snapshot.keys.clone()),
+            );
         }
-        self.log(io, "loaded", json!({ "source": snapshot.source.name(), "age_s": self.age(&snapshot, now) / 1000, "kids": snapshot.keys.kids() }));
+        self.log(io, "loaded", |line| {
+            line.text("source", snapshot.source.name())
+                .number("age_s", self.age(&snapshot, now) / 1000)
+                .texts("kids", snapshot.keys.kids().iter().map(String::as_str))
+        });
         self.install(snapshot);
         true
     }
@@ -506,7 +536,9 @@ impl KeyStore {
         let loaded = text.and_then(|text| match self.decode(&text, tier, now) {
             Some(snapshot) => Some((text, snapshot)),
             None => {
-                self.log(io, "ignored_tier", json!({ "tier": tier.name(), "reason": "unusable stored JWKS" }));
+                self.log(io, "ignored_tier", |line| {
+                    line.text("tier", tier.name()).text("reason", "unusable stored JWKS")
+                });
                 None
             }
         });
@@ -594,13 +626,13 @@ impl KeyStore {
         !self.lookup_under_way(now) && self.claim_fetch(now)
     }
 
-    fn log(&self, io: &impl KeyIo, event: &'static str, mut fields: serde_json::Value) {
-        if let Some(map) = fields.as_object_mut() {
-            map.insert("component".into(), "edge-auth.jwks".into());
-            map.insert("event".into(), event.into());
-            map.insert("issuer".into(), self.issuer.clone().into());
-        }
-        io.log(event, &fields.to_string());
+    /// One line: the component, the event and the issuer, then `fields`.
+    fn log(&self, io: &impl KeyIo, event: &'static str, fields: impl FnOnce(ObjectWriter) -> ObjectWriter) {
+        let line = ObjectWriter::default()
+            .text("component", "edge-auth.jwks")
+            .text("event", event)
+            .text("issuer", &self.issuer);
+        io.log(event, &fields(line).finish());
     }
 
     /// What each tier holds, for the status route, from isolate memory only: the shared tiers as

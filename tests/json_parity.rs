@@ -264,3 +264,27 @@ fn string_literals_are_what_serde_json_writes() {
         assert_eq!(json::parse(ours.as_bytes()).unwrap(), serde_json::Value::from(text));
     }
 }
+
+#[test]
+fn an_object_writer_writes_what_serde_json_reads_back() {
+    let odd = "quote \" back \\ line \n nul \u{0} é 😀";
+    let text = json::ObjectWriter::default()
+        .text("component", "edge-auth.jwks")
+        .text("odd", odd)
+        .maybe_text("none", None)
+        .maybe_text("some", Some(odd))
+        .number("n", u64::MAX)
+        .boolean("yes", true)
+        .texts("kids", ["a", odd])
+        .texts("empty", [])
+        .finish();
+    let read: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        read,
+        serde_json::json!({
+            "component": "edge-auth.jwks", "odd": odd, "none": null, "some": odd, "n": u64::MAX,
+            "yes": true, "kids": ["a", odd], "empty": [],
+        })
+    );
+    assert_eq!(json::ObjectWriter::default().finish(), "{}");
+}
