@@ -57,6 +57,21 @@ struct Ready {
     verifier: webcrypto::WebCrypto,
 }
 
+impl Ready {
+    /// What the pipeline runs with for one request, its runtime side `io`.
+    fn setup<'a>(&'a self, io: &'a LazyIo) -> Setup<'a, LazyIo, webcrypto::WebCrypto> {
+        let keys = Keys {
+            issuers: &self.issuers,
+            io,
+            verifier: &self.verifier,
+            tokens: &self.tokens,
+            proofs: &self.proofs,
+            denylist: self.denylist.as_ref(),
+        };
+        Setup { config: &self.config, rules: &self.rules, keys }
+    }
+}
+
 /// A configuration that cannot be read, and whether it asked for a gateway.
 struct Unready {
     error: ConfigError,
@@ -222,15 +237,7 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
         let outcome = match isolate.as_ref() {
             Ok(ready) => {
                 let io = LazyIo { env: env.clone(), ready: ready.clone(), io: OnceCell::new() };
-                let keys = Keys {
-                    issuers: &ready.issuers,
-                    io: &io,
-                    verifier: &ready.verifier,
-                    tokens: &ready.tokens,
-                    proofs: &ready.proofs,
-                    denylist: ready.denylist.as_ref(),
-                };
-                let setup = Setup { config: &ready.config, rules: &ready.rules, keys };
+                let setup = ready.setup(&io);
                 let outcome = app::handle(&incoming, Ok(setup), now).await;
                 let writes_due = ready.issuers.iter().any(|issuer| issuer.store.has_pending_writes());
                 if outcome.background_refresh.is_some() || writes_due || outcome.denylist_refresh {
@@ -315,15 +322,7 @@ fn fixed_decision(head: String, ready: &Rc<Ready>) -> Option<(crate::decision::D
     let parts = Parts::parse(head);
     let (incoming, _) = parts.incoming();
     let io = LazyIo { env: JsValue::UNDEFINED, ready: ready.clone(), io: OnceCell::new() };
-    let keys = Keys {
-        issuers: &ready.issuers,
-        io: &io,
-        verifier: &ready.verifier,
-        tokens: &ready.tokens,
-        proofs: &ready.proofs,
-        denylist: ready.denylist.as_ref(),
-    };
-    let setup = Setup { config: &ready.config, rules: &ready.rules, keys };
+    let setup = ready.setup(&io);
     let mut run = std::pin::pin!(app::handle(&incoming, Ok(setup), js_sys::Date::now() as u64));
     match run.as_mut().poll(&mut TaskContext::from_waker(Waker::noop())) {
         Poll::Ready(outcome) if outcome.fixed => Some((outcome.decision, incoming.method.to_owned())),
