@@ -37,6 +37,10 @@ pub const SCOPED_MESSAGE: &str =
 pub const REQUIRED_SCOPE: &str = "read:messages";
 pub const STATUS_PATH: &str = "/.well-known/edge-auth/status";
 
+/// The longest an answer is kept for its head ([`Outcome::kept_until`]): it is made again at
+/// least this often, whatever else bounds it.
+pub const KEEP_MS: u64 = 1_000;
+
 /// The quickstart's routes, as a rule table.
 pub fn demo_rules() -> Rules {
     Rules::demo(PUBLIC_MESSAGE, PRIVATE_MESSAGE, SCOPED_MESSAGE, REQUIRED_SCOPE)
@@ -86,6 +90,13 @@ pub struct Setup<'a, I, V> {
     pub keys: Keys<'a, I, V>,
 }
 
+/// Changes whenever an issuer's key set or the deny list's copy is replaced: an answer kept for
+/// its head ([`Outcome::kept_until`]) holds only while this stays what it was.
+pub fn installed(issuers: &Issuers, denylist: Option<&RefCell<DenyList>>) -> u64 {
+    let keys = issuers.iter().fold(0u64, |sum, issuer| sum.wrapping_add(issuer.store.installed()));
+    keys.wrapping_add(denylist.map_or(0, |list| list.borrow().installed()))
+}
+
 /// The rule table a configuration asks for: the user's `ROUTES` in gateway mode, else the demo
 /// routes. Compiled once per isolate.
 pub fn compile_rules(config: &Config) -> Result<Rules, ConfigError> {
@@ -129,6 +140,12 @@ pub struct Outcome {
     /// configuration: no token, clock, limit or state was consulted, so any request with the same
     /// head gets the same answer and decision.
     pub fixed: bool,
+    /// The answer (or forward) admitted a Bearer token, and any request with the same head gets
+    /// the same answer and decision until this time (ms), as long as the isolate's key sets and
+    /// deny list are not replaced ([`installed`]): it read the head, the clock (bounded by
+    /// the token's expiry), and keys and a deny list that ask for no refresh before then. Never
+    /// more than [`KEEP_MS`] ahead; `None` for any other answer.
+    pub kept_until: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,9 +194,19 @@ struct Facts {
     denylist_refresh: bool,
     /// See [`Outcome::fixed`].
     fixed: bool,
+    /// The earliest time a key store or the deny list this request read asks for a refresh.
+    steady_until: Option<u64>,
+    /// See [`Outcome::kept_until`].
+    kept_until: Option<u64>,
 }
 
 impl Facts {
+    fn steady_until(&mut self, until: Option<u64>) {
+        if let Some(until) = until {
+            self.steady_until = Some(self.steady_until.map_or(until, |held| held.min(until)));
+        }
+    }
+
     fn ask_refresh(&mut self, issuer: usize, asked: bool) {
         if asked && self.refresh.is_none() {
             self.refresh = Some(issuer);
@@ -227,6 +254,7 @@ pub async fn handle<I: Io, V: Verifier>(
     };
     Outcome {
         fixed: facts.fixed,
+        kept_until: facts.kept_until,
         response,
         forward,
         background_refresh: facts.refresh,
@@ -345,7 +373,34 @@ async fn respond<I: Io, V: Verifier>(
     if let Some(limit) = &rule.rate_limit {
         outline(spend(limit, facts.issuer.as_deref(), Some(&principal), request, keys.io)).await?;
     }
+    facts.kept_until = kept_until(rule, request, &principal, config, now_ms, facts);
     answer(rule, Some((principal.as_ref(), token)), setup, request)
+}
+
+/// How long an admitted token's answer holds for its head (see [`Outcome::kept_until`]). Not
+/// for a limit (spent per request), a relayed WebSocket (a connection of its own), a DPoP proof
+/// (one use each), or a request that asked for a refresh (the next one must see its result).
+fn kept_until(
+    rule: &rules::Rule,
+    request: &Incoming<'_>,
+    principal: &Principal,
+    config: &Config,
+    now_ms: u64,
+    facts: &Facts,
+) -> Option<u64> {
+    if rule.rate_limit.is_some()
+        || request.upgrade.is_some()
+        || facts.scheme != Some(Scheme::Bearer)
+        || facts.refresh.is_some()
+        || facts.denylist_refresh
+    {
+        return None;
+    }
+    // `Validity::check` refuses from the second `exp` + leeway on.
+    let leeway = i64::try_from(config.leeway_secs).unwrap_or(i64::MAX);
+    let expires_ms = u64::try_from(principal.expires.saturating_add(leeway)).unwrap_or(0).saturating_mul(1000);
+    let until = expires_ms.min(now_ms.saturating_add(KEEP_MS)).min(facts.steady_until.unwrap_or(u64::MAX));
+    (until > now_ms).then_some(until)
 }
 
 /// What an admitted request gets: the worker's message, or the way to the origin.
@@ -475,6 +530,7 @@ async fn verify_token<I: Io, V: Verifier>(
     // Only now is the kid one of the issuer's own, fit for a log line or a metric.
     facts.kid.clone_from(&kid);
     facts.ask_refresh(index, resolved.background_refresh);
+    facts.steady_until(issuer.store.fresh_until());
     let signed = verify::check_signature(token, &resolved.key, keys.verifier).await.map_err(ApiError::InvalidToken)?;
     let policy = ClaimsPolicy {
         issuer: &issuer.config.issuer,
@@ -506,6 +562,7 @@ async fn recheck<I: Io, V: Verifier>(
     let issuer = keys.issuers.get(verified.issuer).ok_or(ApiError::InvalidToken(TokenProblem::UntrustedIssuer))?;
     let resolved = issuer.store.resolve(verified.kid.as_deref(), now_ms, keys.io).await?;
     facts.ask_refresh(verified.issuer, resolved.background_refresh);
+    facts.steady_until(issuer.store.fresh_until());
     Ok(resolved.key == verified.key)
 }
 
@@ -555,6 +612,7 @@ async fn check_denylist<I: Io>(
             }
         },
     };
+    facts.steady_until(Some(list.borrow().due_at_ms()));
     let ids = TokenIds {
         subject: principal.subject.as_deref(),
         jti: principal.jti.as_deref(),

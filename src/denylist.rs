@@ -93,11 +93,19 @@ pub struct DenyList {
     listed_at_ms: u64,
     /// When a background listing was last claimed: at most one per interval, whether it succeeds.
     claimed_at_ms: Option<u64>,
+    /// How many copies were installed (see [`crate::keystore::KeyStore::installed`]).
+    installed: u64,
 }
 
 impl DenyList {
     pub fn new(refresh_secs: u64) -> DenyList {
-        DenyList { refresh_ms: refresh_secs.saturating_mul(1000), copy: None, listed_at_ms: 0, claimed_at_ms: None }
+        DenyList {
+            refresh_ms: refresh_secs.saturating_mul(1000),
+            copy: None,
+            listed_at_ms: 0,
+            claimed_at_ms: None,
+            installed: 0,
+        }
     }
 
     /// The last copy listed, if this isolate ever listed one.
@@ -109,7 +117,18 @@ impl DenyList {
         let snapshot = Rc::new(snapshot);
         self.copy = Some(snapshot.clone());
         self.listed_at_ms = now_ms;
+        self.installed = self.installed.wrapping_add(1);
         snapshot
+    }
+
+    /// Changes whenever a listed copy is installed.
+    pub fn installed(&self) -> u64 {
+        self.installed
+    }
+
+    /// When the copy is due to be listed again (from then on a request may claim the listing).
+    pub fn due_at_ms(&self) -> u64 {
+        self.listed_at_ms.saturating_add(self.refresh_ms)
     }
 
     /// Whether this request should list the deny list again after its response: the copy is at

@@ -201,6 +201,9 @@ struct State {
     /// Copies due to a shared tier, written after the answer ([`KeyStore::write_pending`]): the
     /// newest per tier. A write never delays the request whose fetch or load made it due.
     pending: [Option<PendingWrite>; 2],
+    /// How many key sets this isolate has installed: an answer kept for its head
+    /// ([`crate::app::Outcome::kept_until`]) holds only while this stays the same.
+    installed: u64,
 }
 
 /// What a shared tier is to be written with: a copy read from the other tier, as it was read, or
@@ -566,7 +569,20 @@ impl KeyStore {
     }
 
     fn install(&self, snapshot: Snapshot) -> Option<Snapshot> {
-        self.state.borrow_mut().snapshot.replace(snapshot)
+        let mut state = self.state.borrow_mut();
+        state.installed = state.installed.wrapping_add(1);
+        state.snapshot.replace(snapshot)
+    }
+
+    /// Changes whenever the held key set is replaced (fetched, or adopted from a shared tier).
+    pub fn installed(&self) -> u64 {
+        self.state.borrow().installed
+    }
+
+    /// Until when a held key is used as it is, with no refresh asked (its copy's max-age); `None`
+    /// with no keys held.
+    pub fn fresh_until(&self) -> Option<u64> {
+        self.state.borrow().snapshot.as_ref().map(|s| s.fetched_at_ms.saturating_add(self.policy.max_age_ms))
     }
 
     fn snapshot(&self) -> Option<Snapshot> {

@@ -1745,3 +1745,99 @@ fn only_public_answers_and_forwards_are_fixed_by_the_request_head() {
     let spent = limited.call("GET", "/anything", None, None);
     assert!(spent.forward.is_some() && !spent.fixed, "a limit is spent per request");
 }
+
+// ---- answers kept for their head a while: an admitted Bearer token ----
+
+fn installed(w: &World) -> u64 {
+    app::installed(&w.issuers, w.denylist.as_ref())
+}
+
+#[test]
+fn an_admitted_bearer_token_is_kept_for_its_head_until_the_soonest_of_its_bounds() {
+    let start = NOW as u64 * 1000;
+    let bearer = |token: &str| format!("Bearer {token}");
+    let w = world();
+    let token = valid_token();
+    let first = w.call("GET", "/api/private", Some(&bearer(&token)), None);
+    assert_eq!((first.response.status, first.kept_until), (200, Some(start + app::KEEP_MS)), "an hour left: the cap");
+    // Leeway 30 s: a token whose exp is 29.5 s past is refused from the next second on.
+    w.now.set(start + 500);
+    let expiring = token_with(|c| c["exp"] = json!(NOW - 29));
+    let last = w.call("GET", "/api/private", Some(&bearer(&expiring)), None);
+    assert_eq!((last.response.status, last.kept_until), (200, Some(start + 1_000)));
+    // Keys fetched at `start` are fresh for max-age (600 s), then a refresh is asked for.
+    w.now.set(start + 599_700);
+    assert_eq!(w.call("GET", "/api/private", Some(&bearer(&token)), None).kept_until, Some(start + 600_000));
+    w.now.set(start + 601_000);
+    let stale = w.call("GET", "/api/private", Some(&bearer(&token)), None);
+    assert_eq!((stale.response.status, stale.background_refresh, stale.kept_until), (200, Some(0), None));
+    // The deny list's copy, listed at `start`, is due again 30 s later.
+    let w = denying(&[]);
+    w.call("GET", "/api/private", Some(&bearer(&token)), None);
+    w.now.set(start + 29_600);
+    assert_eq!(w.call("GET", "/api/private", Some(&bearer(&token)), None).kept_until, Some(start + 30_000));
+    w.now.set(start + 30_000);
+    let due = w.call("GET", "/api/private", Some(&bearer(&token)), None);
+    assert_eq!((due.denylist_refresh, due.kept_until), (true, None));
+}
+
+#[test]
+fn only_an_admitted_bearer_token_without_a_limit_or_a_socket_is_kept() {
+    let w = world();
+    let bearer = format!("Bearer {}", valid_token());
+    for (path, authorization) in [
+        ("/api/public", None),
+        ("/api/private", None),
+        ("/api/private-scoped", Some(bearer.as_str())),
+        ("/nowhere", Some(bearer.as_str())),
+    ] {
+        let outcome = w.call("GET", path, authorization, None);
+        assert_eq!(outcome.kept_until, None, "{path} ({}) was kept", outcome.response.status);
+    }
+    let expired = format!("Bearer {}", token_with(|c| c["exp"] = json!(NOW - 60)));
+    assert_eq!(w.call("GET", "/api/private", Some(&expired), None).kept_until, None);
+    // A DPoP proof is good once: the same head again must be refused as a replay.
+    let k = ProofKey::es256();
+    let token = bound_token(&k);
+    let proof = Proof::new(&k, "GET", URL, &token, w.now_secs(), "jti-kept").sign(&k);
+    let bound = w.dpop("GET", URL, &format!("DPoP {token}"), Some(&proof));
+    assert_eq!((bound.response.status, bound.kept_until), (200, None));
+    let gateway = gateway_world(&[]);
+    let verified = gateway.call("DELETE", "/orders/7", Some(&bearer), None);
+    assert!(verified.forward.is_some() && verified.kept_until.is_some(), "a verified forward is kept");
+    let socket = Incoming {
+        method: "GET",
+        path: "/feed",
+        authorization: Some(&bearer),
+        upgrade: Some("websocket"),
+        ..Incoming::default()
+    };
+    let relayed = gateway.send(&socket);
+    assert!(
+        relayed.forward.is_some() && relayed.kept_until.is_none(),
+        "a relayed WebSocket is a connection of its own"
+    );
+    let limited = limited_world();
+    let spent = limited.call("GET", "/orders/1", Some(&bearer), None);
+    assert!(spent.forward.is_some() && spent.kept_until.is_none(), "a limit is spent per request");
+}
+
+#[test]
+fn a_replaced_key_set_or_deny_list_copy_changes_what_kept_answers_are_checked_against() {
+    let w = denying(&[]);
+    let token = valid_token();
+    let call = |w: &World| w.call("GET", "/api/private", Some(&format!("Bearer {token}")), None);
+    call(&w);
+    let listed_and_fetched = installed(&w);
+    assert_eq!(listed_and_fetched, 2, "one key set fetched, one copy listed");
+    call(&w);
+    assert_eq!(installed(&w), listed_and_fetched, "answering from memory replaces nothing");
+    let later = w.now.get() + 601_000;
+    block_on(w.issuers.get(0).unwrap().store.refresh(later, &w.io));
+    assert_eq!(installed(&w), listed_and_fetched + 1);
+    *w.io.denied.borrow_mut() = Ok(vec![DeniedEntry { key: "sub:dev-user|1".into(), reason: None }]);
+    block_on(app::refresh_denylist(w.denylist.as_ref().unwrap(), &w.io, later));
+    assert_eq!(installed(&w), listed_and_fetched + 2);
+    w.now.set(later);
+    assert_revoked(&call(&w));
+}

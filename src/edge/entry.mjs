@@ -12,8 +12,8 @@ const FAILURE = '{"error":"server_error","error_description":"Internal error"}';
 // shape, never the runtime's error page or a stack trace, and one log line.
 function failed(error) {
   // A trap re-creates the wasm instance, whose isolate state (configuration included) starts
-  // again: kept answers go too, so the next request rebuilds it (see FIXED).
-  FIXED.clear();
+  // again: kept answers go too, so the next request rebuilds it (see KEPT).
+  KEPT.clear();
   console.error(JSON.stringify({ component: "edge-auth", event: "internal_error", kind: error?.name ?? "unknown" }));
   return new Response(FAILURE, {
     status: 500,
@@ -45,53 +45,79 @@ function head(request) {
   return fields.join("\n");
 }
 
-// Answers the pipeline marked as fixed by the request's head (`=` before the wire text or plan: no
-// token, clock, limit or state went into it, and nobody counts or logs its success), by that
-// head: a request with the same head is answered here, or sent on to the origin, without calling
-// into wasm. Heads hold the URL and header values without end of variety, so the table is capped
-// (the oldest entry goes first) and a long head is not kept.
-const FIXED = new Map();
-const MAX_FIXED = 256;
-const MAX_FIXED_HEAD = 2048;
+// Answers the pipeline marked as kept for the request's head, by that head: a request with the
+// same head is answered here, or sent on to the origin, without calling into wasm. Nobody counts
+// or logs their success. Before the wire text or plan, `=` marks one fixed by the head (no token,
+// clock, limit or state went into it: kept while this instance lives), `~made,until,installed`
+// and a line break one that admitted a token (kept while the clock is before `until` and
+// glue.installed() still says `installed`: no key set or deny list was replaced since). Heads hold
+// the URL and header values without end of variety, so the table is capped (the oldest entry goes
+// first) and a long head is not kept.
+const KEPT = new Map();
+const MAX_KEPT = 256;
+const MAX_KEPT_HEAD = 4096;
 
 // The pipeline's answer is a string: the edge's own response (`respond.mjs`), or in gateway mode
 // a plan for the origin, which goes to forward.mjs; that calls back into the glue only for a
 // failure (origin_failed) or a decision held for recording (origin_answered).
-function send(request, known, answer) {
+function send(request, known, answer, now) {
   if (answer === "") throw new Error("no answer");
-  if (answer.charCodeAt(0) !== 61) {
+  const mark = answer.charCodeAt(0);
+  if (mark !== 61 && mark !== 126) {
     if (isWire(answer)) return respond(answer);
     gateway = true;
     return forward(request, parsePlan(answer), glue);
   }
-  const text = answer.slice(1);
-  const fixed = isWire(text) ? prepare(text) : parsePlan(text);
-  if (known.length <= MAX_FIXED_HEAD) {
-    if (FIXED.size >= MAX_FIXED) FIXED.delete(FIXED.keys().next().value);
-    FIXED.set(known, fixed);
+  let entry;
+  if (mark === 61) {
+    entry = { value: open(answer.slice(1)), until: Infinity, installed: 0, head: known, made: now };
+  } else {
+    const end = answer.indexOf("\n");
+    const [made, until, installed] = answer.slice(1, end).split(",").map(Number);
+    entry = { value: open(answer.slice(end + 1)), until, installed, head: known, made };
   }
-  return again(request, known, fixed);
+  if (known.length <= MAX_KEPT_HEAD) {
+    if (KEPT.size >= MAX_KEPT) KEPT.delete(KEPT.keys().next().value);
+    KEPT.set(known, entry);
+  }
+  return again(request, entry);
 }
 
-// A fixed answer (prepared), or a fixed plan (read): a failure hands back the head it was fixed by.
-function again(request, known, fixed) {
-  return fixed.init === undefined ? forward(request, fixed, glue, known) : new Response(fixed.body, fixed.init);
+// A kept answer is prepared once, a kept plan read once.
+function open(text) {
+  return isWire(text) ? prepare(text) : parsePlan(text);
+}
+
+// A kept answer, or a kept plan: a failure hands back the head and clock it was made from.
+function again(request, entry) {
+  const kept = entry.value;
+  return kept.init === undefined ? forward(request, kept, glue, entry) : new Response(kept.body, kept.init);
+}
+
+// Whether a kept entry still holds: always for one fixed by the head; for a token's, until its
+// time and while no key set or deny list was replaced.
+function holds(entry, now) {
+  return entry.until === Infinity || (now < entry.until && entry.installed === glue.installed());
 }
 
 export default {
   fetch(request, env, ctx) {
     try {
       const known = head(request);
-      const fixed = FIXED.get(known);
-      if (fixed !== undefined) {
-        const sent = again(request, known, fixed);
-        return sent instanceof Promise ? sent.catch(failed) : sent;
-      }
       // The clock is read here: the runtime's Date.now() costs a crossing when wasm asks for it.
-      const answer = glue.fetch(request, env, ctx, known, Date.now());
+      const now = Date.now();
+      const entry = KEPT.get(known);
+      if (entry !== undefined) {
+        if (holds(entry, now)) {
+          const sent = again(request, entry);
+          return sent instanceof Promise ? sent.catch(failed) : sent;
+        }
+        KEPT.delete(known);
+      }
+      const answer = glue.fetch(request, env, ctx, known, now);
       // A promise when the answer had to wait for I/O (a key fetch, a rate limit).
-      if (answer instanceof Promise) return answer.then((a) => send(request, known, a)).catch(failed);
-      const sent = send(request, known, answer);
+      if (answer instanceof Promise) return answer.then((a) => send(request, known, a, now)).catch(failed);
+      const sent = send(request, known, answer, now);
       return sent instanceof Promise ? sent.catch(failed) : sent;
     } catch (error) {
       return failed(error);

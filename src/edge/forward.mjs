@@ -13,9 +13,9 @@
 //   corsPrefix  when set, origin headers starting with it are removed (the edge owns CORS)
 //   corsAdd  the edge's CORS headers, as add;  origin   the request's Origin ("": none), for an error's CORS
 //   held     "": nothing to record; else the id of the decision wasm holds until the origin answers
-// head: for a plan fixed by the request's head (entry.mjs), that head: a failure hands it back, and
-//   the decision is made again from it (it was not held).
-// edge: the wasm exports origin_failed(kind, origin, held, ms, head) (the edge's answer, see respond.mjs)
+// kept: for a plan kept for the request's head (entry.mjs), { head, made }: a failure hands them
+//   back, and the decision is made again from that head at that clock (it was not held).
+// edge: the wasm exports origin_failed(kind, origin, held, ms, head, made) (the edge's answer, see respond.mjs)
 //   and origin_answered(held, status, ms).
 import { respond } from "./respond.mjs";
 
@@ -43,9 +43,9 @@ function pairs(lines) {
   return out;
 }
 
-export function forward(request, plan, edge, head) {
+export function forward(request, plan, edge, kept) {
   const { url, held, relayAt, corsPrefix, corsAdd } = plan;
-  const started = held === undefined && head === undefined ? 0 : Date.now();
+  const started = held === undefined && kept === undefined ? 0 : Date.now();
   const headers = new Headers(request.headers);
   for (const name of plan.drop) headers.delete(name);
   for (const [name, value] of plan.add) headers.append(name, value);
@@ -98,7 +98,7 @@ export function forward(request, plan, edge, head) {
       clearTimeout(timer);
       const kind = error?.name === "TimeoutError" ? "timeout" : state?.clientFailed ? "client_body" : "unreachable";
       const ms = started === 0 ? 0 : Date.now() - started;
-      return respond(edge.origin_failed(kind, plan.origin, held, ms, head));
+      return respond(edge.origin_failed(kind, plan.origin, held, ms, kept?.head, kept?.made ?? 0));
     },
   );
 }

@@ -70,6 +70,10 @@ impl Ready {
         };
         Setup { config: &self.config, rules: &self.rules, keys }
     }
+
+    fn installed(&self) -> u64 {
+        app::installed(&self.issuers, self.denylist.as_ref())
+    }
 }
 
 /// A configuration that cannot be read, and whether it asked for a gateway.
@@ -282,51 +286,106 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                     owned: crate::http::edge_owns_cors(&ready.config.cors),
                     headers: &outcome.response.headers,
                 };
-                // A forward fixed by the head (its header names included) whose success nobody
-                // counts or logs is marked like a fixed answer (entry.mjs keeps its plan) and not
-                // held: were the origin to fail, its decision is the pipeline's answer to the same
-                // head again (`fixed_decision`).
-                let fixed = outcome.fixed
-                    && parts.get(Parts::NAMES).is_some()
-                    && observe::records_nothing(&env, policy, &decision);
+                // A forward kept for its head (its header names included: the plan reads them),
+                // whose success nobody counts or logs, is marked like a kept answer (entry.mjs
+                // keeps its plan) and not held: were the origin to fail, its decision is the
+                // pipeline's answer to the same head again (`kept_decision`).
+                let names = parts.get(Parts::NAMES);
+                let mark = names
+                    .filter(|_| observe::records_nothing(&env, policy, &decision))
+                    .and_then(|_| keep_mark(outcome.fixed, outcome.kept_until, ready, now));
                 // Otherwise the origin's answer comes back in JavaScript (forward.mjs), and the
                 // decision waits for it there when it is to be recorded (see `observe::hold`).
-                let held =
-                    if fixed { None } else { observe::hold(&env, policy, decision, incoming.method, now as f64) };
-                let names = parts.get(Parts::NAMES);
+                let held = match mark {
+                    Some(_) => None,
+                    None => observe::hold(&env, policy, decision, incoming.method, now as f64),
+                };
                 return match origin::plan(&request, names, &incoming, gateway, path_and_query, forward, cors, held) {
-                    Some(plan) => JsValue::from_str(&if fixed { format!("{FIXED}{plan}") } else { plan }),
+                    Some(plan) => JsValue::from_str(&match mark {
+                        Some(mark) => mark + &plan,
+                        None => plan,
+                    }),
                     None => JsValue::from_str(&origin::origin_failed(
                         "unreachable",
                         incoming.origin.map(str::to_owned),
                         held,
                         0.0,
-                        fixed.then(|| parts.head.clone()),
+                        mark.map(|_| parts.head.clone()),
+                        now as f64,
                     )),
                 };
             }
         }
-        // An answer fixed by the head, that nobody counts or logs, is marked so: entry.mjs answers
+        // An answer kept for its head, that nobody counts or logs, is marked so: entry.mjs answers
         // the next request with the same head itself, without calling in.
-        let fixed = outcome.fixed && observe::records_nothing(&env, policy, &decision);
+        let mark = match isolate.as_ref() {
+            Ok(ready) if observe::records_nothing(&env, policy, &decision) => {
+                keep_mark(outcome.fixed, outcome.kept_until, ready, now)
+            }
+            _ => None,
+        };
         observe::record(&env, policy, decision, incoming.method, now as f64, None);
         let wire = wire(&outcome.response);
-        JsValue::from_str(&if fixed { format!("{FIXED}{wire}") } else { wire })
+        JsValue::from_str(&match mark {
+            Some(mark) => mark + &wire,
+            None => wire,
+        })
     }
 }
 
-/// The decision for `head` that `serve` marked fixed and did not hold, made again: the pipeline
-/// gives that head the same answer, and reads nothing else (no token, clock, limit or state) to
-/// do so. `None` if the answer is not fixed after all, which is then not recorded as it.
-fn fixed_decision(head: String, ready: &Rc<Ready>) -> Option<(crate::decision::Decision, String)> {
+/// How `entry.mjs` is told it may keep an answer (or plan) for its head, before the text: `=` for
+/// one fixed by the head (`Outcome::fixed`), for as long as the instance lives; `~made,until,
+/// installed` and a line break for a token's (`Outcome::kept_until`), while the clock is before
+/// `until` and [`installed`] still returns `installed`. `made` is the clock it was made at, given
+/// back if a kept forward's origin fails.
+fn keep_mark(fixed: bool, kept_until: Option<u64>, ready: &Ready, now: u64) -> Option<String> {
+    if fixed {
+        return Some(FIXED.to_string());
+    }
+    let until = kept_until?;
+    Some(format!("{KEPT}{now},{until},{}\n", ready.installed()))
+}
+
+/// What a kept token answer is checked against in `entry.mjs` on each use: changes whenever an
+/// issuer's key set or the deny list's copy is replaced (0 before the configuration is read).
+#[wasm_bindgen]
+pub fn installed() -> f64 {
+    // As a JavaScript number: exact up to 2^53 installs.
+    ready().map_or(0, |ready| ready.installed()) as f64
+}
+
+/// The decision for `head` that `serve` marked kept (`keep_mark`) at `made` and did not hold,
+/// made again at `made`: the pipeline gives that head the same answer until then, and at that
+/// clock its key stores and deny list ask for no refresh (nothing is claimed, nothing spent).
+/// `None` if the answer is not kept after all (a key set or the deny list was replaced since),
+/// which is then not recorded as it. A token no longer in the cache would need its signature
+/// checked again, which is not done for a log line: its decision names only the rule.
+fn kept_decision(head: String, made: u64, ready: &Rc<Ready>) -> Option<(crate::decision::Decision, String)> {
     let parts = Parts::parse(head);
     let (incoming, _) = parts.incoming();
     let io = LazyIo { env: JsValue::UNDEFINED, ready: ready.clone(), io: OnceCell::new() };
     let setup = ready.setup(&io);
-    let mut run = std::pin::pin!(app::handle(&incoming, Ok(setup), js_sys::Date::now() as u64));
+    let mut run = std::pin::pin!(app::handle(&incoming, Ok(setup), made));
     match run.as_mut().poll(&mut TaskContext::from_waker(Waker::noop())) {
-        Poll::Ready(outcome) if outcome.fixed => Some((outcome.decision, incoming.method.to_owned())),
-        _ => None,
+        Poll::Ready(outcome) if outcome.fixed || outcome.kept_until.is_some() => {
+            Some((outcome.decision, incoming.method.to_owned()))
+        }
+        Poll::Ready(_) => None,
+        Poll::Pending => {
+            let rule = match ready.rules.find(incoming.method, incoming.path) {
+                crate::rules::Match::Rule(rule) => Some(rule.path.clone()),
+                _ => None,
+            };
+            let decision = crate::decision::Decision {
+                rule,
+                status: 200,
+                reason: crate::decision::Reason::Ok,
+                issuer: None,
+                kid: None,
+                cache: None,
+            };
+            Some((decision, incoming.method.to_owned()))
+        }
     }
 }
 
@@ -402,6 +461,8 @@ impl DenyIo for LazyIo {
 
 /// Opens an answer's wire text when the same head always gets that answer (see `entry.mjs`).
 const FIXED: char = '=';
+/// Opens an answer's wire text (or plan) kept for its head for a while (see `keep_mark`).
+const KEPT: char = '~';
 
 /// A response as `entry.mjs` hands it to the runtime (`HttpResponse::to_wire`, one crossing).
 fn wire(response: &HttpResponse) -> String {
