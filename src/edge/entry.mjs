@@ -30,19 +30,26 @@ let gateway = false;
 
 function head(request) {
   const h = request.headers;
-  const field = (value) => (value === null ? "-" : "+" + value);
-  const fields = [
-    request.method,
-    request.url,
-    field(h.get("authorization")),
-    field(h.get("dpop")),
-    field(h.get("origin")),
-    field(h.get("access-control-request-method")),
-    field(h.get("upgrade")),
-    field(h.get("cf-connecting-ip")),
-  ];
-  if (gateway) fields.push("+" + [...h.keys()].join(","));
-  return fields.join("\n");
+  let text =
+    request.method +
+    "\n" +
+    request.url +
+    field(h.get("authorization")) +
+    field(h.get("dpop")) +
+    field(h.get("origin")) +
+    field(h.get("access-control-request-method")) +
+    field(h.get("upgrade")) +
+    field(h.get("cf-connecting-ip"));
+  if (gateway) {
+    let names = "";
+    for (const name of h.keys()) names = names === "" ? name : names + "," + name;
+    text += "\n+" + names;
+  }
+  return text;
+}
+
+function field(value) {
+  return value === null ? "\n-" : "\n+" + value;
 }
 
 // Answers the pipeline marked as kept for the request's head, by that head: a request with the
