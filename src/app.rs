@@ -232,6 +232,8 @@ pub async fn handle<I: Io, V: Verifier>(
         Ok(Answer::Respond(response)) => (response, None, facts.admitted.unwrap_or(Reason::Ok)),
         Ok(Answer::Forward(forward)) => (HttpResponse::empty(200), Some(forward), facts.admitted.unwrap_or(Reason::Ok)),
         Err(error) => {
+            // Only an admitted answer is kept, whichever step refused after `kept_until` was set.
+            facts.kept_until = None;
             let challenge = setup.as_ref().ok().map(|s| challenge(s.config, facts.scheme));
             (http::error_response(&error, challenge.as_ref()), None, Reason::of(&error))
         }

@@ -1765,9 +1765,16 @@ fn an_admitted_bearer_token_is_kept_for_its_head_until_the_soonest_of_its_bounds
     let expiring = token_with(|c| c["exp"] = json!(NOW - 29));
     let last = w.call("GET", "/api/private", Some(&bearer(&expiring)), None);
     assert_eq!((last.response.status, last.kept_until), (200, Some(start + 1_000)));
+    w.now.set(start + 999);
+    assert_eq!(w.get("/api/private", &expiring).status, 200);
+    w.now.set(start + 1_000);
+    assert_invalid_token(&w.get("/api/private", &expiring), "The token is expired");
     // Keys fetched at `start` are fresh for max-age (600 s), then a refresh is asked for.
     w.now.set(start + 599_700);
     assert_eq!(w.call("GET", "/api/private", Some(&bearer(&token)), None).kept_until, Some(start + 600_000));
+    let unseen = token_with(|c| c["sub"] = json!("auth0|unseen"));
+    let verified = w.call("GET", "/api/private", Some(&bearer(&unseen)), None);
+    assert_eq!((verified.decision.cache, verified.kept_until), (Some(CacheUse::Miss), Some(start + 600_000)));
     w.now.set(start + 601_000);
     let stale = w.call("GET", "/api/private", Some(&bearer(&token)), None);
     assert_eq!((stale.response.status, stale.background_refresh, stale.kept_until), (200, Some(0), None));

@@ -77,14 +77,14 @@ function send(request, known, answer, now) {
   }
   let entry;
   if (mark === 61) {
-    entry = { value: open(answer.slice(1)), until: Infinity, installed: 0, head: known, made: now };
+    entry = { value: open(answer.slice(1)), until: Infinity, installed: undefined, head: known, made: now };
   } else {
     const end = answer.indexOf("\n");
     const [made, until, installed] = answer.slice(1, end).split(",").map(Number);
     entry = { value: open(answer.slice(end + 1)), until, installed, head: known, made };
   }
   if (known.length <= MAX_KEPT_HEAD) {
-    if (KEPT.size >= MAX_KEPT) KEPT.delete(KEPT.keys().next().value);
+    if (KEPT.size >= MAX_KEPT && !KEPT.has(known)) KEPT.delete(KEPT.keys().next().value);
     KEPT.set(known, entry);
   }
   return again(request, entry);
@@ -95,7 +95,8 @@ function open(text) {
   return isWire(text) ? prepare(text) : parsePlan(text);
 }
 
-// A kept answer, or a kept plan: a failure hands back the head and clock it was made from.
+// A kept answer, or a kept plan: a failure hands back the head, the clock and the installs it was
+// made with.
 function again(request, entry) {
   const kept = entry.value;
   return kept.init === undefined ? forward(request, kept, glue, entry) : new Response(kept.body, kept.init);

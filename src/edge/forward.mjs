@@ -13,9 +13,10 @@
 //   corsPrefix  when set, origin headers starting with it are removed (the edge owns CORS)
 //   corsAdd  the edge's CORS headers, as add;  origin   the request's Origin ("": none), for an error's CORS
 //   held     "": nothing to record; else the id of the decision wasm holds until the origin answers
-// kept: for a plan kept for the request's head (entry.mjs), { head, made }: a failure hands them
-//   back, and the decision is made again from that head at that clock (it was not held).
-// edge: the wasm exports origin_failed(kind, origin, held, ms, head, made) (the edge's answer, see respond.mjs)
+// kept: for a plan kept for the request's head (entry.mjs), { head, made, installed }: a failure
+//   hands them back, and the decision is made again from them (it was not held).
+// edge: the wasm exports origin_failed(kind, origin, held, ms, head, made, installed) (the edge's
+//   answer, see respond.mjs)
 //   and origin_answered(held, status, ms).
 import { respond } from "./respond.mjs";
 
@@ -98,7 +99,7 @@ export function forward(request, plan, edge, kept) {
       clearTimeout(timer);
       const kind = error?.name === "TimeoutError" ? "timeout" : state?.clientFailed ? "client_body" : "unreachable";
       const ms = started === 0 ? 0 : Date.now() - started;
-      return respond(edge.origin_failed(kind, plan.origin, held, ms, kept?.head, kept?.made ?? 0));
+      return respond(edge.origin_failed(kind, plan.origin, held, ms, kept?.head, kept?.made ?? 0, kept?.installed));
     },
   );
 }

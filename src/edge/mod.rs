@@ -7,8 +7,10 @@
 //! - a request crosses into wasm as one string, its head (`entry.mjs`: the method, the URL, the six
 //!   headers the pipeline reads and, in a gateway, the header names), and the answer comes back as
 //!   one string (a response's wire text, or a gateway's plan); no `web_sys` object is built per request;
-//! - an answer the pipeline made from the head alone (`Outcome::fixed`) and that nobody records is
-//!   kept by `entry.mjs` for that head, and repeats of it never call into wasm;
+//! - an answer the pipeline made from the head alone (`Outcome::fixed`), or that admitted a Bearer
+//!   token (`Outcome::kept_until`: for at most a second, while no key set or deny list is replaced),
+//!   and that nobody records is kept by `entry.mjs` for that head, and repeats of it never call
+//!   into wasm;
 //! - everything that can be worked out once (configuration, key store, imported keys, verified tokens)
 //!   lives with the isolate;
 //! - an answer that needs no I/O is returned synchronously; only one that awaits becomes a promise.
@@ -55,6 +57,8 @@ struct Ready {
     /// The deny list's copy, when a `DENYLIST` namespace is bound.
     denylist: Option<RefCell<DenyList>>,
     verifier: webcrypto::WebCrypto,
+    /// Where this instance's count of installs starts (see `installed`), drawn when first needed.
+    salt: OnceCell<u64>,
 }
 
 impl Ready {
@@ -71,7 +75,24 @@ impl Ready {
         Setup { config: &self.config, rules: &self.rules, keys }
     }
 
+    /// What a kept token answer is checked against: the count of key sets and deny-list copies
+    /// installed (`app::installed`), from a random start per instance, as an exact JavaScript
+    /// number. A trap re-creates the instance, whose counts start again from zero; `entry.mjs`
+    /// may still hold answers kept by the old one, which must not match by chance.
     fn installed(&self) -> u64 {
+        const EXACT: u64 = (1 << 53) - 1;
+        let salt = *self.salt.get_or_init(|| {
+            let mut bytes = [0u8; 8];
+            match getrandom::getrandom(&mut bytes) {
+                Ok(()) => u64::from_le_bytes(bytes),
+                // Without randomness, the time the instance first kept an answer, in microseconds.
+                Err(_) => (js_sys::Date::now() * 1000.0) as u64,
+            }
+        });
+        salt.wrapping_add(self.installs()) & EXACT
+    }
+
+    fn installs(&self) -> u64 {
         app::installed(&self.issuers, self.denylist.as_ref())
     }
 }
@@ -103,6 +124,7 @@ fn isolate(env: &JsValue) -> Rc<Isolate> {
                     denylist: io::binding(env, io::DENYLIST_BINDING)
                         .map(|_| RefCell::new(DenyList::new(config.denylist_refresh_secs))),
                     verifier: webcrypto::WebCrypto::new(),
+                    salt: OnceCell::new(),
                     rules,
                     config,
                 }))
@@ -238,9 +260,11 @@ fn split_url(url: &str) -> (Option<&str>, &str, &str) {
 async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValue, ctx: JsValue, now: u64) -> JsValue {
     {
         let (incoming, path_and_query) = parts.incoming();
+        let mut installs_before = 0;
         let outcome = match isolate.as_ref() {
             Ok(ready) => {
                 let io = LazyIo { env: env.clone(), ready: ready.clone(), io: OnceCell::new() };
+                installs_before = ready.installs();
                 let setup = ready.setup(&io);
                 let outcome = app::handle(&incoming, Ok(setup), now).await;
                 let writes_due = ready.issuers.iter().any(|issuer| issuer.store.has_pending_writes());
@@ -293,7 +317,7 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                 let names = parts.get(Parts::NAMES);
                 let mark = names
                     .filter(|_| observe::records_nothing(&env, policy, &decision))
-                    .and_then(|_| keep_mark(outcome.fixed, outcome.kept_until, ready, now));
+                    .and_then(|_| keep_mark(outcome.fixed, outcome.kept_until, ready, installs_before, now));
                 // Otherwise the origin's answer comes back in JavaScript (forward.mjs), and the
                 // decision waits for it there when it is to be recorded (see `observe::hold`).
                 let held = match mark {
@@ -312,6 +336,7 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                         0.0,
                         mark.map(|_| parts.head.clone()),
                         now as f64,
+                        None,
                     )),
                 };
             }
@@ -320,7 +345,7 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
         // the next request with the same head itself, without calling in.
         let mark = match isolate.as_ref() {
             Ok(ready) if observe::records_nothing(&env, policy, &decision) => {
-                keep_mark(outcome.fixed, outcome.kept_until, ready, now)
+                keep_mark(outcome.fixed, outcome.kept_until, ready, installs_before, now)
             }
             _ => None,
         };
@@ -337,56 +362,65 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
 /// one fixed by the head (`Outcome::fixed`), for as long as the instance lives; `~made,until,
 /// installed` and a line break for a token's (`Outcome::kept_until`), while the clock is before
 /// `until` and [`installed`] still returns `installed`. `made` is the clock it was made at, given
-/// back if a kept forward's origin fails.
-fn keep_mark(fixed: bool, kept_until: Option<u64>, ready: &Ready, now: u64) -> Option<String> {
+/// back (with `installed`) if a kept forward's origin fails. A token's answer is not kept when a
+/// key set or the deny list's copy was replaced while it was being made (`installs_before`): it
+/// was judged on what was there before.
+fn keep_mark(fixed: bool, kept_until: Option<u64>, ready: &Ready, installs_before: u64, now: u64) -> Option<String> {
     if fixed {
         return Some(FIXED.to_string());
     }
-    let until = kept_until?;
+    let until = kept_until.filter(|_| ready.installs() == installs_before)?;
     Some(format!("{KEPT}{now},{until},{}\n", ready.installed()))
 }
 
 /// What a kept token answer is checked against in `entry.mjs` on each use: changes whenever an
-/// issuer's key set or the deny list's copy is replaced (0 before the configuration is read).
+/// issuer's key set or the deny list's copy is replaced. NaN (equal to nothing) before the
+/// configuration is read.
 #[wasm_bindgen]
 pub fn installed() -> f64 {
-    // As a JavaScript number: exact up to 2^53 installs.
-    ready().map_or(0, |ready| ready.installed()) as f64
+    // Below 2^53: exact as a JavaScript number.
+    ready().map_or(f64::NAN, |ready| ready.installed() as f64)
 }
 
-/// The decision for `head` that `serve` marked kept (`keep_mark`) at `made` and did not hold,
-/// made again at `made`: the pipeline gives that head the same answer until then, and at that
-/// clock its key stores and deny list ask for no refresh (nothing is claimed, nothing spent).
-/// `None` if the answer is not kept after all (a key set or the deny list was replaced since),
-/// which is then not recorded as it. A token no longer in the cache would need its signature
-/// checked again, which is not done for a log line: its decision names only the rule.
-fn kept_decision(head: String, made: u64, ready: &Rc<Ready>) -> Option<(crate::decision::Decision, String)> {
+/// The decision for `head`, whose forward `serve` marked kept (`keep_mark`) at `made` and did not
+/// hold, to record its refusal with. Made again by the pipeline, at `made`, when that gives the
+/// same decision with no side effect: an answer fixed by the head (`installed` is `None`) reads
+/// nothing else; a token's, while the instance still has what it had installed then
+/// (`installed`), finds its token in the cache and, at that clock, keys and a deny list that ask
+/// for no refresh, so nothing is claimed, spent, logged or evicted. Otherwise (a key set or the
+/// deny list replaced since, the token no longer cached) the pipeline is not run for a log line:
+/// the decision names the rule alone.
+fn kept_decision(
+    head: String,
+    made: u64,
+    installed: Option<f64>,
+    ready: &Rc<Ready>,
+) -> (crate::decision::Decision, String) {
     let parts = Parts::parse(head);
     let (incoming, _) = parts.incoming();
-    let io = LazyIo { env: JsValue::UNDEFINED, ready: ready.clone(), io: OnceCell::new() };
-    let setup = ready.setup(&io);
-    let mut run = std::pin::pin!(app::handle(&incoming, Ok(setup), made));
-    match run.as_mut().poll(&mut TaskContext::from_waker(Waker::noop())) {
-        Poll::Ready(outcome) if outcome.fixed || outcome.kept_until.is_some() => {
-            Some((outcome.decision, incoming.method.to_owned()))
-        }
-        Poll::Ready(_) => None,
-        Poll::Pending => {
-            let rule = match ready.rules.find(incoming.method, incoming.path) {
-                crate::rules::Match::Rule(rule) => Some(rule.path.clone()),
-                _ => None,
-            };
-            let decision = crate::decision::Decision {
-                rule,
-                status: 200,
-                reason: crate::decision::Reason::Ok,
-                issuer: None,
-                kid: None,
-                cache: None,
-            };
-            Some((decision, incoming.method.to_owned()))
+    if installed.is_none_or(|installed| installed == ready.installed() as f64) {
+        let io = LazyIo { env: JsValue::UNDEFINED, ready: ready.clone(), io: OnceCell::new() };
+        let setup = ready.setup(&io);
+        let mut run = std::pin::pin!(app::handle(&incoming, Ok(setup), made));
+        if let Poll::Ready(outcome) = run.as_mut().poll(&mut TaskContext::from_waker(Waker::noop())) {
+            if outcome.fixed || outcome.kept_until.is_some() {
+                return (outcome.decision, incoming.method.to_owned());
+            }
         }
     }
+    let rule = match ready.rules.find(incoming.method, incoming.path) {
+        crate::rules::Match::Rule(rule) => Some(rule.path.clone()),
+        _ => None,
+    };
+    let decision = crate::decision::Decision {
+        rule,
+        status: 200,
+        reason: crate::decision::Reason::Ok,
+        issuer: None,
+        kid: None,
+        cache: None,
+    };
+    (decision, incoming.method.to_owned())
 }
 
 /// The isolate's configuration, if it was read (for answers made outside a request's pipeline).

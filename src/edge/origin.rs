@@ -137,7 +137,7 @@ fn log(event: &'static str) {
 /// Called by `forward.mjs` when the origin could not be asked or did not answer in time: the
 /// edge's own error answer (as `wire` text), shaped like every other (JSON, `no-store`, CORS for
 /// `origin`), and the request's decision recorded as that refusal: the held one, or for a plan
-/// kept for its head (never held), the one the pipeline makes again from `head` at `made_ms`.
+/// kept for its head (never held), the one made again for `head` (`kept_decision`).
 #[wasm_bindgen]
 pub fn origin_failed(
     kind: &str,
@@ -146,6 +146,7 @@ pub fn origin_failed(
     origin_ms: f64,
     head: Option<String>,
     made_ms: f64,
+    installed: Option<f64>,
 ) -> String {
     let error = failure(kind);
     let Some(ready) = super::ready() else { return super::fallback() };
@@ -153,20 +154,19 @@ pub fn origin_failed(
     let refuse = |decision: &mut crate::decision::Decision| decision.refused_after_pipeline(&error, refusal.status);
     match (held, head) {
         (None, Some(head)) => {
-            if let Some((mut decision, method)) = super::kept_decision(head, made_ms as u64, &ready) {
-                refuse(&mut decision);
-                let started = js_sys::Date::now() - origin_ms;
-                // A plan is fixed only while ANALYTICS is unbound (`records_nothing` looked it up
-                // with the real environment in this instance; a new instance has no fixed plan).
-                super::observe::record(
-                    &JsValue::UNDEFINED,
-                    ready.config.observe,
-                    decision,
-                    &method,
-                    started,
-                    Some(origin_ms),
-                );
-            }
+            let (mut decision, method) = super::kept_decision(head, made_ms as u64, installed, &ready);
+            refuse(&mut decision);
+            let started = js_sys::Date::now() - origin_ms;
+            // A plan is kept only while ANALYTICS is unbound (`records_nothing` looked it up
+            // with the real environment in this instance; a new instance has no kept plan).
+            super::observe::record(
+                &JsValue::UNDEFINED,
+                ready.config.observe,
+                decision,
+                &method,
+                started,
+                Some(origin_ms),
+            );
         }
         _ => super::observe::release(held, refuse, origin_ms),
     }
