@@ -197,7 +197,11 @@ impl Worker {
             let mut worker = Worker::capture(child, port);
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() && ready(port) {
+                // A proxy still starting may accept a connection and drop it before answering:
+                // the probe's request fails then (it panics), which only means "not yet".
+                let answered =
+                    || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ready(port))).unwrap_or(false);
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() && answered() {
                     return worker;
                 }
                 let taken = worker.log().contains("Address already in use");

@@ -8,9 +8,9 @@
 //!   headers the pipeline reads and, in a gateway, the header names), and the answer comes back as
 //!   one string (a response's wire text, or a gateway's plan); no `web_sys` object is built per request;
 //! - an answer the pipeline made from the head alone (`Outcome::fixed`), or that admitted a Bearer
-//!   token (`Outcome::kept_until`: for at most a second, while no key set or deny list is replaced),
-//!   and that nobody records is kept by `entry.mjs` for that head, and repeats of it never call
-//!   into wasm;
+//!   token seen before (`Outcome::kept_until`: for at most a second, while no key set or deny
+//!   list is replaced), and that nobody records is kept by `entry.mjs` for that head, and repeats
+//!   of it never call into wasm;
 //! - everything that can be worked out once (configuration, key store, imported keys, verified tokens)
 //!   lives with the isolate;
 //! - an answer that needs no I/O is returned synchronously; only one that awaits becomes a promise.
