@@ -195,13 +195,13 @@ ANALYTICS_STUB = """export default function () {
 }"""
 
 
-def capnp_config(path, modules, bindings, port, date, flags, analytics=False, kv=None):
+def capnp_config(path, modules, bindings, port, date, flags, analytics=False, kv=None, v8_flags=()):
     """One worker on one loopback socket. Its only way out is the loopback interface: enough for
     the dev issuer's JWKS, and nothing else is reachable. `analytics`: an `ANALYTICS` binding
     with Analytics Engine's `writeDataPoint` (see ANALYTICS_STUB). `kv`: a `JWKS_KV` namespace
     served by a second worker of this source (workerd's kvNamespace binding speaks HTTP to it).
-    BENCH_V8_FLAGS (e.g. --trace-wasm-compilation-times) is for finding where time goes, never for
-    figures: a deployed worker runs with the runtime's own flags."""
+    BENCH_V8_FLAGS (e.g. --trace-wasm-compilation-times) and `v8_flags` are for finding where time
+    goes, never for figures: a deployed worker runs with the runtime's own flags."""
     def quote(s):
         return json.dumps(str(s))  # a JSON string is a valid Cap'n Proto text literal here
 
@@ -224,7 +224,7 @@ const kv :Workerd.Worker = (
   compatibilityDate = {quote(date)},
 );
 """
-    v8_flags = os.environ.get("BENCH_V8_FLAGS", "").split()
+    v8_flags = list(v8_flags) + os.environ.get("BENCH_V8_FLAGS", "").split()
     if v8_flags:
         config_extra += f"\n  v8Flags = [{', '.join(quote(f) for f in v8_flags)}],"
     flag_list = ", ".join(quote(f) for f in flags)

@@ -16,6 +16,10 @@ Workers, alternated within each try so that drift in the machine falls on all al
              isolate). The issuer is stopped before these tries: a 200 proves no fetch was made.
              (bare workerd has no Cache API store; at the edge the Cache tier is read first.)
   jose peer  bench/peer/worker.js: jose's createRemoteJWKSet, fetched from the issuer.
+  ours, eager  edge-auth as `ours`, in a workerd whose V8 compiles every wasm function when the
+             module loads (--no-wasm-lazy-compilation) rather than on its first call. Not a
+             setting a worker has (a deployed one runs with the runtime's flags): it measures how
+             much of the first answers is V8 compiling the wasm functions a request runs.
 Medians of the tries, and the ratios ours / peer (below 1: edge-auth is faster).
 """
 
@@ -59,10 +63,10 @@ export default {
 };"""
 
 
-def config(path, modules, bindings, port, date, flags, kv_seed=None):
+def config(path, modules, bindings, port, date, flags, kv_seed=None, v8_flags=()):
     """bench.capnp_config, with a JWKS_KV namespace holding kv_seed's entries when it is a dict."""
     kv = None if kv_seed is None else KV_SERVICE % json.dumps(kv_seed)
-    bench.capnp_config(path, modules, bindings, port, date, flags, kv=kv)
+    bench.capnp_config(path, modules, bindings, port, date, flags, kv=kv, v8_flags=v8_flags)
 
 
 def status(port, path, token=None):
@@ -154,18 +158,20 @@ def main():
         if not seed:
             raise SystemExit("bench: edge-auth wrote nothing to JWKS_KV after fetching the keys")
 
-        workers = [("ours", ours_modules, ours_bindings, None), ("peer", peer_modules, peer_bindings, None),
-                   ("ours_kv", ours_modules, ours_bindings, seed)]
+        eager = ["--no-wasm-lazy-compilation"]
+        workers = [("ours", ours_modules, ours_bindings, None, ()), ("peer", peer_modules, peer_bindings, None, ()),
+                   ("ours_eager", ours_modules, ours_bindings, None, eager),
+                   ("ours_kv", ours_modules, ours_bindings, seed, ())]
         configs = {}
-        for name, modules, bindings, kv_seed in workers:
+        for name, modules, bindings, kv_seed, v8_flags in workers:
             port = bench.free_port()
             configs[name] = (WORK / f"{name}.capnp", port)
-            config(configs[name][0], modules, bindings, port, date, flags, kv_seed=kv_seed)
+            config(configs[name][0], modules, bindings, port, date, flags, kv_seed=kv_seed, v8_flags=v8_flags)
 
         times = {name: [] for name, *_ in workers}
         bench.say(f"{args.tries} tries of each: a fresh workerd, then /api/public, /api/private twice")
         for i in range(args.tries):
-            for name in ("ours", "peer"):
+            for name in ("ours", "peer", "ours_eager"):
                 path, port = configs[name]
                 times[name].append(one_try(procs, workerd, path, port, token, WORK / f"{name}.log"))
         # Without the issuer, a 200 can only come from keys read out of KV.
@@ -185,13 +191,16 @@ def main():
         f"wasm: {len(wasm_bytes):,} bytes, {len(gzip.compress(wasm_bytes, 9)):,} gzip; "
         f"jose peer bundle: {(peer_dir / 'worker.js').stat().st_size:,} bytes",
         "",
-        "| | jose peer | edge-auth | ratio | edge-auth, keys in KV | ratio |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| | jose peer | edge-auth | ratio | edge-auth, keys in KV | ratio | edge-auth, eager compile* | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for column, label in enumerate(["first `/api/public` after start", "then first `/api/private`",
                                      "then second `/api/private`"]):
-        peer, ours, kv = med("peer", column), med("ours", column), med("ours_kv", column)
-        lines.append(f"| {label} | {peer:.1f} | {ours:.1f} | {ours / peer:.2f}x | {kv:.1f} | {kv / peer:.2f}x |")
+        peer, ours, kv, eager = (med(name, column) for name in ("peer", "ours", "ours_kv", "ours_eager"))
+        lines.append(f"| {label} | {peer:.1f} | {ours:.1f} | {ours / peer:.2f}x | {kv:.1f} | {kv / peer:.2f}x "
+                     f"| {eager:.1f} | {eager / peer:.2f}x |")
+    lines += ["", "* V8 flag --no-wasm-lazy-compilation: the whole module compiled at load instead of each function "
+              "on its first call. Not a worker's setting; it shows what lazy compilation costs each answer."]
     lines += ["", "Every try (public / private / private again, ms):"]
     for name in times:
         lines.append(f"- {name}: " + ", ".join("/".join(f"{v:.1f}" for v in t) for t in times[name]))
