@@ -201,7 +201,8 @@ def capnp_config(path, modules, bindings, port, date, flags, analytics=False, kv
     with Analytics Engine's `writeDataPoint` (see ANALYTICS_STUB). `kv`: a `JWKS_KV` namespace
     served by a second worker of this source (workerd's kvNamespace binding speaks HTTP to it).
     BENCH_V8_FLAGS (e.g. --trace-wasm-compilation-times) and `v8_flags` are for finding where time
-    goes, never for figures: a deployed worker runs with the runtime's own flags."""
+    goes (cold.py's labelled eager-compile column), never for the figures a ratio or a must rests
+    on: a deployed worker runs with the runtime's own flags."""
     def quote(s):
         return json.dumps(str(s))  # a JSON string is a valid Cap'n Proto text literal here
 
