@@ -4,11 +4,71 @@
 use serde_json::json;
 
 use crate::{
-    config::{CorsPolicy, DpopMode, PreflightPolicy},
-    error::ApiError,
-    extract::Scheme,
-    proof,
+    config::vars::{invalid, parse_origin, Vars},
+    dpop::{policy::DpopMode, proof},
+    error::{ApiError, ConfigError},
+    token::extract::Scheme,
 };
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsPolicy {
+    /// No CORS headers at all: browsers on other origins cannot read responses.
+    None,
+    Any,
+    Origins(Vec<String>),
+}
+
+/// What a CORS preflight from an allowed origin is told besides the methods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreflightPolicy {
+    /// `Access-Control-Allow-Headers`: [`PREFLIGHT_HEADERS`], then `CORS_ALLOWED_HEADERS`.
+    pub allow_headers: String,
+    /// `Access-Control-Max-Age`.
+    pub max_age_secs: u64,
+}
+
+/// The request headers every allowed origin may send: the token, JSON bodies, and a DPoP proof.
+pub const PREFLIGHT_HEADERS: &str = "Authorization, Content-Type, DPoP";
+/// How long a browser may reuse a preflight's answer.
+pub const DEFAULT_CORS_MAX_AGE_SECONDS: u64 = 600;
+/// Browsers cap it lower anyway (Chromium at 2 hours, Firefox at 24).
+pub const MAX_CORS_MAX_AGE_SECONDS: u64 = 86_400;
+
+impl CorsPolicy {
+    /// `CORS_ALLOWED_ORIGINS`: unset (no CORS), `*`, or a list of origins.
+    pub fn from_vars(vars: &Vars) -> Result<CorsPolicy, ConfigError> {
+        Ok(match vars.list("CORS_ALLOWED_ORIGINS", ORIGINS_EXPECTED)? {
+            None => CorsPolicy::None,
+            Some(list) if list == ["*"] => CorsPolicy::Any,
+            Some(list) => {
+                let origins: Option<Vec<String>> = list.iter().map(|o| parse_origin(o)).collect();
+                CorsPolicy::Origins(origins.ok_or(invalid("CORS_ALLOWED_ORIGINS", ORIGINS_EXPECTED))?)
+            }
+        })
+    }
+}
+
+const ORIGINS_EXPECTED: &str = "* or origins such as https://app.example.com (a string, comma-separated, or an array)";
+const HEADERS_EXPECTED: &str = "header names such as X-Request-Id (a string, comma-separated, or an array)";
+
+impl PreflightPolicy {
+    /// `CORS_ALLOWED_HEADERS` and `CORS_MAX_AGE_SECONDS`.
+    pub fn from_vars(vars: &Vars) -> Result<PreflightPolicy, ConfigError> {
+        let mut allow_headers = PREFLIGHT_HEADERS.to_owned();
+        for name in vars.list("CORS_ALLOWED_HEADERS", HEADERS_EXPECTED)?.unwrap_or_default() {
+            // An RFC 9110 token: anything else would break the header it is listed in.
+            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if name.is_empty() || !name.bytes().all(token) {
+                return Err(invalid("CORS_ALLOWED_HEADERS", HEADERS_EXPECTED));
+            }
+            allow_headers.push_str(", ");
+            allow_headers.push_str(&name);
+        }
+        let max_age_secs =
+            vars.seconds("CORS_MAX_AGE_SECONDS", DEFAULT_CORS_MAX_AGE_SECONDS, 0, MAX_CORS_MAX_AGE_SECONDS)?;
+        Ok(PreflightPolicy { allow_headers, max_age_secs })
+    }
+}
 
 /// A response before it is handed to the runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]

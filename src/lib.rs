@@ -2,29 +2,32 @@
 //!
 //! Everything but [`edge`] is a pure core with no runtime types, tested on the host by `cargo test`.
 //! `edge` is the thin Cloudflare Workers adapter and exists only on wasm32.
+//!
+//! Imports point down this list, never up, and parts on one line never import each other
+//! (`tests/layout.rs` reads this list and holds every file in `src/` to it, and to having no loop):
+//!
+//! 1. `edge/` — the Workers adapter: request in, answer out; KV, Cache, fetch, WebCrypto, timers
+//! 2. `pipeline` — route → authenticate → authorise → answer or forward, for every kind of rule
+//! 3. `config` — composes each part's own settings into one `Config`; only the two above import it
+//! 4. `gateway/` — the rule table and path safety, what the origin receives, per-caller limits
+//! 5. `http` — answers as plain data, challenges, CORS
+//! 6. `token/` — extract, parse, verify, judge the claims; the trusted issuers; verified tokens
+//! 7. `keys/`, `dpop/` — the issuers' keys and their store; DPoP proofs, nonces, replay memory
+//! 8. `operate/` — decisions, their reasons and log limits; the deny list's policy
+//! 9. `config::vars` — typed reading of variables, shared by every part for its own settings
+//! 10. `error`, `json`, `outline` — typed errors, the one JSON reader, cold-path outlining
 
-pub mod app;
-pub mod claims;
 pub mod config;
-pub mod decision;
-pub mod denylist;
+pub mod dpop;
 pub mod error;
-pub mod extract;
-pub mod forward;
+pub mod gateway;
 pub mod http;
-pub mod issuers;
 pub mod json;
-pub mod jwks;
-pub mod keystore;
-pub mod limits;
-pub mod nonce;
+pub mod keys;
+pub mod operate;
 pub mod outline;
-pub mod proof;
-pub mod replay;
-pub mod rules;
+pub mod pipeline;
 pub mod token;
-pub mod token_cache;
-pub mod verify;
 
 #[cfg(target_arch = "wasm32")]
 mod edge;

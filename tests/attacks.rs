@@ -12,13 +12,13 @@ use std::cell::RefCell;
 
 use common::{block_on, dpop, FakeIo, NOW};
 use edge_auth::{
-    app::{self, Incoming, Keys, Outcome, Setup},
     config::Config,
-    issuers::Issuers,
-    replay::ReplayCache,
-    rules::Rules,
-    token_cache::TokenCache,
-    verify::RustRsa,
+    dpop::replay::ReplayCache,
+    gateway::rules::Rules,
+    pipeline::{self, Incoming, Keys, Outcome, Setup},
+    token::cache::TokenCache,
+    token::issuers::Issuers,
+    token::verify::RustRsa,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -119,9 +119,9 @@ impl Isolate {
             _ => None,
         };
         let config = Config::from_vars(get).expect("the corpus configuration is valid");
-        let rules = app::compile_rules(&config).expect("the corpus routes compile");
+        let rules = pipeline::compile_rules(&config).expect("the corpus routes compile");
         Isolate {
-            issuers: Issuers::new(&config),
+            issuers: config.trusted_issuers(),
             proofs: RefCell::default(),
             proof_keys: corpus["dpop_keys"].clone(),
             io: FakeIo::serving(&corpus["jwks"]),
@@ -180,7 +180,7 @@ impl Isolate {
             denylist: None,
         };
         let setup = Setup { config: &self.config, rules: &self.rules, keys };
-        block_on(app::handle(&request, Ok(setup), NOW as u64 * 1000))
+        block_on(pipeline::handle(&request, Ok(setup), NOW as u64 * 1000))
     }
 
     /// The headers the origin would get for an admitted row, as the edge builds them: the

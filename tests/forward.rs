@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 
 use edge_auth::{
-    claims::{Binding, Principal},
-    config::GatewayConfig,
-    forward::{claims_segment, header_safe, Client},
+    gateway::forward::GatewayConfig,
+    gateway::forward::{claims_segment, header_safe, Client},
+    token::claims::{Binding, Principal},
 };
 use serde_json::json;
 

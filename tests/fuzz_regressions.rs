@@ -10,13 +10,12 @@ use std::cell::RefCell;
 
 use common::{block_on, FakeIo, NOW};
 use edge_auth::{
-    app::{self, Incoming, Keys, Setup},
     config::Config,
-    issuers::Issuers,
-    replay::ReplayCache,
-    rules::{Auth, Match, Rules},
-    token_cache::TokenCache,
-    verify::RustRsa,
+    dpop::replay::ReplayCache,
+    gateway::rules::{Auth, Match, Rules},
+    pipeline::{self, Incoming, Keys, Setup},
+    token::cache::TokenCache,
+    token::verify::RustRsa,
 };
 use serde_json::{json, Value};
 
@@ -57,8 +56,8 @@ fn gateway_public_double_slash_star_does_not_open_protected_routes() {
     };
     let Ok(config) = Config::from_vars(get) else { return };
     // A configuration error naming ROUTES is a fix too.
-    let Ok(rules) = app::compile_rules(&config) else { return };
-    let issuers = Issuers::new(&config);
+    let Ok(rules) = pipeline::compile_rules(&config) else { return };
+    let issuers = config.trusted_issuers();
     let proofs = RefCell::new(ReplayCache::default());
     let io = FakeIo::serving(&json!({ "keys": [] }));
     let tokens = RefCell::new(TokenCache::default());
@@ -66,7 +65,7 @@ fn gateway_public_double_slash_star_does_not_open_protected_routes() {
         Keys { issuers: &issuers, io: &io, verifier: &RustRsa, tokens: &tokens, proofs: &proofs, denylist: None };
     let request = Incoming { method: "GET", path: "/admin/panel", ..Incoming::default() };
     let outcome =
-        block_on(app::handle(&request, Ok(Setup { config: &config, rules: &rules, keys }), NOW as u64 * 1000));
+        block_on(pipeline::handle(&request, Ok(Setup { config: &config, rules: &rules, keys }), NOW as u64 * 1000));
     assert!(outcome.forward.is_none(), "forwarded /admin/panel without a token: {outcome:?}");
     assert_eq!(outcome.response.status, 401, "{outcome:?}");
 }

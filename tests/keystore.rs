@@ -4,10 +4,10 @@ mod common;
 
 use common::*;
 use edge_auth::{
-    config::JwksPolicy,
     error::{ApiError, TokenProblem},
-    jwks::JwksError,
-    keystore::{FetchError, KeyStore},
+    keys::jwks::JwksError,
+    keys::store::JwksPolicy,
+    keys::store::{FetchError, KeyStore},
 };
 use edge_auth_dev_issuer::jwks;
 use serde_json::json;

@@ -1,5 +1,5 @@
 //! The request pipeline as a specification: every route, every rejection rule, every error
-//! format, driven through `app::handle` with real RS256 tokens, fake tiers and a fixed clock.
+//! format, driven through `pipeline::handle` with real RS256 tokens, fake tiers and a fixed clock.
 
 mod common;
 
@@ -13,20 +13,20 @@ use common::{
     *,
 };
 use edge_auth::{
-    app::{self, Broken, Incoming, Keys, Outcome, Setup},
-    config::IssuerConfig,
-    config::{self, Config},
-    decision::CacheUse,
-    denylist::{DeniedEntry, DenyList},
+    config::Config,
+    dpop::proof::{self, access_token_hash, ProofVerifier},
+    dpop::replay::ReplayCache,
+    gateway::rules::Rules,
     http::HttpResponse,
-    issuers::Issuers,
-    jwks::VerificationKey,
-    keystore::FetchError,
-    proof::{self, access_token_hash, ProofVerifier},
-    replay::ReplayCache,
-    rules::Rules,
-    token_cache::TokenCache,
-    verify::{RustRsa, SignatureVerifier},
+    keys::jwks::VerificationKey,
+    keys::store::FetchError,
+    operate::decision::CacheUse,
+    operate::denylist::{DeniedEntry, DenyList},
+    pipeline::{self, Broken, Incoming, Keys, Outcome, Setup},
+    token::cache::TokenCache,
+    token::issuers::IssuerConfig,
+    token::issuers::Issuers,
+    token::verify::{RustRsa, SignatureVerifier},
 };
 use edge_auth_dev_issuer::{b64, jwks, sign, Mint, SigningKey};
 use serde_json::{json, Value};
@@ -70,9 +70,9 @@ fn world_with(vars: &[(&str, &str)], published: &[&SigningKey]) -> World {
         [("AUTH0_DOMAIN", "tenant.example.auth0.com"), ("AUTH0_AUDIENCE", AUDIENCE)].into_iter().collect();
     map.extend(vars.iter().copied());
     let get = |name: &str| map.get(name).map(|v| Value::String(v.to_string()));
-    let config = Config::from_vars(get).and_then(|c| app::compile_rules(&c).map(|rules| (c, rules)));
+    let config = Config::from_vars(get).and_then(|c| pipeline::compile_rules(&c).map(|rules| (c, rules)));
     let issuers = match &config {
-        Ok((config, _)) => Issuers::new(config),
+        Ok((config, _)) => config.trusted_issuers(),
         Err(_) => {
             let only =
                 IssuerConfig { issuer: ISSUER.into(), jwks_url: JWKS_URL.into(), audiences: vec![AUDIENCE.into()] };
@@ -81,7 +81,7 @@ fn world_with(vars: &[(&str, &str)], published: &[&SigningKey]) -> World {
     };
     World {
         config,
-        gateway: config::gateway_requested(get),
+        gateway: edge_auth::gateway::forward::gateway_requested(get),
         issuers,
         io: FakeIo::serving(&jwks(published)),
         tokens: RefCell::default(),
@@ -114,7 +114,7 @@ impl World {
             Ok((config, rules)) => Ok(Setup { config, rules, keys }),
             Err(error) => Err(Broken { error, gateway: self.gateway }),
         };
-        block_on(app::handle(request, setup, self.now.get()))
+        block_on(pipeline::handle(request, setup, self.now.get()))
     }
 
     fn get(&self, path: &str, token: &str) -> HttpResponse {
@@ -164,8 +164,11 @@ fn assert_invalid_token(response: &HttpResponse, description: &str) {
 fn public_route_needs_no_token() {
     let r = world().call("GET", "/api/public", None, None).response;
     assert_eq!(r.status, 200);
-    assert_eq!(body(&r), json!({ "message": app::PUBLIC_MESSAGE }));
-    assert_eq!(app::PUBLIC_MESSAGE, "Hello from a public endpoint! You don't need to be authenticated to see this.");
+    assert_eq!(body(&r), json!({ "message": pipeline::PUBLIC_MESSAGE }));
+    assert_eq!(
+        pipeline::PUBLIC_MESSAGE,
+        "Hello from a public endpoint! You don't need to be authenticated to see this."
+    );
 }
 
 #[test]
@@ -672,10 +675,10 @@ fn stale_keys_ask_for_a_background_refresh() {
 
 #[test]
 fn status_route_is_off_unless_enabled() {
-    assert_error(&world().call("GET", app::STATUS_PATH, None, None).response, 404, "not_found");
+    assert_error(&world().call("GET", pipeline::STATUS_PATH, None, None).response, 404, "not_found");
     let w = world_with(&[("STATUS_ENDPOINT", "true")], &[key(1)]);
     w.get("/api/private", &valid_token());
-    let r = w.call("GET", app::STATUS_PATH, None, None).response;
+    let r = w.call("GET", pipeline::STATUS_PATH, None, None).response;
     assert_eq!(r.status, 200);
     assert_eq!(body(&r)["issuers"][0]["tiers"]["memory"]["kids"], json!(["key-1"]));
 }
@@ -885,7 +888,7 @@ fn the_status_route_lists_every_issuer() {
         &[("STATUS_ENDPOINT", "true"), ("ISSUERS", r#"[{"issuer": "https://login.example.com/"}]"#)],
         &[key(1)],
     );
-    let status = body(&w.call("GET", app::STATUS_PATH, None, None).response);
+    let status = body(&w.call("GET", pipeline::STATUS_PATH, None, None).response);
     let issuers: Vec<&str> =
         status["issuers"].as_array().unwrap().iter().map(|i| i["issuer"].as_str().unwrap()).collect();
     assert_eq!(issuers, vec![ISSUER, OTHER_ISSUER]);
@@ -1276,12 +1279,12 @@ fn an_upgrade_is_refused_unless_its_rule_allows_a_websocket() {
     }
     // Allowed: relayed by the edge. A public socket has no deadline.
     let public = upgrade("GET", "/live", "WebSocket", None).forward.expect("relayed");
-    assert_eq!(public.relay, Some(app::Relay { close_at_ms: None }));
+    assert_eq!(public.relay, Some(pipeline::Relay { close_at_ms: None }));
     // A socket opened with a token closes when a request with it would be refused: exp + leeway.
     assert_error(&upgrade("GET", "/feed", "websocket", None).response, 401, "missing_authorization");
     let short = format!("Bearer {}", token_with(|c| c["exp"] = json!(NOW + 60)));
     let relayed = upgrade("GET", "/feed", "websocket", Some(short.as_str())).forward.expect("relayed");
-    assert_eq!(relayed.relay, Some(app::Relay { close_at_ms: Some((NOW as u64 + 60 + 30) * 1000) }));
+    assert_eq!(relayed.relay, Some(pipeline::Relay { close_at_ms: Some((NOW as u64 + 60 + 30) * 1000) }));
     let strict = gateway_world(&[("CLOCK_SKEW_SECONDS", "0")]);
     let outcome = strict.send(&Incoming {
         method: "GET",
@@ -1290,7 +1293,7 @@ fn an_upgrade_is_refused_unless_its_rule_allows_a_websocket() {
         authorization: Some(&short),
         ..Incoming::default()
     });
-    assert_eq!(outcome.forward.unwrap().relay, Some(app::Relay { close_at_ms: Some((NOW as u64 + 60) * 1000) }));
+    assert_eq!(outcome.forward.unwrap().relay, Some(pipeline::Relay { close_at_ms: Some((NOW as u64 + 60) * 1000) }));
     // Without an Upgrade, a WebSocket rule is plain HTTP.
     assert_eq!(w.call("GET", "/live", None, None).forward.unwrap().relay, None);
 }
@@ -1614,13 +1617,13 @@ fn the_copy_is_listed_again_in_the_background_once_per_interval_and_a_failure_ke
     assert!(!call(&w).denylist_refresh);
     // The edge lists after the response; the new entry holds from then on.
     *w.io.denied.borrow_mut() = Ok(vec![DeniedEntry { key: "sub:dev-user|1".into(), reason: None }]);
-    block_on(app::refresh_denylist(w.denylist.as_ref().unwrap(), &w.io, w.now.get()));
+    block_on(pipeline::refresh_denylist(w.denylist.as_ref().unwrap(), &w.io, w.now.get()));
     assert_revoked(&call(&w));
     // KV failing: the last copy stays in force, with a log line.
     *w.io.denied.borrow_mut() = Err("KV list failed".into());
     w.now.set(w.now.get() + 30_000);
     assert!(call(&w).denylist_refresh);
-    block_on(app::refresh_denylist(w.denylist.as_ref().unwrap(), &w.io, w.now.get()));
+    block_on(pipeline::refresh_denylist(w.denylist.as_ref().unwrap(), &w.io, w.now.get()));
     assert_revoked(&call(&w));
     assert!(w.io.events().contains(&"denylist_unreadable".to_owned()));
 }
@@ -1749,7 +1752,7 @@ fn only_public_answers_and_forwards_are_fixed_by_the_request_head() {
 // ---- answers kept for their head a while: an admitted Bearer token ----
 
 fn installed(w: &World) -> u64 {
-    app::installed(&w.issuers, w.denylist.as_ref())
+    pipeline::installed(&w.issuers, w.denylist.as_ref())
 }
 
 #[test]
@@ -1761,7 +1764,11 @@ fn an_admitted_bearer_token_is_kept_for_its_head_until_the_soonest_of_its_bounds
     let first = w.call("GET", "/api/private", Some(&bearer(&token)), None);
     assert_eq!((first.decision.cache, first.kept_until), (Some(CacheUse::Miss), None), "a token seen once is not kept");
     let again = w.call("GET", "/api/private", Some(&bearer(&token)), None);
-    assert_eq!((again.response.status, again.kept_until), (200, Some(start + app::KEEP_MS)), "an hour left: the cap");
+    assert_eq!(
+        (again.response.status, again.kept_until),
+        (200, Some(start + pipeline::KEEP_MS)),
+        "an hour left: the cap"
+    );
     // Leeway 30 s: a token whose exp is 29.5 s past is refused from the next second on.
     w.now.set(start + 500);
     let expiring = token_with(|c| c["exp"] = json!(NOW - 29));
@@ -1781,7 +1788,7 @@ fn an_admitted_bearer_token_is_kept_for_its_head_until_the_soonest_of_its_bounds
     // The deny list's copy, listed at `start`, is due again 30 s later.
     let w = denying(&[]);
     w.call("GET", "/api/private", Some(&bearer(&token)), None);
-    assert_eq!(w.call("GET", "/api/private", Some(&bearer(&token)), None).kept_until, Some(start + app::KEEP_MS));
+    assert_eq!(w.call("GET", "/api/private", Some(&bearer(&token)), None).kept_until, Some(start + pipeline::KEEP_MS));
     w.now.set(start + 29_600);
     assert_eq!(w.call("GET", "/api/private", Some(&bearer(&token)), None).kept_until, Some(start + 30_000));
     w.now.set(start + 30_000);
@@ -1851,7 +1858,7 @@ fn a_replaced_key_set_or_deny_list_copy_changes_what_kept_answers_are_checked_ag
     block_on(w.issuers.get(0).unwrap().store.refresh(later, &w.io));
     assert_eq!(installed(&w), listed_and_fetched + 1);
     *w.io.denied.borrow_mut() = Ok(vec![DeniedEntry { key: "sub:dev-user|1".into(), reason: None }]);
-    block_on(app::refresh_denylist(w.denylist.as_ref().unwrap(), &w.io, later));
+    block_on(pipeline::refresh_denylist(w.denylist.as_ref().unwrap(), &w.io, later));
     assert_eq!(installed(&w), listed_and_fetched + 2);
     w.now.set(later);
     assert_revoked(&call(&w));

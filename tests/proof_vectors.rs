@@ -6,10 +6,10 @@ mod common;
 
 use common::block_on;
 use edge_auth::{
-    config::{DpopMode, DpopPolicy},
+    dpop::policy::{DpopMode, DpopPolicy},
+    dpop::proof::{self, ProofError, ProofRequest},
     error::ProofProblem,
-    proof::{self, ProofError, ProofRequest},
-    verify::RustRsa,
+    token::verify::RustRsa,
 };
 use serde_json::Value;
 

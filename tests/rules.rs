@@ -1,6 +1,6 @@
 //! Route rules as a specification: how `ROUTES` is parsed and refused, and which rule a request meets.
 
-use edge_auth::rules::{is_ambiguous_path, Auth, Match, Rules};
+use edge_auth::gateway::rules::{is_ambiguous_path, Auth, Match, Rules};
 use serde_json::{json, Value};
 
 fn rules(value: Value) -> Rules {
@@ -232,7 +232,7 @@ fn paths_an_origin_could_read_as_another_path_are_ambiguous() {
     }
 }
 
-fn first_rule(table: &Rules) -> &edge_auth::rules::Rule {
+fn first_rule(table: &Rules) -> &edge_auth::gateway::rules::Rule {
     match table.find("GET", "/x") {
         Match::Rule(rule) => rule,
         other => panic!("{other:?}"),

@@ -1,10 +1,10 @@
-//! The token reader (src/token.rs, src/claims.rs) against jwt-compact's, which it replaced at the
+//! The token reader (src/token/parse.rs, src/token/claims.rs) against jwt-compact's, which it replaced at the
 //! edge: on a grid of odd headers and claims, both accept or both refuse, and an accepted token
 //! reads the same. The one deliberate difference: a repeated member name in any object of the
 //! header or claims is refused here (jwt-compact let a repeated unknown or nested member through).
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use edge_auth::{error::TokenProblem, token::UnverifiedToken};
+use edge_auth::{error::TokenProblem, token::parse::UnverifiedToken};
 use jwt_compact::{Claims, UntrustedToken};
 use serde::Deserialize;
 

@@ -16,9 +16,9 @@
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use edge_auth::{
-    config::{DpopMode, DpopPolicy},
-    proof::{self, ProofRequest},
-    verify::RustRsa,
+    dpop::policy::{DpopMode, DpopPolicy},
+    dpop::proof::{self, ProofRequest},
+    token::verify::RustRsa,
 };
 use edge_auth_fuzz::block_on;
 use jwt_compact::{alg::Es256, Algorithm, AlgorithmSignature};

@@ -9,7 +9,7 @@
 #![no_main]
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use edge_auth::jwks::{KeySet, MAX_MODULUS_BITS, MIN_MODULUS_BITS};
+use edge_auth::keys::jwks::{KeySet, MAX_MODULUS_BITS, MIN_MODULUS_BITS};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

@@ -8,7 +8,7 @@
 
 #![no_main]
 
-use edge_auth::rules::is_ambiguous_path;
+use edge_auth::gateway::rules::is_ambiguous_path;
 use libfuzzer_sys::fuzz_target;
 
 fn ambiguous(path: &str) -> bool {

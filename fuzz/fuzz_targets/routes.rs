@@ -14,7 +14,7 @@
 
 #![no_main]
 
-use edge_auth::rules::{Auth, Match, Rules};
+use edge_auth::gateway::rules::{Auth, Match, Rules};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

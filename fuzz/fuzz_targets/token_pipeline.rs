@@ -1,4 +1,4 @@
-//! Raw bytes → one request through `app::handle`, in demo or gateway mode, against the fixture's
+//! Raw bytes → one request through `pipeline::handle`, in demo or gateway mode, against the fixture's
 //! issuer (fixed JWKS, fixed clock, pure-Rust RSA), sent twice so the second answer comes through
 //! the verified-token cache.
 //!
@@ -17,14 +17,13 @@
 use std::cell::RefCell;
 
 use edge_auth::{
-    app::{self, Incoming, Keys, Outcome, Setup},
+    pipeline::{self, Incoming, Keys, Outcome, Setup},
     config::Config,
-    forward,
-    issuers::Issuers,
-    replay::ReplayCache,
-    rules::Rules,
-    token_cache::TokenCache,
-    verify::RustRsa,
+    gateway::forward,
+    dpop::replay::ReplayCache,
+    gateway::rules::Rules,
+    token::cache::TokenCache,
+    token::verify::RustRsa,
 };
 use edge_auth_fuzz::{bearer_credential, block_on, verify_independently, FixedIo, Identity, FIXTURE};
 use libfuzzer_sys::fuzz_target;
@@ -111,7 +110,7 @@ fn mode(gateway: bool) -> Mode {
         Some(Value::String(value.to_owned()))
     };
     let config = Config::from_vars(get).expect("the fuzz configuration is valid");
-    let rules = app::compile_rules(&config).expect("the fuzz routes compile");
+    let rules = pipeline::compile_rules(&config).expect("the fuzz routes compile");
     Mode { config, rules, routes: if gateway { GATEWAY_ROUTES } else { DEMO_ROUTES } }
 }
 
@@ -150,14 +149,14 @@ fuzz_target!(|data: &[u8]| {
 
     // One isolate per input, so that every input is judged alone and reproduces alone.
     let config = &mode.config;
-    let issuers = Issuers::new(config);
+    let issuers = config.trusted_issuers();
     let proofs = RefCell::new(ReplayCache::default());
     let io = FixedIo::default();
     let tokens = RefCell::new(TokenCache::default());
     let send = || {
         let keys =
             Keys { issuers: &issuers, io: &io, verifier: &RustRsa, tokens: &tokens, proofs: &proofs, denylist: None };
-        block_on(app::handle(&request, Ok(Setup { config, rules: &mode.rules, keys }), FIXTURE.now_ms()))
+        block_on(pipeline::handle(&request, Ok(Setup { config, rules: &mode.rules, keys }), FIXTURE.now_ms()))
     };
     let first = send();
     check(gateway, route, &request, &first, &io.logs.borrow());
@@ -183,11 +182,11 @@ fn check(gateway: bool, route: &Route, request: &Incoming<'_>, outcome: &Outcome
     };
 
     let body = response.body.as_deref().unwrap_or_default();
-    if body.contains(app::PRIVATE_MESSAGE) || body.contains(app::SCOPED_MESSAGE) {
+    if body.contains(pipeline::PRIVATE_MESSAGE) || body.contains(pipeline::SCOPED_MESSAGE) {
         assert!(!gateway, "the gateway answered with a demo message");
         let (_, identity) = admitted();
-        if body.contains(app::SCOPED_MESSAGE) {
-            assert!(identity.scopes.contains(app::REQUIRED_SCOPE), "scoped message without the scope: {identity:?}");
+        if body.contains(pipeline::SCOPED_MESSAGE) {
+            assert!(identity.scopes.contains(pipeline::REQUIRED_SCOPE), "scoped message without the scope: {identity:?}");
         }
     }
 

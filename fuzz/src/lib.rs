@@ -12,7 +12,7 @@ use std::{
 };
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use edge_auth::keystore::{FetchError, JwksSource, KeyIo, SharedTier};
+use edge_auth::keys::store::{FetchError, JwksSource, KeyIo, SharedTier};
 use jwt_compact::{
     alg::{Rsa, RsaPublicKey},
     jwk::JsonWebKey,
@@ -108,15 +108,15 @@ impl KeyIo for FixedIo {
 }
 
 /// No rule of the fuzzed tables has a rate limit: never spent.
-impl edge_auth::limits::RateLimiter for FixedIo {
+impl edge_auth::gateway::limits::RateLimiter for FixedIo {
     async fn spend(&self, _binding: &str, _key: &str) -> Result<bool, String> {
         Ok(true)
     }
 }
 
 /// No deny list is bound in the fuzzed pipeline (`Keys::denylist` is `None`): never listed.
-impl edge_auth::denylist::DenyIo for FixedIo {
-    async fn list_denied(&self) -> Result<Vec<edge_auth::denylist::DeniedEntry>, String> {
+impl edge_auth::operate::denylist::DenyIo for FixedIo {
+    async fn list_denied(&self) -> Result<Vec<edge_auth::operate::denylist::DeniedEntry>, String> {
         Err("no deny list in the fuzzed pipeline".into())
     }
 }

@@ -6,8 +6,8 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::{
     config::Config,
-    denylist::{DeniedEntry, DenyIo},
-    keystore::{FetchError, JwksSource, KeyIo, SharedTier},
+    keys::store::{FetchError, JwksSource, KeyIo, SharedTier},
+    operate::denylist::{DeniedEntry, DenyIo},
 };
 
 #[wasm_bindgen(module = "/src/edge/io.mjs")]

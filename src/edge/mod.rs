@@ -34,16 +34,16 @@ use wasm_bindgen::{prelude::wasm_bindgen, JsCast, JsValue};
 use web_sys::Request;
 
 use crate::{
-    app::{self, Broken, Incoming, Keys, Setup},
-    config::{self, Config},
-    denylist::{DeniedEntry, DenyIo, DenyList},
+    config::Config,
+    dpop::replay::ReplayCache,
     error::ConfigError,
+    gateway::rules::Rules,
     http::HttpResponse,
-    issuers::Issuers,
-    keystore::{FetchError, JwksSource, KeyIo, SharedTier},
-    replay::ReplayCache,
-    rules::Rules,
-    token_cache::TokenCache,
+    keys::store::{FetchError, JwksSource, KeyIo, SharedTier},
+    operate::denylist::{DeniedEntry, DenyIo, DenyList},
+    pipeline::{self, Broken, Incoming, Keys, Setup},
+    token::cache::TokenCache,
+    token::issuers::Issuers,
 };
 
 /// What an isolate works out once. Variables cannot change during an isolate's life (a new
@@ -76,7 +76,7 @@ impl Ready {
     }
 
     /// What a kept token answer is checked against: the count of key sets and deny-list copies
-    /// installed (`app::installed`), from a random start per instance, as an exact JavaScript
+    /// installed (`pipeline::installed`), from a random start per instance, as an exact JavaScript
     /// number. A trap re-creates the instance, whose counts start again from zero; `entry.mjs`
     /// may still hold answers kept by the old one, which must not match by chance.
     fn installed(&self) -> u64 {
@@ -93,7 +93,7 @@ impl Ready {
     }
 
     fn installs(&self) -> u64 {
-        app::installed(&self.issuers, self.denylist.as_ref())
+        pipeline::installed(&self.issuers, self.denylist.as_ref())
     }
 }
 
@@ -115,10 +115,10 @@ fn isolate(env: &JsValue) -> Rc<Isolate> {
             let get = |name: &str| var(env, name);
             let ready = Config::from_vars(get).and_then(|config| {
                 observe::init(config.observe.lines_per_minute);
-                let rules = app::compile_rules(&config)?;
-                crate::limits::check_bindings(&rules, |name| rate_limiter(env, name).is_some())?;
+                let rules = pipeline::compile_rules(&config)?;
+                crate::gateway::limits::check_bindings(&rules, |name| rate_limiter(env, name).is_some())?;
                 Ok(Rc::new(Ready {
-                    issuers: Rc::new(Issuers::new(&config)),
+                    issuers: Rc::new(config.trusted_issuers()),
                     tokens: RefCell::default(),
                     proofs: RefCell::default(),
                     denylist: io::binding(env, io::DENYLIST_BINDING)
@@ -130,9 +130,9 @@ fn isolate(env: &JsValue) -> Rc<Isolate> {
                 }))
             });
             Rc::new(ready.map_err(|error| {
-                let gateway = config::gateway_requested(get);
+                let gateway = crate::gateway::forward::gateway_requested(get);
                 // Once per isolate: every request would say the same.
-                let line = app::describe_config_error(&error).to_string();
+                let line = pipeline::describe_config_error(&error).to_string();
                 observe::emit("misconfigured", "", &line, true);
                 Unready { error, gateway }
             }))
@@ -266,7 +266,7 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                 let io = LazyIo { env: env.clone(), ready: ready.clone(), io: OnceCell::new() };
                 installs_before = ready.installs();
                 let setup = ready.setup(&io);
-                let outcome = app::handle(&incoming, Ok(setup), now).await;
+                let outcome = pipeline::handle(&incoming, Ok(setup), now).await;
                 let writes_due = ready.issuers.iter().any(|issuer| issuer.store.has_pending_writes());
                 if outcome.background_refresh.is_some() || writes_due || outcome.denylist_refresh {
                     // After the response: a refresh, and the shared-tier writes this request's
@@ -281,7 +281,7 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                         timer::sleep(0).await;
                         crate::outline::outline(async move {
                             if let Some(list) = denylist.then_some(()).and(io.ready.denylist.as_ref()) {
-                                app::refresh_denylist(list, &io, js_sys::Date::now() as u64).await;
+                                pipeline::refresh_denylist(list, &io, js_sys::Date::now() as u64).await;
                             }
                             if let Some(issuer) = refresh.and_then(|index| issuers.get(index)) {
                                 issuer.store.refresh(js_sys::Date::now() as u64, &io).await;
@@ -299,7 +299,7 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
             }
             Err(unready) => {
                 let broken = Broken { error: &unready.error, gateway: unready.gateway };
-                app::handle::<LazyIo, webcrypto::WebCrypto>(&incoming, Err(broken), now).await
+                pipeline::handle::<LazyIo, webcrypto::WebCrypto>(&incoming, Err(broken), now).await
             }
         };
         let policy = isolate.as_ref().as_ref().map_or_else(|_| Default::default(), |ready| ready.config.observe);
@@ -395,13 +395,13 @@ fn kept_decision(
     made: u64,
     installed: Option<f64>,
     ready: &Rc<Ready>,
-) -> (crate::decision::Decision, String) {
+) -> (crate::operate::decision::Decision, String) {
     let parts = Parts::parse(head);
     let (incoming, _) = parts.incoming();
     if installed.is_none_or(|installed| installed == ready.installed() as f64) {
         let io = LazyIo { env: JsValue::UNDEFINED, ready: ready.clone(), io: OnceCell::new() };
         let setup = ready.setup(&io);
-        let mut run = std::pin::pin!(app::handle(&incoming, Ok(setup), made));
+        let mut run = std::pin::pin!(pipeline::handle(&incoming, Ok(setup), made));
         if let Poll::Ready(outcome) = run.as_mut().poll(&mut TaskContext::from_waker(Waker::noop())) {
             if outcome.fixed || outcome.kept_until.is_some() {
                 return (outcome.decision, incoming.method.to_owned());
@@ -409,13 +409,13 @@ fn kept_decision(
         }
     }
     let rule = match ready.rules.find(incoming.method, incoming.path) {
-        crate::rules::Match::Rule(rule) => Some(rule.path.clone()),
+        crate::gateway::rules::Match::Rule(rule) => Some(rule.path.clone()),
         _ => None,
     };
-    let decision = crate::decision::Decision {
+    let decision = crate::operate::decision::Decision {
         rule,
         status: 200,
-        reason: crate::decision::Reason::Ok,
+        reason: crate::operate::decision::Reason::Ok,
         issuer: None,
         kid: None,
         cache: None,
@@ -468,7 +468,7 @@ impl KeyIo for LazyIo {
     }
 }
 
-impl crate::limits::RateLimiter for LazyIo {
+impl crate::gateway::limits::RateLimiter for LazyIo {
     /// `binding.limit({ key })`, its `success` read; any throw or odd answer is an `Err`.
     async fn spend(&self, binding: &str, key: &str) -> Result<bool, String> {
         let binding = rate_limiter(&self.env, binding).ok_or("not a rate limiter")?;

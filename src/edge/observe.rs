@@ -8,7 +8,7 @@ use std::{
 
 use wasm_bindgen::{prelude::wasm_bindgen, JsValue};
 
-use crate::decision::{self, Decision, LogLimiter, ObservePolicy};
+use crate::operate::decision::{self, Decision, LogLimiter, ObservePolicy};
 
 /// The Analytics Engine binding name (optional; wrangler.toml `[[analytics_engine_datasets]]`).
 pub const ANALYTICS_BINDING: &str = "ANALYTICS";

@@ -9,10 +9,10 @@ use wasm_bindgen::{prelude::wasm_bindgen, JsValue};
 use web_sys::Request;
 
 use crate::{
-    app::{self, Forward, Incoming},
-    config::GatewayConfig,
     error::{ApiError, RequestProblem},
+    gateway::forward::GatewayConfig,
     http,
+    pipeline::{self, Forward, Incoming},
 };
 
 #[wasm_bindgen(inline_js = "
@@ -150,8 +150,9 @@ pub fn origin_failed(
 ) -> String {
     let error = failure(kind);
     let Some(ready) = super::ready() else { return super::fallback() };
-    let refusal = app::refusal(&error, &ready.config, origin.as_deref());
-    let refuse = |decision: &mut crate::decision::Decision| decision.refused_after_pipeline(&error, refusal.status);
+    let refusal = pipeline::refusal(&error, &ready.config, origin.as_deref());
+    let refuse =
+        |decision: &mut crate::operate::decision::Decision| decision.refused_after_pipeline(&error, refusal.status);
     match (held, head) {
         (None, Some(head)) => {
             let (mut decision, method) = super::kept_decision(head, made_ms as u64, installed, &ready);

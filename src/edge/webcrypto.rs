@@ -15,9 +15,9 @@ use web_sys::{CryptoKey, SubtleCrypto};
 use std::{cell::RefCell, collections::HashMap};
 
 use crate::{
-    jwks::VerificationKey,
-    proof::{ProofAlg, ProofKey, ProofVerifier, PublicJwk},
-    verify::SignatureVerifier,
+    dpop::proof::{ProofAlg, ProofKey, ProofVerifier, PublicJwk},
+    keys::jwks::VerificationKey,
+    token::verify::SignatureVerifier,
 };
 
 /// Imported DPoP proof keys kept per isolate: a client signs every proof with the same key, so

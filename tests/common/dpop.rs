@@ -1,7 +1,7 @@
 //! DPoP proofs for tests (RFC 9449 §4.2), in every algorithm the edge accepts, with every part
 //! open to tampering: a proof is built from a header and claims the test may edit.
 
-use edge_auth::proof::access_token_hash;
+use edge_auth::dpop::proof::access_token_hash;
 use edge_auth_dev_issuer::{b64, SigningKey};
 use jwt_compact::{
     alg::{Ed25519, Es256},

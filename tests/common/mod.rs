@@ -15,9 +15,9 @@ use std::{
 };
 
 use edge_auth::{
-    denylist::{DeniedEntry, DenyIo},
-    keystore::{FetchError, JwksSource, KeyIo, SharedTier},
-    limits::RateLimiter,
+    gateway::limits::RateLimiter,
+    keys::store::{FetchError, JwksSource, KeyIo, SharedTier},
+    operate::denylist::{DeniedEntry, DenyIo},
 };
 use edge_auth_dev_issuer::SigningKey;
 

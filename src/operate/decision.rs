@@ -11,9 +11,12 @@
 
 use std::{collections::HashMap, rc::Rc};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::error::{ApiError, RequestProblem, TokenProblem};
+use crate::{
+    config::vars::{decimal, invalid, Vars},
+    error::{ApiError, ConfigError, RequestProblem, TokenProblem},
+};
 
 /// Why a request got the answer it got. The list is documented in the README ("Seeing what the
 /// edge decides"); dashboards depend on these names, so they only ever grow.
@@ -252,6 +255,34 @@ impl Default for ObservePolicy {
             sample: 1.0,
             lines_per_minute: DEFAULT_LOG_LINES_PER_MINUTE,
         }
+    }
+}
+
+const SAMPLE_EXPECTED: &str = "a number from 0 to 1 (the share of decisions logged)";
+/// At least one line a minute; past this, a limit is no limit.
+pub const MAX_LOG_LINES_PER_MINUTE: u64 = 100_000;
+
+impl ObservePolicy {
+    /// `DECISION_LOG`, `DECISION_LOG_SAMPLE` and `LOG_LINES_PER_MINUTE`.
+    pub fn from_vars(vars: &Vars) -> Result<ObservePolicy, ConfigError> {
+        let decision_log = vars.choice(
+            "DECISION_LOG",
+            "one of refusals, all, off",
+            &[("refusals", DecisionLog::Refusals), ("all", DecisionLog::All), ("off", DecisionLog::Off)],
+        )?;
+        let sample = match vars.get("DECISION_LOG_SAMPLE") {
+            None => 1.0,
+            Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+            Some(Value::String(s)) => decimal(s.trim()).unwrap_or(f64::NAN),
+            Some(_) => f64::NAN,
+        };
+        if !(0.0..=1.0).contains(&sample) {
+            return Err(invalid("DECISION_LOG_SAMPLE", SAMPLE_EXPECTED));
+        }
+        let per_minute =
+            vars.count("LOG_LINES_PER_MINUTE", u64::from(DEFAULT_LOG_LINES_PER_MINUTE), 1, MAX_LOG_LINES_PER_MINUTE)?;
+        let lines_per_minute = u32::try_from(per_minute).unwrap_or(u32::MAX);
+        Ok(ObservePolicy { decision_log, sample, lines_per_minute })
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::future::Future;
 
-use crate::{claims::TokenClaims, error::TokenProblem, jwks::VerificationKey, token::UnverifiedToken};
+use crate::{
+    error::TokenProblem, keys::jwks::VerificationKey, token::claims::SignedClaims, token::parse::UnverifiedToken,
+};
 
 /// Verifies RSASSA-PKCS1-v1_5 with SHA-256. Async because WebCrypto is.
 ///
@@ -43,9 +45,9 @@ impl SignatureVerifier for RustRsa {
 
 /// DPoP proofs on the host, through jwt-compact's engines.
 #[cfg(not(target_arch = "wasm32"))]
-impl crate::proof::ProofVerifier for RustRsa {
-    async fn verify_proof(&self, key: &crate::proof::ProofKey, signing_input: &[u8], signature: &[u8]) -> bool {
-        use crate::proof::{ProofAlg, PublicJwk};
+impl crate::dpop::proof::ProofVerifier for RustRsa {
+    async fn verify_proof(&self, key: &crate::dpop::proof::ProofKey, signing_input: &[u8], signature: &[u8]) -> bool {
+        use crate::dpop::proof::{ProofAlg, PublicJwk};
         use jwt_compact::{
             alg::{Ed25519, Es256, Rsa, RsaPublicKey, RsaSignature, VerifyingKey},
             jwk::JsonWebKey,
@@ -78,11 +80,6 @@ impl crate::proof::ProofVerifier for RustRsa {
         }
     }
 }
-
-/// Claims whose integrity is proven but whose content is not yet judged
-/// (issuer, audience, times and scope are [`crate::claims`]' job).
-#[derive(Debug)]
-pub struct SignedClaims(pub(crate) TokenClaims);
 
 pub async fn check_signature(
     token: UnverifiedToken<'_>,

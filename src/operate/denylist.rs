@@ -1,5 +1,5 @@
 //! Revoking a token before its `exp`: the deny list's policy, pure (what matches, when a copy is
-//! due); reading it is Edge work behind [`DenyIo`], as [`crate::keystore::KeyIo`] is for keys.
+//! due); reading it is Edge work behind [`DenyIo`], as [`crate::keys::store::KeyIo`] is for keys.
 //!
 //! The list lives in an optional KV namespace (`DENYLIST`), one key per entry: `sub:<subject>`,
 //! `jti:<token id>`, `client:<azp or client_id>`, `iss:<issuer>`; the entry's metadata may carry a
@@ -13,7 +13,15 @@
 
 use std::{collections::HashMap, future::Future, rc::Rc};
 
+use crate::{config::vars::Vars, error::ConfigError};
+
 pub const DEFAULT_REFRESH_SECONDS: u64 = 30;
+
+/// `DENYLIST_REFRESH_SECONDS`: how old an isolate's copy of the deny list may grow before it is
+/// listed again (used only with a `DENYLIST` binding).
+pub fn refresh_from_vars(vars: &Vars) -> Result<u64, ConfigError> {
+    vars.seconds("DENYLIST_REFRESH_SECONDS", DEFAULT_REFRESH_SECONDS, 1, 3600)
+}
 
 /// One listed entry: the KV key, and the `reason` its metadata gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +101,7 @@ pub struct DenyList {
     listed_at_ms: u64,
     /// When a background listing was last claimed: at most one per interval, whether it succeeds.
     claimed_at_ms: Option<u64>,
-    /// How many copies were installed (see [`crate::keystore::KeyStore::installed`]).
+    /// How many copies were installed (see [`crate::keys::store::KeyStore::installed`]).
     installed: u64,
 }
 

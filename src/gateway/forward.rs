@@ -1,5 +1,6 @@
 //! What the origin receives from the gateway: the target URL, which incoming headers are dropped,
-//! and the identity headers the edge adds. Pure: the edge only copies and sends.
+//! and the identity headers the edge adds; and the settings that decide it ([`GatewayConfig`],
+//! read from `ORIGIN_URL` and its companions). Pure: the edge only copies and sends.
 //!
 //! The origin may trust `X-Auth-*` because no client can send them: every incoming header named
 //! `X-Auth-*` or `X-Edge-Auth-Secret` is removed before anything is added. The same holds for the
@@ -8,9 +9,12 @@
 
 use std::rc::Rc;
 
+use serde_json::Value;
+
 use crate::{
-    claims::{Binding, Principal},
-    config::GatewayConfig,
+    config::vars::{invalid, is_loopback, missing, parse_bracketed_ipv6, parse_domain, Vars},
+    error::ConfigError,
+    token::claims::{Binding, Principal},
 };
 
 pub const SUBJECT: &str = "x-auth-subject";
@@ -28,6 +32,123 @@ pub const FORWARDED_FOR: &str = "x-forwarded-for";
 /// own path and method, so the origin must not act on others.
 const OVERRIDES: [&str; 5] =
     ["x-original-url", "x-rewrite-url", "x-http-method-override", "x-http-method", "x-method-override"];
+
+/// The gateway's settings. `ROUTES` is kept as given; the pipeline compiles it once per isolate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// `scheme://host[:port]` and the base path, without a trailing `/`.
+    pub origin: String,
+    pub routes: Value,
+    pub timeout_ms: u64,
+    pub forward_authorization: bool,
+    pub forward_claims: bool,
+    pub secret: Option<String>,
+    /// `CLAIM_HEADERS`: a header (lower case, `x-auth-…`) per claim it carries, in the order given.
+    pub claim_headers: Vec<ClaimHeader>,
+}
+
+/// One `CLAIM_HEADERS` entry: the header's name (lower case) and the claim it carries.
+pub type ClaimHeader = (Rc<str>, Rc<str>);
+
+/// How long the origin has to send its response headers.
+pub const DEFAULT_ORIGIN_TIMEOUT_SECONDS: u64 = 30;
+pub const MAX_ORIGIN_TIMEOUT_SECONDS: u64 = 300;
+
+/// Whether the variables ask for a gateway (`ORIGIN_URL` given), even if they cannot be read:
+/// a broken gateway must answer nothing itself rather than fall back to the demo routes.
+pub fn gateway_requested(get: impl Fn(&str) -> Option<Value>) -> bool {
+    Vars::new(&get).get("ORIGIN_URL").is_some()
+}
+
+const ORIGIN_EXPECTED: &str =
+    "an https:// URL with an optional base path, no query or fragment (http:// only for loopback hosts)";
+const SECRET_EXPECTED: &str = "a string of printable ASCII (it is sent as a header)";
+
+impl GatewayConfig {
+    /// `ORIGIN_URL` (none: not a gateway), `ROUTES` (kept as given), `ORIGIN_TIMEOUT_SECONDS`,
+    /// `FORWARD_AUTHORIZATION`, `FORWARD_CLAIMS`, `ORIGIN_SECRET` and `CLAIM_HEADERS`.
+    pub fn from_vars(vars: &Vars) -> Result<Option<GatewayConfig>, ConfigError> {
+        let Some(url) = vars.text("ORIGIN_URL", ORIGIN_EXPECTED)? else {
+            if vars.get("CLAIM_HEADERS").is_some() {
+                return Err(invalid("CLAIM_HEADERS", "used only in gateway mode: set ORIGIN_URL too"));
+            }
+            return match vars.get("ROUTES") {
+                Some(_) => Err(invalid("ROUTES", "used only in gateway mode: set ORIGIN_URL too")),
+                None => Ok(None),
+            };
+        };
+        let allowed = |scheme: &str, authority: &str| {
+            let host = parse_domain(authority).or_else(|| parse_bracketed_ipv6(authority));
+            host.is_some_and(|host| scheme == "https" || (scheme == "http" && is_loopback(host)))
+        };
+        let origin = Some(url)
+            .filter(|url| url.len() <= 2048)
+            .and_then(|url| parse_origin_url(&url, allowed))
+            .ok_or(invalid("ORIGIN_URL", ORIGIN_EXPECTED))?;
+        let secret = vars.text("ORIGIN_SECRET", SECRET_EXPECTED)?;
+        if secret.as_ref().is_some_and(|s| !s.bytes().all(|b| (0x20..=0x7e).contains(&b))) {
+            return Err(invalid("ORIGIN_SECRET", SECRET_EXPECTED));
+        }
+        Ok(Some(GatewayConfig {
+            origin,
+            routes: vars.get("ROUTES").ok_or(missing("ROUTES"))?,
+            timeout_ms: 1000
+                * vars.seconds(
+                    "ORIGIN_TIMEOUT_SECONDS",
+                    DEFAULT_ORIGIN_TIMEOUT_SECONDS,
+                    1,
+                    MAX_ORIGIN_TIMEOUT_SECONDS,
+                )?,
+            forward_authorization: vars.switch("FORWARD_AUTHORIZATION")?,
+            forward_claims: vars.switch("FORWARD_CLAIMS")?,
+            secret,
+            claim_headers: claim_headers(vars)?,
+        }))
+    }
+}
+
+const CLAIM_HEADERS_EXPECTED: &str = "a JSON object of header names starting with X-Auth- (none the edge sets itself: \
+     X-Auth-Subject, X-Auth-Scopes, X-Auth-Claims, X-Auth-Key-Thumbprint) to claim names";
+
+/// `CLAIM_HEADERS`: `{"X-Auth-Email": "email"}`, as JSON text or a TOML table. A name must start
+/// with `X-Auth-`, so that the spoofing rule removes a client's copy, and not be one the edge sets.
+fn claim_headers(vars: &Vars) -> Result<Vec<ClaimHeader>, ConfigError> {
+    let fail = || invalid("CLAIM_HEADERS", CLAIM_HEADERS_EXPECTED);
+    let value = match vars.get("CLAIM_HEADERS") {
+        None => return Ok(Vec::new()),
+        Some(Value::String(text)) => crate::json::parse(text.as_bytes()).map_err(|_| fail())?,
+        Some(value) => value,
+    };
+    let Value::Object(map) = value else { return Err(fail()) };
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let mut headers: Vec<ClaimHeader> = Vec::with_capacity(map.len());
+    for (name, claim) in map {
+        let lower = name.to_ascii_lowercase();
+        let claim = claim.as_str().filter(|c| !c.is_empty()).ok_or_else(fail)?;
+        let usable = lower.len() > "x-auth-".len()
+            && lower.starts_with("x-auth-")
+            && lower.bytes().all(token)
+            && !EDGE_IDENTITY_HEADERS.contains(&lower.replace('_', "-").as_str())
+            && !headers.iter().any(|(known, _)| **known == *lower);
+        if !usable {
+            return Err(fail());
+        }
+        headers.push((lower.into(), claim.into()));
+    }
+    Ok(headers)
+}
+
+/// An `ORIGIN_URL`: `https://`, or `http://` to a loopback host; an optional base path; no query,
+/// fragment or user info. Returns `scheme://authority/base` without a trailing `/`.
+fn parse_origin_url(url: &str, is_allowed: impl Fn(&str, &str) -> bool) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| (&rest[..i], &rest[i..]));
+    let valid_path = path.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'\\' | b'"'));
+    if authority.is_empty() || authority.contains('@') || !valid_path || !is_allowed(scheme, authority) {
+        return None;
+    }
+    Some(format!("{scheme}://{authority}{}", path.trim_end_matches('/')))
+}
 
 impl GatewayConfig {
     /// The origin URL for a request: the base path, then the path and query exactly as the

@@ -2,32 +2,33 @@
 //! The edge adapter feeds it plain request parts and turns the [`Outcome`] into a response.
 //!
 //! One pipeline for both modes: the demo routes are a built-in rule table answered by the worker,
-//! `ROUTES` a user's table answered by the origin ([`crate::rules`]).
+//! `ROUTES` a user's table answered by the origin ([`crate::gateway::rules`]).
 
 use std::{cell::RefCell, rc::Rc};
 
 use serde_json::json;
 
 use crate::{
-    claims::{self, Binding, ClaimsPolicy, Principal},
-    config::{Config, DpopMode},
-    decision::{CacheUse, Decision, Reason},
-    denylist::{DenyIo, DenyList, Snapshot, TokenIds},
+    config::Config,
+    dpop::nonce,
+    dpop::policy::DpopMode,
+    dpop::proof::{self, ProofError, ProofRequest, ProofVerifier},
+    dpop::replay::{Remembered, ReplayCache},
     error::{ApiError, ConfigError, ConfigProblem, ProofProblem, RequestProblem, TokenProblem},
-    extract::{self, Scheme},
-    forward,
+    gateway::forward,
+    gateway::limits::{self, RateLimiter},
+    gateway::rules::{self, Auth, Match, Responder, Rules},
     http::{self, Challenge, HttpResponse},
-    issuers::Issuers,
-    keystore::KeyIo,
-    limits::{self, RateLimiter},
-    nonce,
+    keys::store::KeyIo,
+    operate::decision::{CacheUse, Decision, Reason},
+    operate::denylist::{DenyIo, DenyList, Snapshot, TokenIds},
     outline::outline,
-    proof::{self, ProofError, ProofRequest, ProofVerifier},
-    replay::{Remembered, ReplayCache},
-    rules::{self, Auth, Match, Responder, Rules},
-    token::UnverifiedToken,
-    token_cache::{TokenCache, Verified},
-    verify::{self, SignatureVerifier},
+    token::cache::{TokenCache, Verified},
+    token::claims::{self, Binding, ClaimsPolicy, Principal},
+    token::extract::{self, Scheme},
+    token::issuers::Issuers,
+    token::parse::UnverifiedToken,
+    token::verify::{self, SignatureVerifier},
 };
 
 pub const PUBLIC_MESSAGE: &str = "Hello from a public endpoint! You don't need to be authenticated to see this.";

@@ -2,8 +2,8 @@
 //! its own [`ProofProblem`]. Pure: time, the nonce policy and the signature engine come in.
 //!
 //! What this does not decide: whether the request needed a proof (the scheme and the token's
-//! `cnf`, [`crate::app`]), whether `cnf.jkt` names this proof's key (step 12, by the caller with
-//! [`CheckedProof::thumbprint`]), and replay ([`crate::replay`]), which is recorded only once
+//! `cnf`, [`crate::pipeline`]), whether `cnf.jkt` names this proof's key (step 12, by the caller with
+//! [`CheckedProof::thumbprint`]), and replay ([`crate::dpop::replay`]), which is recorded only once
 //! everything else held, so a refused proof never takes a place in memory.
 
 use std::future::Future;
@@ -12,7 +12,10 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::{config::DpopPolicy, error::ProofProblem, nonce};
+use crate::{
+    dpop::{nonce, policy::DpopPolicy},
+    error::ProofProblem,
+};
 
 /// A DPoP header longer than this is refused unread: an RSA-4096 `jwk` proof is under 2 KiB.
 pub const MAX_PROOF_BYTES: usize = 8 * 1024;

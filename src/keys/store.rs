@@ -17,12 +17,58 @@ use std::{cell::RefCell, future::Future, rc::Rc};
 use serde_json::json;
 
 use crate::{
-    config::JwksPolicy,
-    error::{ApiError, TokenProblem},
+    config::vars::Vars,
+    error::{ApiError, ConfigError, TokenProblem},
     json::ObjectWriter,
-    jwks::{JwksError, KeySet, VerificationKey},
+    keys::jwks::{JwksError, KeySet, VerificationKey},
     outline::outline,
 };
+
+/// How long fetched keys count as fresh before a background refresh.
+pub const DEFAULT_JWKS_MAX_AGE_SECONDS: u64 = 600;
+/// The least time between two issuer fetches from one isolate (and, through the shared tiers'
+/// fetch time, from a fleet of them).
+pub const DEFAULT_JWKS_COOLDOWN_SECONDS: u64 = 30;
+/// How long stale keys may be served while the issuer is failing.
+pub const DEFAULT_JWKS_STALE_IF_ERROR_SECONDS: u64 = 7 * 24 * 3600;
+/// How long one issuer fetch (connect, headers and body) may take.
+pub const DEFAULT_JWKS_FETCH_TIMEOUT_SECONDS: u64 = 5;
+
+/// Timings of the key cache, all in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwksPolicy {
+    pub max_age_ms: u64,
+    pub cooldown_ms: u64,
+    pub stale_if_error_ms: u64,
+    pub fetch_timeout_ms: u64,
+}
+
+impl Default for JwksPolicy {
+    fn default() -> Self {
+        Self {
+            max_age_ms: DEFAULT_JWKS_MAX_AGE_SECONDS * 1000,
+            cooldown_ms: DEFAULT_JWKS_COOLDOWN_SECONDS * 1000,
+            stale_if_error_ms: DEFAULT_JWKS_STALE_IF_ERROR_SECONDS * 1000,
+            fetch_timeout_ms: DEFAULT_JWKS_FETCH_TIMEOUT_SECONDS * 1000,
+        }
+    }
+}
+
+impl JwksPolicy {
+    /// `JWKS_MAX_AGE_SECONDS`, `JWKS_COOLDOWN_SECONDS`, `JWKS_STALE_IF_ERROR_SECONDS`,
+    /// `JWKS_FETCH_TIMEOUT_SECONDS`.
+    pub fn from_vars(vars: &Vars) -> Result<JwksPolicy, ConfigError> {
+        let day = 24 * 3600;
+        Ok(JwksPolicy {
+            max_age_ms: 1000 * vars.seconds("JWKS_MAX_AGE_SECONDS", DEFAULT_JWKS_MAX_AGE_SECONDS, 1, 30 * day)?,
+            cooldown_ms: 1000 * vars.seconds("JWKS_COOLDOWN_SECONDS", DEFAULT_JWKS_COOLDOWN_SECONDS, 1, day)?,
+            stale_if_error_ms: 1000
+                * vars.seconds("JWKS_STALE_IF_ERROR_SECONDS", DEFAULT_JWKS_STALE_IF_ERROR_SECONDS, 0, 365 * day)?,
+            fetch_timeout_ms: 1000
+                * vars.seconds("JWKS_FETCH_TIMEOUT_SECONDS", DEFAULT_JWKS_FETCH_TIMEOUT_SECONDS, 1, 30)?,
+        })
+    }
+}
 
 /// How often a request waiting on another request's lookup looks at memory again.
 const WAIT_STEP_MS: u64 = 25;
@@ -202,7 +248,7 @@ struct State {
     /// newest per tier. A write never delays the request whose fetch or load made it due.
     pending: [Option<PendingWrite>; 2],
     /// How many key sets this isolate has installed: an answer kept for its head
-    /// ([`crate::app::Outcome::kept_until`]) holds only while this stays the same.
+    /// ([`crate::pipeline::Outcome::kept_until`]) holds only while this stays the same.
     installed: u64,
 }
 

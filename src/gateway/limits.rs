@@ -5,9 +5,9 @@
 use std::future::Future;
 
 use crate::{
-    claims::Principal,
     error::{ConfigError, ConfigProblem},
-    rules::{LimitKey, RateLimit, Rules},
+    gateway::rules::{LimitKey, RateLimit, Rules},
+    token::claims::Principal,
 };
 
 /// The runtime side: one call of a binding's `limit({ key })`.
@@ -49,7 +49,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::claims::Binding;
+    use crate::token::claims::Binding;
 
     fn limit(key: LimitKey) -> RateLimit {
         RateLimit { binding: "LIMIT".into(), key, period_secs: 60 }

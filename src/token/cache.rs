@@ -24,8 +24,8 @@ use std::{
 };
 
 use crate::{
-    claims::{Principal, Validity},
-    jwks::VerificationKey,
+    keys::jwks::VerificationKey,
+    token::claims::{Principal, Validity},
 };
 
 /// ~1-2 KB per entry (the token and its principal), so at most a few MB of an isolate's 128 MB.
@@ -34,7 +34,7 @@ pub const CAPACITY: usize = 1024;
 /// What one successful verification proved.
 #[derive(Debug, Clone)]
 pub struct Verified {
-    /// Which configured issuer's keys verified it (an index into [`crate::issuers::Issuers`]).
+    /// Which configured issuer's keys verified it (an index into [`crate::token::issuers::Issuers`]).
     pub issuer: usize,
     /// The `kid` the token named, looked up again on every use (`None`: the token named none).
     pub kid: Option<Rc<str>>,
@@ -131,7 +131,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::{claims::Binding, jwks::KeySet};
+    use crate::{keys::jwks::KeySet, token::claims::Binding};
 
     const NOW: i64 = 1_767_225_600;
 

@@ -4,14 +4,14 @@
 use base64ct::{Base64UrlUnpadded, Encoding};
 use serde_json::Value;
 
-use crate::{claims::TokenClaims, error::TokenProblem};
+use crate::{error::TokenProblem, token::claims::TokenClaims};
 
 /// The one algorithm accepted. Auth0 signs access tokens with RS256; accepting anything else
 /// invites algorithm confusion (`none`, or HS256 keyed with the public key).
 pub const ALGORITHM: &str = "RS256";
 
 /// A token whose structure and header are acceptable, but whose signature and claims are not
-/// yet checked. The only way forward is [`crate::verify::check_signature`].
+/// yet checked. The only way forward is [`crate::token::verify::check_signature`].
 ///
 /// The claims are read here, unjudged, because `iss` picks the issuer (and so the keys) before
 /// any key is looked at; they are read once, and judged only after the signature holds.

@@ -2,7 +2,7 @@
 //! (RFC 9449 §7.1, the same token68 syntax).
 
 use crate::{
-    config::DpopMode,
+    dpop::policy::DpopMode,
     error::{ApiError, RequestProblem, TokenProblem},
 };
 

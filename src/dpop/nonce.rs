@@ -3,13 +3,52 @@
 //!
 //! A nonce is good during the step it was issued in and the next one, so the window in which a
 //! captured proof can be replayed to another isolate is at most two steps (per isolate, the
-//! `jti` memory in [`crate::replay`] stops replays outright).
+//! `jti` memory in [`crate::dpop::replay`] stops replays outright).
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::NoncePolicy;
+use crate::{
+    config::vars::{invalid, Vars},
+    error::ConfigError,
+};
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct NoncePolicy {
+    pub secret: Vec<u8>,
+    /// A nonce is good for the step it was issued in and the next one.
+    pub step_secs: u64,
+}
+
+impl std::fmt::Debug for NoncePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret, even in a test failure.
+        f.debug_struct("NoncePolicy").field("step_secs", &self.step_secs).finish_non_exhaustive()
+    }
+}
+
+pub const DEFAULT_DPOP_NONCE_SECONDS: u64 = 60;
+/// An HMAC key shorter than this is guessable.
+pub const MIN_DPOP_NONCE_SECRET_BYTES: usize = 32;
+
+impl NoncePolicy {
+    /// `DPOP_NONCE_SECRET` (none: no nonces) and `DPOP_NONCE_SECONDS`.
+    pub fn from_vars(vars: &Vars) -> Result<Option<NoncePolicy>, ConfigError> {
+        const SECRET: &str = "at least 32 characters of printable ASCII (a random secret)";
+        match vars.text("DPOP_NONCE_SECRET", SECRET)? {
+            None => Ok(None),
+            Some(secret)
+                if secret.len() >= MIN_DPOP_NONCE_SECRET_BYTES
+                    && secret.bytes().all(|b| (0x20..=0x7e).contains(&b)) =>
+            {
+                let step_secs = vars.seconds("DPOP_NONCE_SECONDS", DEFAULT_DPOP_NONCE_SECONDS, 10, 3600)?;
+                Ok(Some(NoncePolicy { secret: secret.into_bytes(), step_secs }))
+            }
+            Some(_) => Err(invalid("DPOP_NONCE_SECRET", SECRET)),
+        }
+    }
+}
 
 /// Bytes of the MAC kept in a nonce: 128 bits cannot be guessed.
 const TAG_BYTES: usize = 16;

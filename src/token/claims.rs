@@ -4,7 +4,48 @@ use std::{collections::BTreeSet, rc::Rc};
 
 use serde_json::Value;
 
-use crate::{config::ScopeSource, error::TokenProblem, verify::SignedClaims};
+use crate::{
+    config::vars::Vars,
+    error::{ConfigError, TokenProblem},
+};
+
+/// Leeway for `exp`, `nbf` and `iat`, so that small clock differences do not reject good tokens.
+pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 30;
+pub const MAX_CLOCK_SKEW_SECONDS: u64 = 300;
+
+/// `CLOCK_SKEW_SECONDS`: the leeway every time claim (and a DPoP proof's `iat`) is judged with.
+pub fn leeway_from_vars(vars: &Vars) -> Result<u64, ConfigError> {
+    vars.seconds("CLOCK_SKEW_SECONDS", DEFAULT_CLOCK_SKEW_SECONDS, 0, MAX_CLOCK_SKEW_SECONDS)
+}
+
+/// Where granted scopes are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeSource {
+    /// The `scope` claim and Auth0's RBAC `permissions` claim, united.
+    Both,
+    ScopeClaim,
+    PermissionsClaim,
+}
+
+impl ScopeSource {
+    /// `SCOPE_SOURCE`: `both` (the default), `scope` or `permissions`.
+    pub fn from_vars(vars: &Vars) -> Result<ScopeSource, ConfigError> {
+        vars.choice(
+            "SCOPE_SOURCE",
+            "one of both, scope, permissions",
+            &[
+                ("both", ScopeSource::Both),
+                ("scope", ScopeSource::ScopeClaim),
+                ("permissions", ScopeSource::PermissionsClaim),
+            ],
+        )
+    }
+}
+
+/// Claims whose integrity is proven but whose content is not yet judged (issuer, audience, times
+/// and scope are [`validate`]'s job). Made only by [`crate::token::verify::check_signature`].
+#[derive(Debug)]
+pub struct SignedClaims(pub(crate) TokenClaims);
 
 /// A token's claims as read, unjudged: the times, and the claims edge-auth reads besides.
 #[derive(Debug, Clone)]
