@@ -1,6 +1,6 @@
 #!/bin/sh
 # Revoking access now: writes, removes and lists deny-list entries in the DENYLIST KV namespace,
-# so that no one hand-writes the key format (README, "Revoking access").
+# so that no one hand-writes the key format (docs/operating.md, "Revoking access").
 #
 #   ./scripts/deny.sh add    [sub|jti|client|iss] VALUE [--for DURATION] [--reason TEXT]
 #   ./scripts/deny.sh remove [sub|jti|client|iss] VALUE

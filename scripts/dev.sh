@@ -41,6 +41,9 @@ ensure_tools
 say "building the dev issuer"
 cargo build --quiet --release -p edge-auth-dev-issuer
 ISSUER="$ROOT/target/release/edge-auth-dev-issuer"
+# The dev issuer's keys (its signing key, and the DPoP key `proof` signs with), named absolutely so
+# that every command printed below works from any directory.
+STATE="$ROOT/.dev-issuer"
 
 pids=""
 cleanup() { [ -n "$pids" ] && kill $pids 2>/dev/null; wait 2>/dev/null; }
@@ -54,12 +57,12 @@ if [ -n "$DEMO" ]; then
     cp demo/index.html "$DEMO_DIR/index.html"
     "$ESBUILD_BIN" demo/app.js --bundle --format=esm --minify --log-level=warning --outfile="$DEMO_DIR/app.js" \
         --define:__EDGE_AUTH_DEMO__="{\"issuer\":\"http://127.0.0.1:$ISSUER_PORT\",\"clientId\":\"edge-auth-dev-client\",\"audience\":\"https://edge-auth.local/api\",\"api\":\"http://127.0.0.1:$WORKER_PORT\",\"page\":\"$PAGE\"}"
-    "$ISSUER" serve --port "$ISSUER_PORT" --redirect-uris "$PAGE" &
+    "$ISSUER" serve --port "$ISSUER_PORT" --dir "$STATE" --redirect-uris "$PAGE" &
     pids="$!"
     "$ISSUER" pages --port "$PAGE_PORT" --dir "$DEMO_DIR" &
     pids="$pids $!"
 else
-    "$ISSUER" serve --port "$ISSUER_PORT" &
+    "$ISSUER" serve --port "$ISSUER_PORT" --dir "$STATE" &
     pids="$!"
 fi
 if [ "$ORIGIN" = echo ]; then
@@ -90,7 +93,7 @@ until answers "$URL/public/" && answers "http://127.0.0.1:$ISSUER_PORT/.well-kno
     sleep 1
 done
 
-TOKEN="$("$ISSUER" mint --port "$ISSUER_PORT")"
+TOKEN="$("$ISSUER" mint --port "$ISSUER_PORT" --dir "$STATE")"
 if [ -n "$DEMO" ]; then
     cat <<MSG
 
@@ -104,13 +107,13 @@ MSG
     echo
     say "Ctrl-C stops all three."
 elif [ -z "$ORIGIN" ]; then
-    SCOPED="$("$ISSUER" mint --port "$ISSUER_PORT" --scope "openid read:messages")"
-    # Bound to the EC key `proof` keeps in .dev-issuer/ (RFC 9449 cnf.jkt).
-    BOUND="$("$ISSUER" mint --port "$ISSUER_PORT" --dpop-jkt "$("$ISSUER" jkt)")"
+    SCOPED="$("$ISSUER" mint --port "$ISSUER_PORT" --dir "$STATE" --scope "openid read:messages")"
+    # Bound to the EC key `proof` keeps in $STATE (RFC 9449 cnf.jkt).
+    BOUND="$("$ISSUER" mint --port "$ISSUER_PORT" --dir "$STATE" --dpop-jkt "$("$ISSUER" jkt --dir "$STATE")")"
     cat <<MSG
 
   edge-auth is running at $URL, trusting the dev issuer at http://127.0.0.1:$ISSUER_PORT/
-  Try (tokens are valid for an hour; mint more with: $ISSUER mint --scope read:messages):
+  Try (tokens are valid for an hour; mint more with: $ISSUER mint --dir $STATE --scope read:messages):
 
   curl -i $URL/api/public
   curl -i $URL/api/private -H "Authorization: Bearer $TOKEN"
@@ -120,13 +123,13 @@ elif [ -z "$ORIGIN" ]; then
 
   DPoP: a token bound to a local key, and a fresh proof for each call (a proof is good once):
 
-  curl -i $URL/api/private -H "Authorization: DPoP $BOUND" -H "DPoP: \$($ISSUER proof --method GET --url $URL/api/private --token $BOUND)"
+  curl -i $URL/api/private -H "Authorization: DPoP $BOUND" -H "DPoP: \$($ISSUER proof --dir $STATE --method GET --url $URL/api/private --token $BOUND)"
 
   Ctrl-C stops both.
 
 MSG
 else
-    WRITER="$("$ISSUER" mint --port "$ISSUER_PORT" --scope "write:api")"
+    WRITER="$("$ISSUER" mint --port "$ISSUER_PORT" --dir "$STATE" --scope "write:api")"
     cat <<MSG
 
   edge-auth is a gateway at $URL in front of $ORIGIN, trusting the dev issuer at

@@ -40,7 +40,7 @@ struct Row {
     headers: Vec<(String, String)>,
     status: u16,
     error: Option<String>,
-    /// The decision's reason (README, "Seeing what the edge decides").
+    /// The decision's reason (docs/operating.md, "Seeing what the edge decides").
     reason: String,
     #[serde(default)]
     host_status: Option<u16>,

@@ -1470,7 +1470,7 @@ fn every_attack_row_gets_its_answer_from_the_real_worker() {
     );
 }
 
-/// Whether a decision's reason is one the answer's status and error code allow (README, "Seeing
+/// Whether a decision's reason is one the answer's status and error code allow (docs/operating.md, "Seeing
 /// what the edge decides").
 fn reason_fits(reason: &str, status: u16, error: &str) -> bool {
     const TOKEN: [&str; 10] = [

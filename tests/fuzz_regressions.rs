@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 /// Target `routes`, input `[{"path":"//*"}]` (fuzz/artifacts/routes/crash-double-slash-star).
 ///
-/// By the README, a final `/*` matches the prefix itself and everything below it: `//*` is the
+/// By docs/gateway.md, a final `/*` matches the prefix itself and everything below it: `//*` is the
 /// prefix `/` with `/*`, so it matches `/` and paths starting with `//` (which the pipeline refuses
 /// as ambiguous anyway). `Pattern::parse` takes it for the catch-all `/*` instead: `"//*"` strips
 /// to an empty rest and returns early as if it were `"/*"`, so the rule decides every path.

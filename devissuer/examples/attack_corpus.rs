@@ -81,7 +81,7 @@ fn generate(kid: &str, bits: usize) -> (SigningKey, RsaPublicKey) {
 }
 
 /// Rows whose decision reason is not the one their section (or their answer) implies, each
-/// checked against the README's list ("Seeing what the edge decides"): a wrong type anywhere in
+/// checked against the list in docs/operating.md ("Seeing what the edge decides"): a wrong type anywhere in
 /// the header or claims is `malformed_token`, a held `kid` with another key's signature is
 /// `bad_signature`, public and optional gateway rules admit as `public` and `anonymous`, and so on.
 /// Every entry must name a row (checked at the end of `main`).
@@ -158,7 +158,7 @@ const REASONS: &[(&str, &str)] = &[
 struct Corpus {
     rows: Vec<Value>,
     /// The decision reason of this section's `invalid_token` and `invalid_request` rows, unless a
-    /// row names its own (README, "Seeing what the edge decides").
+    /// row names its own (docs/operating.md, "Seeing what the edge decides").
     section: &'static str,
 }
 
@@ -375,7 +375,7 @@ fn main() {
     let document = json!({
         "about": "Hostile requests and the answer each must get, in demo mode, gateway mode or both (mode). \
                   Rows run in order against one worker per mode. status and error are the expected HTTP status and \
-                  JSON error code (null: admitted); reason is the decision's reason (the README's list: the decision \
+                  JSON error code (null: admitted); reason is the decision's reason (docs/operating.md's list: the decision \
                   log line and the analytics data point carry it); host_status/host_error/host_reason override them for the host runner, which \
                   sees the raw path where the runtime would have normalised it. Gateway rows that reach the origin \
                   may list headers it must not see (origin_must_not_see, names) or must see exactly once with exactly \

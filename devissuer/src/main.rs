@@ -1,22 +1,23 @@
 //! `edge-auth-dev-issuer`: a local Auth0 stand-in, so the worker can be tried with real tokens
 //! and no tenant.
 //!
-//!   edge-auth-dev-issuer serve [--port 8788] [--dir .dev-issuer] [--kid dev-key-1]
+//!   edge-auth-dev-issuer serve [--port 8788] [--dir DIR] [--kid dev-key-1]
 //!                              [--redirect-uris URL,URL] [--aud URI]
 //!   edge-auth-dev-issuer mint  [--scope "read:messages"] [--permissions a,b] [--aud URI]
 //!                              [--exp SECONDS] [--nbf SECONDS] [--sub ID] [--iss URL] [--port 8788]
 //!                              [--count N] [--kid dev-key-1] [--dpop-jkt THUMBPRINT]
-//!   edge-auth-dev-issuer proof --method GET --url URL [--token TOKEN] [--nonce NONCE] [--dir .dev-issuer]
+//!   edge-auth-dev-issuer proof --method GET --url URL [--token TOKEN] [--nonce NONCE] [--dir DIR]
 //!                              [--count N]
-//!   edge-auth-dev-issuer jkt [--dir .dev-issuer]   (the thumbprint of the key `proof` signs with)
+//!   edge-auth-dev-issuer jkt [--dir DIR]   (the thumbprint of the key `proof` signs with)
 //!   edge-auth-dev-issuer origin [--port 8790]   (an echo origin API for trying the gateway)
 //!   edge-auth-dev-issuer pages --dir DIR [--port 8790]   (static files, for the demo page)
 //!
 //! `serve` is a local Auth0 look-alike (oauth.rs): login page, /authorize, /oauth/token, /userinfo,
 //! /v2/logout, for the URLs --redirect-uris allows.
 //!
-//! The signing key is made on first use and kept (PKCS#8 PEM) under --dir, which git ignores; so is
-//! the EC P-256 key `proof` makes DPoP proofs with (dpop-key.pem).
+//! The signing key is made on first use and kept (PKCS#8 PEM) under --dir (by default the
+//! repository's `.dev-issuer/`, which git ignores, whatever directory a command runs in); so is the
+//! EC P-256 key `proof` makes DPoP proofs with (dpop-key.pem). A new key is announced on stderr.
 //! `--kid` names it (default `dev-key-1`): two key dirs under two kids make a key rotation, and a
 //! token minted under a kid its issuer does not publish is signed by a real key all the same.
 
@@ -43,20 +44,21 @@ const KID: &str = "dev-key-1";
 const MAX_COUNT: usize = 1_000_000;
 
 const USAGE: &str = "usage:
-  edge-auth-dev-issuer serve [--port 8788] [--dir .dev-issuer] [--kid dev-key-1]
+  edge-auth-dev-issuer serve [--port 8788] [--dir DIR] [--kid dev-key-1]
                              [--redirect-uris URL,URL]  (where /authorize and /v2/logout may send a browser)
                              [--aud URI]  (the audience when /authorize names none)
   edge-auth-dev-issuer mint [--scope SCOPES] [--permissions A,B] [--aud URI] [--exp SECONDS]
-                            [--nbf SECONDS] [--sub ID] [--iss URL] [--port 8788] [--dir .dev-issuer]
+                            [--nbf SECONDS] [--sub ID] [--iss URL] [--port 8788] [--dir DIR]
                             [--count N]  (N distinct tokens, one a line)
                             [--kid dev-key-1]  (the kid the key is published and minted under)
                             [--dpop-jkt THUMBPRINT]  (a DPoP-bound token: cnf.jkt)
-  edge-auth-dev-issuer proof --method GET --url URL [--token TOKEN] [--nonce NONCE] [--dir .dev-issuer]
+  edge-auth-dev-issuer proof --method GET --url URL [--token TOKEN] [--nonce NONCE] [--dir DIR]
                              [--count N]  (N proofs, one a line, each with its own jti)
                              (an ES256 DPoP proof made with the local key in --dir)
-  edge-auth-dev-issuer jkt [--dir .dev-issuer]  (that key's RFC 7638 thumbprint, for mint --dpop-jkt)
+  edge-auth-dev-issuer jkt [--dir DIR]  (that key's RFC 7638 thumbprint, for mint --dpop-jkt)
   edge-auth-dev-issuer origin [--port 8790]  (an origin API that answers with what it received)
-  edge-auth-dev-issuer pages --dir DIR [--port 8790]  (serves the files in DIR, for the demo page)";
+  edge-auth-dev-issuer pages --dir DIR [--port 8790]  (serves the files in DIR, for the demo page)
+--dir DIR: where the keys are kept (default: the repository's .dev-issuer/, from any directory)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -73,7 +75,13 @@ fn run(args: &[String]) -> Result<(), String> {
     let (command, rest) = args.split_first().ok_or("a command is required")?;
     let flags = parse_flags(rest)?;
     let flag = |name: &str, default: &str| flags.get(name).cloned().unwrap_or_else(|| default.to_owned());
-    let dir = PathBuf::from(flag("dir", ".dev-issuer"));
+    // The repository's .dev-issuer/ unless --dir says otherwise, and absolute from here on: a command
+    // run from another directory signs with the same keys (a relative default made a new key there,
+    // and its tokens were refused), and every message names the folder wherever it was run from.
+    let dir = match flags.get("dir") {
+        Some(dir) => std::path::absolute(dir).map_err(|e| format!("--dir: {e}"))?,
+        None => default_dir(),
+    };
     let port = flag("port", DEFAULT_PORT);
     if command == "origin" {
         only_known(&flags, &["port"])?;
@@ -114,6 +122,7 @@ fn run(args: &[String]) -> Result<(), String> {
             let server = MockIssuer::bind_provider(&format!("127.0.0.1:{port}"), &key, &audience, &redirect_uris)
                 .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
             println!("dev issuer: {} (JWKS at {})", server.issuer(), server.jwks_url());
+            println!("  signing key kept in {} (--dir)", dir.display());
             println!(
                 "  login for client id {DEV_CLIENT_ID}, redirects allowed to: {}",
                 if redirect_uris.is_empty() { "none (--redirect-uris)".to_owned() } else { redirect_uris.join(", ") }
@@ -221,7 +230,15 @@ fn load_or_create_client_key(dir: &Path) -> Result<ClientKey, String> {
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let key = ClientKey::generate();
     fs::write(&path, key.to_pem()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    // Said on stderr: a new key means tokens bound to an earlier one (another --dir) are refused.
+    eprintln!("edge-auth-dev-issuer: made a new DPoP key in {}", path.display());
     Ok(key)
+}
+
+/// `.dev-issuer/` at the top of the repository this binary was built from (git ignores it).
+fn default_dir() -> PathBuf {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir.parent().unwrap_or(crate_dir).join(".dev-issuer")
 }
 
 fn parse_flags(args: &[String]) -> Result<HashMap<String, String>, String> {
@@ -257,5 +274,6 @@ fn load_or_create_key(dir: &Path, kid: &str) -> Result<SigningKey, String> {
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let key = SigningKey::generate(kid, 2048);
     fs::write(&path, key.to_pem()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!("edge-auth-dev-issuer: made a new signing key in {}", path.display());
     Ok(key)
 }

@@ -6,7 +6,7 @@
 //!
 //! Invariants: no panic; the text and the JSON value it holds (a TOML array under `[vars]`) parse
 //! alike, unless that value is a string (which the parser reads as text again); and `find` agrees
-//! with a plain reading of the README: the first rule whose path and method match decides;
+//! with a plain reading of docs/gateway.md: the first rule whose path and method match decides;
 //! `/exact` matches itself, `:name` one non-empty segment, a final `/*` the prefix and all below;
 //! absent `methods` take every method, `GET` takes `HEAD`; a path that matched with no rule taking
 //! the method is 405 listing the methods of every such rule (with `HEAD` after `GET`), in order
@@ -21,7 +21,7 @@ use serde_json::Value;
 const FIXED_PROBES: [(&str, &str); 6] =
     [("GET", "/"), ("HEAD", "/api"), ("POST", "/api/"), ("DELETE", "/a/b/c"), ("get", "/x"), ("GET", "")];
 
-/// One rule as the README describes it, read from the JSON without the parser under test.
+/// One rule as docs/gateway.md describes it, read from the JSON without the parser under test.
 struct Reference {
     path: String,
     methods: Option<Vec<String>>,
@@ -118,7 +118,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(got, (expected.auth, &expected.scopes, &expected.any_scopes), "{method} {path}");
             }
             (Some(expected), other) => panic!("{method} {path}: expected rule {:?}, got {other:?}", expected.path),
-            (None, Match::Rule(_)) => panic!("{method} {path}: a rule matched that the README would not match"),
+            (None, Match::Rule(_)) => panic!("{method} {path}: a rule matched that docs/gateway.md would not match"),
             (None, Match::NotFound) => assert!(matching.is_empty(), "{method} {path}: 404 with a matching path"),
             (None, Match::MethodNotAllowed(allowed)) => {
                 let mut expected: Vec<String> = Vec::new();

@@ -1,7 +1,7 @@
 //! The Cloudflare Workers adapter: reads the request and bindings, runs the pure pipeline, and
 //! turns its outcome into a runtime response. Everything here is I/O; every decision is in the core.
 //!
-//! The hot path is kept close to what a plain JavaScript worker costs (measured, see README):
+//! The hot path is kept close to what a plain JavaScript worker costs (measured, see docs/performance.md):
 //! - the entry is a plain `{ fetch }` object (`entry.mjs`) over wasm-bindgen's glue, not worker-build's
 //!   per-request `WorkerEntrypoint` behind a Proxy;
 //! - a request crosses into wasm as one string, its head (`entry.mjs`: the method, the URL, the six

@@ -18,8 +18,8 @@ use crate::{
     error::{ApiError, ConfigError, RequestProblem, TokenProblem},
 };
 
-/// Why a request got the answer it got. The list is documented in the README ("Seeing what the
-/// edge decides"); dashboards depend on these names, so they only ever grow.
+/// Why a request got the answer it got. The list is documented in docs/operating.md ("Seeing what
+/// the edge decides"); dashboards depend on these names, so they only ever grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     /// A valid token satisfied the rule.
@@ -69,7 +69,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Every reason, in the order the README lists them.
+    /// Every reason, in the order docs/operating.md lists them.
     pub const ALL: [Reason; 32] = [
         Reason::Ok,
         Reason::Public,
