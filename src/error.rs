@@ -159,6 +159,9 @@ pub enum ProofProblem {
     IssuedInFuture,
     AccessTokenHashMismatch,
     Replayed,
+    /// This isolate cannot remember another proof of this key now (`dpop::replay`): refused rather
+    /// than accepted unremembered.
+    ReplayMemoryFull,
 }
 
 impl ProofProblem {
@@ -182,6 +185,7 @@ impl ProofProblem {
             Self::IssuedInFuture => "The DPoP proof was issued in the future",
             Self::AccessTokenHashMismatch => "The DPoP proof ath is missing or not the hash of the access token",
             Self::Replayed => "The DPoP proof was already used",
+            Self::ReplayMemoryFull => "Too many DPoP proofs of this key are in use; retry later",
         }
     }
 }

@@ -673,15 +673,24 @@ async fn check_proof<I: Io, V: Verifier>(
     if checked.thumbprint != jkt {
         return Err(ApiError::InvalidToken(TokenProblem::KeyBindingMismatch));
     }
-    // Remembered until the proof could no longer be accepted anyway.
-    let max_age = i64::try_from(config.dpop.max_age_secs + config.leeway_secs).unwrap_or(i64::MAX);
-    let forget_at = checked.issued_at.max(now_secs).saturating_add(max_age);
-    match keys.proofs.borrow_mut().remember(&checked.thumbprint, &checked.jti, forget_at, now_secs) {
+    // Remembered through the last second the proof could be accepted: step 11 takes an `iat` up to
+    // max-age old (and up to the leeway ahead, hence `max(now)` and the leeway), and a nonce only
+    // through its second step.
+    let window = i64::try_from(config.dpop.max_age_secs + config.leeway_secs).unwrap_or(i64::MAX);
+    let by_iat = checked.issued_at.max(now_secs).saturating_add(window);
+    let keep_through = checked.nonce_through.map_or(by_iat, |through| through.min(by_iat));
+    match keys.proofs.borrow_mut().remember(&checked.thumbprint, &checked.jti, keep_through, now_secs) {
         Remembered::Fresh => {}
-        Remembered::FreshEvicting => {
-            keys.io.log("replay_memory_full", r#"{"component":"edge-auth.dpop","event":"replay_memory_full"}"#);
-        }
         Remembered::Replayed => return Err(ApiError::InvalidDpopProof(ProofProblem::Replayed)),
+        // Refused rather than remembered at the cost of another proof: see `dpop::replay`. A nonce
+        // challenge lets an honest client retry with a proof remembered for a shorter time.
+        Remembered::Full => {
+            keys.io.log("replay_memory_full", r#"{"component":"edge-auth.dpop","event":"replay_memory_full"}"#);
+            return Err(match &config.dpop.nonce {
+                Some(nonces) => ApiError::UseDpopNonce { nonce: nonce::issue(nonces, now_secs) },
+                None => ApiError::InvalidDpopProof(ProofProblem::ReplayMemoryFull),
+            });
+        }
     }
     if checked.nonce_aging {
         facts.nonce = config.dpop.nonce.as_ref().map(|n| nonce::issue(n, now_secs));

@@ -15,7 +15,7 @@ use common::{
 use edge_auth::{
     config::Config,
     dpop::proof::{self, access_token_hash, ProofVerifier},
-    dpop::replay::ReplayCache,
+    dpop::replay::{self, ReplayCache},
     gateway::rules::Rules,
     http::HttpResponse,
     keys::jwks::VerificationKey,
@@ -896,6 +896,8 @@ fn the_status_route_lists_every_issuer() {
 
 // ---------------------------------------------------------------- DPoP
 
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
 const URL: &str = "https://api.example.com/api/private";
 
 fn bound_token(proof_key: &ProofKey) -> String {
@@ -947,6 +949,80 @@ fn a_bound_token_with_its_proof_is_admitted_in_every_algorithm() {
         let outcome = w.dpop("GET", URL, &format!("DPoP {token}"), Some(&proof));
         assert_eq!(outcome.response.status, 200, "{}: {:?}", k.alg(), outcome.response);
     }
+}
+
+/// Review finding 4: with `CLOCK_SKEW_SECONDS=0` a `jti` was forgotten in the last second its
+/// proof still counted as fresh, so the same proof was admitted again at `iat` + 300.5 s.
+#[test]
+fn a_proof_is_remembered_through_the_last_second_it_is_accepted() {
+    let w = world_with(&[("CLOCK_SKEW_SECONDS", "0")], &[key(1)]);
+    let k = ProofKey::es256();
+    let token = bound_token(&k);
+    let proof = Proof::new(&k, "GET", URL, &token, w.now_secs(), "once").sign(&k);
+    assert_eq!(w.dpop("GET", URL, &format!("DPoP {token}"), Some(&proof)).response.status, 200);
+    w.now.set(w.now.get() + 300_500);
+    assert_proof_error(&w.dpop("GET", URL, &format!("DPoP {token}"), Some(&proof)), "The DPoP proof was already used");
+    w.now.set(w.now.get() + 1_000);
+    assert_proof_error(&w.dpop("GET", URL, &format!("DPoP {token}"), Some(&proof)), "The DPoP proof is too old");
+}
+
+/// Review finding 1: a busy client's own later proofs pushed its older `jti`s out of the memory
+/// while they were still inside the window: a proof captured from a log was admitted again after
+/// 4,096 more. Now the key is refused past its share, and the captured proof stays refused.
+#[test]
+fn a_captured_proof_stays_refused_however_many_proofs_follow_it() {
+    let w = world();
+    let k = ProofKey::es256();
+    let token = bound_token(&k);
+    let authorization = format!("DPoP {token}");
+    let captured = Proof::new(&k, "GET", URL, &token, w.now_secs(), "captured").sign(&k);
+    assert_eq!(w.dpop("GET", URL, &authorization, Some(&captured)).response.status, 200);
+    for i in 1..replay::PER_KEY {
+        let proof = Proof::new(&k, "GET", URL, &token, w.now_secs(), &format!("later-{i}")).sign(&k);
+        assert_eq!(w.dpop("GET", URL, &authorization, Some(&proof)).response.status, 200, "proof {i}");
+    }
+    let one_more = Proof::new(&k, "GET", URL, &token, w.now_secs(), "one-more").sign(&k);
+    let refused = w.dpop("GET", URL, &authorization, Some(&one_more));
+    assert_proof_error(&refused, "Too many DPoP proofs of this key are in use; retry later");
+    assert_eq!(w.io.events().iter().filter(|e| *e == "replay_memory_full").count(), 1);
+    assert_proof_error(&w.dpop("GET", URL, &authorization, Some(&captured)), "The DPoP proof was already used");
+    // Another key of another client is not affected.
+    let other = ProofKey::es256();
+    let other_token = bound_token(&other);
+    let proof = Proof::new(&other, "GET", URL, &other_token, w.now_secs(), "x").sign(&other);
+    assert_eq!(w.dpop("GET", URL, &format!("DPoP {other_token}"), Some(&proof)).response.status, 200);
+}
+
+/// With nonces on, a key past its share is answered with a nonce challenge: a proof carrying a
+/// nonce is remembered only while its nonce is good, so the client's retry finds room sooner.
+#[test]
+fn with_nonces_a_full_share_is_answered_with_a_nonce_challenge() {
+    let w = world_with(&[("DPOP_NONCE_SECRET", SECRET)], &[key(1)]);
+    let k = ProofKey::es256();
+    let token = bound_token(&k);
+    let authorization = format!("DPoP {token}");
+    let nonce_now = |w: &World| {
+        let nonces = w.config.as_ref().unwrap().0.dpop.nonce.as_ref().unwrap();
+        edge_auth::dpop::nonce::issue(nonces, w.now_secs())
+    };
+    let with_nonce = |w: &World, jti: &str, nonce: &str| {
+        let mut proof = Proof::new(&k, "GET", URL, &token, w.now_secs(), jti);
+        proof.claims["nonce"] = json!(nonce);
+        proof.sign(&k)
+    };
+    let nonce = nonce_now(&w);
+    for i in 0..replay::PER_KEY {
+        let outcome = w.dpop("GET", URL, &authorization, Some(&with_nonce(&w, &i.to_string(), &nonce)));
+        assert_eq!(outcome.response.status, 200, "proof {i}");
+    }
+    let refused = w.dpop("GET", URL, &authorization, Some(&with_nonce(&w, "full", &nonce))).response;
+    assert_error(&refused, 401, "use_dpop_nonce");
+    assert!(refused.header("dpop-nonce").is_some(), "{refused:?}");
+    // Two nonce steps later every one of those proofs is unacceptable, and forgotten (without
+    // nonces they would be held for the whole 300 s window plus the leeway).
+    w.now.set(w.now.get() + 120_000);
+    let fresh = nonce_now(&w);
+    assert_eq!(w.dpop("GET", URL, &authorization, Some(&with_nonce(&w, "after", &fresh))).response.status, 200);
 }
 
 #[test]
@@ -1167,8 +1243,6 @@ fn a_token_bound_to_another_key_is_refused_though_its_proof_is_sound() {
         .iter()
         .any(|(n, v)| *n == "www-authenticate" && v.starts_with("DPoP algs") && v.contains("invalid_token")));
 }
-
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
 #[test]
 fn with_nonces_a_proof_needs_one_of_ours_and_is_told_it() {

@@ -100,6 +100,13 @@ pub fn check(policy: &NoncePolicy, given: &str, now_secs: i64) -> Option<Age> {
     Some(age)
 }
 
+/// The last second a nonce of `age` is accepted: the end of the step after the one it was issued
+/// in. A proof carrying it need not be remembered longer.
+pub fn accepted_through(policy: &NoncePolicy, age: Age, now_secs: i64) -> i64 {
+    let issued = step(policy, now_secs).saturating_sub(u64::from(age == Age::Previous));
+    i64::try_from(issued.saturating_add(2).saturating_mul(policy.step_secs)).unwrap_or(i64::MAX) - 1
+}
+
 /// The current step's last quarter: answers then carry the next nonce early, so a busy client
 /// never has to be refused to learn it.
 pub fn next_step_near(policy: &NoncePolicy, now_secs: i64) -> bool {

@@ -89,6 +89,8 @@ pub struct CheckedProof {
     pub issued_at: i64,
     /// The nonce's time step was the previous one: the answer should carry a fresh nonce.
     pub nonce_aging: bool,
+    /// With nonces on, the last second the proof's nonce is accepted (and so the proof).
+    pub nonce_through: Option<i64>,
 }
 
 /// Why a proof was refused: a failed check, or (with nonces on) no fresh nonce of ours.
@@ -173,11 +175,14 @@ pub async fn check(
         return Err(ProofProblem::UrlMismatch.into());
     }
     // 10. The nonce this edge issued, when nonces are on.
-    let mut nonce_aging = false;
+    let (mut nonce_aging, mut nonce_through) = (false, None);
     if let Some(nonces) = &policy.nonce {
         let given = payload.nonce.as_ref().and_then(Value::as_str);
         match given.and_then(|given| nonce::check(nonces, given, now_secs)) {
-            Some(age) => nonce_aging = age == nonce::Age::Previous || nonce::next_step_near(nonces, now_secs),
+            Some(age) => {
+                nonce_aging = age == nonce::Age::Previous || nonce::next_step_near(nonces, now_secs);
+                nonce_through = Some(nonce::accepted_through(nonces, age, now_secs));
+            }
             None => return Err(ProofError::UseNonce),
         }
     }
@@ -198,7 +203,7 @@ pub async fn check(
     if payload.ath.as_ref().and_then(Value::as_str) != Some(access_token_hash(request.access_token).as_str()) {
         return Err(ProofProblem::AccessTokenHashMismatch.into());
     }
-    Ok(CheckedProof { thumbprint: key.thumbprint, jti, issued_at, nonce_aging })
+    Ok(CheckedProof { thumbprint: key.thumbprint, jti, issued_at, nonce_aging, nonce_through })
 }
 
 type Parts = (Header, Payload, Vec<u8>, String);
