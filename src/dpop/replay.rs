@@ -20,12 +20,15 @@ use std::{
 pub const PER_KEY: usize = 4096;
 pub const TOTAL: usize = 32 * 1024;
 
+/// One remembered proof: its key's thumbprint and its `jti`.
+type Entry = (Rc<str>, Rc<str>);
+
 #[derive(Debug, Default)]
 pub struct ReplayCache {
     /// thumbprint → the `jti`s its proofs used.
     keys: HashMap<Rc<str>, HashSet<Rc<str>>>,
     /// The last second an entry is kept → the entries kept until then.
-    expiry: BTreeMap<i64, Vec<(Rc<str>, Rc<str>)>>,
+    expiry: BTreeMap<i64, Vec<Entry>>,
     len: usize,
 }
 
