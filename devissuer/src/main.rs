@@ -2,7 +2,7 @@
 //! and no tenant.
 //!
 //!   edge-auth-dev-issuer serve [--port 8788] [--dir DIR] [--kid dev-key-1]
-//!                              [--redirect-uris URL,URL] [--aud URI]
+//!                              [--redirect-uris URL,URL] [--aud URI] [--m2m-scopes A,B]
 //!   edge-auth-dev-issuer mint  [--scope "read:messages"] [--permissions a,b] [--aud URI]
 //!                              [--exp SECONDS] [--nbf SECONDS] [--sub ID] [--iss URL] [--port 8788]
 //!                              [--count N] [--kid dev-key-1] [--dpop-jkt THUMBPRINT]
@@ -13,7 +13,8 @@
 //!   edge-auth-dev-issuer pages --dir DIR [--port 8790]   (static files, for the demo page)
 //!
 //! `serve` is a local Auth0 look-alike (oauth.rs): login page, /authorize, /oauth/token, /userinfo,
-//! /v2/logout, for the URLs --redirect-uris allows.
+//! /v2/logout, for the URLs --redirect-uris allows; RFC 8414 metadata and /oidc/register for MCP clients;
+//! client_credentials for the M2M client (edge-auth-dev-m2m, secret edge-auth-dev-m2m-secret).
 //!
 //! The signing key is made on first use and kept (PKCS#8 PEM) under --dir (by default the
 //! repository's `.dev-issuer/`, which git ignores, whatever directory a command runs in); so is the
@@ -31,7 +32,7 @@ use std::{
 
 use edge_auth_dev_issuer::{
     dpop::{self, ClientKey, ProofClaims},
-    oauth::DEV_CLIENT_ID,
+    oauth::{default_m2m_scopes, DEV_CLIENT_ID, M2M_CLIENT_ID, M2M_CLIENT_SECRET},
     server::MockIssuer,
     sign, unix_now, Mint, SigningKey,
 };
@@ -46,7 +47,9 @@ const MAX_COUNT: usize = 1_000_000;
 const USAGE: &str = "usage:
   edge-auth-dev-issuer serve [--port 8788] [--dir DIR] [--kid dev-key-1]
                              [--redirect-uris URL,URL]  (where /authorize and /v2/logout may send a browser)
-                             [--aud URI]  (the audience when /authorize names none)
+                             [--aud URI]  (the audience when a request names neither audience nor resource)
+                             [--m2m-scopes A,B]  (what edge-auth-dev-m2m may be granted;
+                                                  default mcp:tools,read:messages,repo:admin)
   edge-auth-dev-issuer mint [--scope SCOPES] [--permissions A,B] [--aud URI] [--exp SECONDS]
                             [--nbf SECONDS] [--sub ID] [--iss URL] [--port 8788] [--dir DIR]
                             [--count N]  (N distinct tokens, one a line)
@@ -110,7 +113,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let key = load_or_create_key(&dir, &flag("kid", KID))?;
     match command.as_str() {
         "serve" => {
-            only_known(&flags, &["port", "dir", "kid", "redirect-uris", "aud"])?;
+            only_known(&flags, &["port", "dir", "kid", "redirect-uris", "aud", "m2m-scopes"])?;
             let redirect_uris: Vec<String> = match flags.get("redirect-uris") {
                 None => Vec::new(),
                 Some(list) => list.split(',').map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect(),
@@ -118,14 +121,30 @@ fn run(args: &[String]) -> Result<(), String> {
             if let Some(bad) = redirect_uris.iter().find(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
                 return Err(format!("--redirect-uris takes absolute http(s) URLs; {bad:?} is not one"));
             }
+            let m2m_scopes = m2m_scopes_flag(flags.get("m2m-scopes").map(String::as_str))?;
             let audience = flag("aud", DEFAULT_AUDIENCE);
-            let server = MockIssuer::bind_provider(&format!("127.0.0.1:{port}"), &key, &audience, &redirect_uris)
-                .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+            let server = MockIssuer::bind_provider_with_m2m_scopes(
+                &format!("127.0.0.1:{port}"),
+                &key,
+                &audience,
+                &redirect_uris,
+                &m2m_scopes,
+            )
+            .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
             println!("dev issuer: {} (JWKS at {})", server.issuer(), server.jwks_url());
             println!("  signing key kept in {} (--dir)", dir.display());
             println!(
                 "  login for client id {DEV_CLIENT_ID}, redirects allowed to: {}",
                 if redirect_uris.is_empty() { "none (--redirect-uris)".to_owned() } else { redirect_uris.join(", ") }
+            );
+            println!(
+                "  MCP clients: metadata at {}.well-known/oauth-authorization-server, register at {}oidc/register",
+                server.issuer(),
+                server.issuer()
+            );
+            println!(
+                "  M2M client {M2M_CLIENT_ID}, secret {M2M_CLIENT_SECRET}: client_credentials for {}",
+                if m2m_scopes.is_empty() { "no scopes".to_owned() } else { m2m_scopes.join(" ") }
             );
             loop {
                 std::thread::park();
@@ -215,6 +234,17 @@ fn dpop_command(command: &str, flags: &HashMap<String, String>, dir: &Path) -> R
     Ok(())
 }
 
+/// `--m2m-scopes a,b`: OAuth scope tokens (RFC 6749 §3.3: printable ASCII but space, `"` and `\`); an empty
+/// value grants nothing.
+fn m2m_scopes_flag(value: Option<&str>) -> Result<Vec<String>, String> {
+    let Some(value) = value else { return Ok(default_m2m_scopes()) };
+    let scopes: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+    match scopes.iter().find(|s| !s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')) {
+        Some(bad) => Err(format!("--m2m-scopes takes scope names separated by commas; {bad:?} is not one")),
+        None => Ok(scopes),
+    }
+}
+
 /// A thumbprint is a base64url SHA-256: 43 characters. Anything else is a paste error.
 fn jkt_flag(value: &str) -> Result<String, String> {
     let ok = value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
@@ -276,4 +306,20 @@ fn load_or_create_key(dir: &Path, kid: &str) -> Result<SigningKey, String> {
     fs::write(&path, key.to_pem()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     eprintln!("edge-auth-dev-issuer: made a new signing key in {}", path.display());
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edge_auth_dev_issuer::oauth::DEFAULT_M2M_SCOPES;
+
+    #[test]
+    fn m2m_scopes_flag_takes_scope_names_separated_by_commas() {
+        assert_eq!(m2m_scopes_flag(None).unwrap(), DEFAULT_M2M_SCOPES);
+        assert_eq!(m2m_scopes_flag(Some("mcp:tools, read:messages,")).unwrap(), ["mcp:tools", "read:messages"]);
+        assert!(m2m_scopes_flag(Some("")).unwrap().is_empty());
+        for bad in ["two words", "quo\"te", "back\\slash", "tab\tbed"] {
+            assert!(m2m_scopes_flag(Some(bad)).is_err(), "{bad:?}");
+        }
+    }
 }

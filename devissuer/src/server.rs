@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::{
     jwks,
-    oauth::{Provider, Request, Response, Settings},
+    oauth::{default_m2m_scopes, Provider, Request, Response, Settings},
     unix_now, SigningKey,
 };
 
@@ -83,12 +83,24 @@ impl MockIssuer {
         default_audience: &str,
         redirect_uris: &[String],
     ) -> io::Result<MockIssuer> {
+        Self::bind_provider_with_m2m_scopes(address, key, default_audience, redirect_uris, &default_m2m_scopes())
+    }
+
+    /// As `bind_provider`, with the scopes the M2M client may be granted (`serve --m2m-scopes`).
+    pub fn bind_provider_with_m2m_scopes(
+        address: &str,
+        key: &SigningKey,
+        default_audience: &str,
+        redirect_uris: &[String],
+        m2m_scopes: &[String],
+    ) -> io::Result<MockIssuer> {
         let listener = TcpListener::bind(address)?;
         let settings = Settings {
             issuer: format!("http://127.0.0.1:{}/", listener.local_addr()?.port()),
             client_id: crate::oauth::DEV_CLIENT_ID.into(),
             default_audience: default_audience.into(),
             redirect_uris: redirect_uris.to_vec(),
+            m2m_scopes: m2m_scopes.to_vec(),
         };
         let provider = Provider::new(settings, key.clone());
         Self::listen(listener, &jwks(&[key]), Some(provider))
@@ -341,5 +353,172 @@ mod tests {
         assert!(discovery.contains(&format!("\"issuer\":\"{}\"", issuer.issuer())));
         assert!(get(JWKS_PATH).contains("\"kid\":\"k\""));
         assert_eq!(issuer.hits(), 1);
+    }
+
+    /// One request over a fresh connection: status, headers (names in lower case) and body.
+    fn http(
+        port: u16,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, Vec<(String, String)>, String) {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut head =
+            format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n", body.len());
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        write!(stream, "{head}\r\n{body}").unwrap();
+        let mut answer = String::new();
+        io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.lines();
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        (status, headers, body.to_owned())
+    }
+
+    fn json_of(body: &str) -> Value {
+        serde_json::from_str(body).unwrap()
+    }
+
+    fn claims_of(jwt: &str) -> Value {
+        use base64ct::{Base64UrlUnpadded, Encoding};
+        serde_json::from_slice(&Base64UrlUnpadded::decode_vec(jwt.split('.').nth(1).unwrap()).unwrap()).unwrap()
+    }
+
+    /// What the MCP SDK's OAuth client does against an authorization server `http://127.0.0.1:PORT/`:
+    /// RFC 8414 metadata (the first URL it tries), registration, /authorize with PKCE and `resource` (signed in
+    /// by `login_hint`), the code exchange and a refresh, both with `resource`; then its ClientCredentialsProvider
+    /// (HTTP Basic). Bad input on the wire gets its error and issues nothing.
+    #[test]
+    fn an_mcp_client_discovers_registers_logs_in_and_an_m2m_client_gets_a_token_over_http() {
+        use crate::oauth::{parse_form, M2M_CLIENT_ID, M2M_CLIENT_SECRET};
+        use base64ct::{Base64, Base64UrlUnpadded, Encoding};
+        use sha2::{Digest, Sha256};
+
+        let key = SigningKey::generate("k", 2048);
+        let issuer = MockIssuer::bind_provider_with_m2m_scopes(
+            "127.0.0.1:0",
+            &key,
+            "https://api",
+            &[],
+            &["mcp:tools".into(), "read:messages".into()],
+        )
+        .unwrap();
+        let port = issuer.port();
+        let base = issuer.issuer();
+        let resource = "http://127.0.0.1:8787/mcp";
+        let callback = "http://localhost:33418/callback";
+        // As URLSearchParams sends them: all but the unreserved characters percent-encoded.
+        let enc = |v: &str| -> String {
+            v.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+
+        let (status, headers, body) = http(
+            port,
+            "GET",
+            "/.well-known/oauth-authorization-server",
+            &[("MCP-Protocol-Version", "2025-11-25"), ("Accept", "application/json")],
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        assert!(headers.iter().any(|(n, v)| n == "content-type" && v == "application/json"));
+        let metadata = json_of(&body);
+        assert_eq!(metadata["issuer"], base);
+        let registration = metadata["registration_endpoint"].as_str().unwrap();
+        assert_eq!(registration, format!("{base}oidc/register"));
+        let path_of = |url: &str| url.strip_prefix(base.trim_end_matches('/')).unwrap().to_owned();
+
+        let json = [("Content-Type", "application/json")];
+        let refused =
+            http(port, "POST", &path_of(registration), &json, r#"{"redirect_uris":["http://evil.example/cb"]}"#);
+        assert_eq!((refused.0, json_of(&refused.2)["error"].as_str()), (400, Some("invalid_redirect_uri")));
+        let client = format!(
+            r#"{{"client_name":"MCP test","redirect_uris":["{callback}"],"grant_types":["authorization_code","refresh_token"],"response_types":["code"],"token_endpoint_auth_method":"none","scope":"openid offline_access mcp:tools"}}"#
+        );
+        let (status, _, body) = http(port, "POST", &path_of(registration), &json, &client);
+        assert_eq!(status, 201, "{body}");
+        let client_id = json_of(&body)["client_id"].as_str().unwrap().to_owned();
+
+        let verifier = "mcp-test-verifier-0123456789-abcdefghijklmnopqrstuvwxyz";
+        let challenge = Base64UrlUnpadded::encode_string(&Sha256::digest(verifier.as_bytes()));
+        let authorize = |resource: &str| {
+            let params = [
+                ("response_type", "code"),
+                ("client_id", client_id.as_str()),
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "S256"),
+                ("redirect_uri", callback),
+                ("state", "s1"),
+                ("scope", "openid offline_access mcp:tools"),
+                ("prompt", "consent"),
+                ("resource", resource),
+                ("login_hint", "dev-user|1"),
+            ];
+            let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect();
+            let (status, headers, body) = http(port, "GET", &format!("/authorize?{}", query.join("&")), &[], "");
+            assert_eq!(status, 302, "{body}");
+            let location = headers.iter().find(|(n, _)| n == "location").unwrap().1.clone();
+            assert!(location.starts_with(&format!("{callback}?")), "{location}");
+            parse_form(location.split_once('?').unwrap().1)
+        };
+        assert_eq!(authorize("not-absolute")["error"], "invalid_target");
+        let code = authorize(resource)["code"].clone();
+
+        let form = [("Content-Type", "application/x-www-form-urlencoded"), ("Accept", "application/json")];
+        let exchange = format!(
+            "grant_type=authorization_code&code={code}&code_verifier={verifier}&redirect_uri={}&resource={}&client_id={client_id}",
+            enc(callback),
+            enc(resource)
+        );
+        let (status, _, body) = http(port, "POST", "/oauth/token", &form, &exchange);
+        assert_eq!(status, 200, "{body}");
+        let tokens = json_of(&body);
+        let access = claims_of(tokens["access_token"].as_str().unwrap());
+        assert_eq!((access["aud"].as_str(), access["azp"].as_str()), (Some(resource), Some(client_id.as_str())));
+        assert_eq!(access["iss"], base);
+
+        let refresh = |resource: &str, token: &str| {
+            let body = format!(
+                "grant_type=refresh_token&refresh_token={token}&resource={}&client_id={client_id}",
+                enc(resource)
+            );
+            http(port, "POST", "/oauth/token", &form, &body)
+        };
+        let refresh_token = tokens["refresh_token"].as_str().unwrap();
+        let (status, _, body) = refresh("https://elsewhere.example/", refresh_token);
+        assert_eq!((status, json_of(&body)["error"].as_str()), (400, Some("invalid_target")));
+        let (status, _, body) = refresh(resource, refresh_token);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(claims_of(json_of(&body)["access_token"].as_str().unwrap())["aud"], resource);
+
+        let basic =
+            |secret: &str| format!("Basic {}", Base64::encode_string(format!("{M2M_CLIENT_ID}:{secret}").as_bytes()));
+        let cc = format!("grant_type=client_credentials&scope=mcp%3Atools&resource={}", enc(resource));
+        let wrong = basic("nope");
+        let (status, headers, body) = http(port, "POST", "/oauth/token", &[form[0], ("Authorization", &wrong)], &cc);
+        assert_eq!((status, json_of(&body)["error"].as_str()), (401, Some("invalid_client")));
+        assert!(headers.iter().any(|(n, v)| n == "www-authenticate" && v.starts_with("Basic")));
+        let right = basic(M2M_CLIENT_SECRET);
+        let denied = "grant_type=client_credentials&scope=repo%3Aadmin";
+        let (status, _, body) = http(port, "POST", "/oauth/token", &[form[0], ("Authorization", &right)], denied);
+        assert_eq!((status, json_of(&body)["error"].as_str()), (403, Some("access_denied")));
+        let (status, _, body) = http(port, "POST", "/oauth/token", &[form[0], ("Authorization", &right)], &cc);
+        assert_eq!(status, 200, "{body}");
+        let access = claims_of(json_of(&body)["access_token"].as_str().unwrap());
+        assert_eq!(
+            (access["sub"].as_str(), access["aud"].as_str(), access["scope"].as_str(), access["gty"].as_str()),
+            (Some("edge-auth-dev-m2m@clients"), Some(resource), Some("mcp:tools"), Some("client-credentials"))
+        );
     }
 }
