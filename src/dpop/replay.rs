@@ -13,7 +13,7 @@
 //! Expired entries leave in time order, a bucket per second, so no call ever sweeps the memory.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     rc::Rc,
 };
 
@@ -27,8 +27,10 @@ type Entry = (Rc<str>, Rc<str>);
 pub struct ReplayCache {
     /// thumbprint → the `jti`s its proofs used.
     keys: HashMap<Rc<str>, HashSet<Rc<str>>>,
-    /// The last second an entry is kept → the entries kept until then.
-    expiry: BTreeMap<i64, Vec<Entry>>,
+    /// The entries by the last second they are kept, one bucket per second, oldest first. New
+    /// entries' seconds nearly always come last (now plus a fixed window), so a bucket is found
+    /// from the back in a step or two; there are at most as many buckets as seconds in a window.
+    expiry: VecDeque<(i64, Vec<Entry>)>,
     len: usize,
 }
 
@@ -58,18 +60,21 @@ impl ReplayCache {
         };
         let jti: Rc<str> = jti.into();
         self.keys.entry(thumbprint.clone()).or_default().insert(jti.clone());
-        self.expiry.entry(keep_through).or_default().push((thumbprint, jti));
+        let at = self.expiry.iter().rposition(|(second, _)| *second <= keep_through);
+        match at {
+            Some(i) if self.expiry[i].0 == keep_through => self.expiry[i].1.push((thumbprint, jti)),
+            Some(i) => self.expiry.insert(i + 1, (keep_through, vec![(thumbprint, jti)])),
+            None => self.expiry.push_front((keep_through, vec![(thumbprint, jti)])),
+        }
         self.len += 1;
         Remembered::Fresh
     }
 
     /// Drops every entry whose last second is before `now`, oldest bucket first.
     fn expire(&mut self, now: i64) {
-        while let Some(bucket) = self.expiry.first_entry() {
-            if *bucket.key() >= now {
-                break;
-            }
-            for (thumbprint, jti) in bucket.remove() {
+        while self.expiry.front().is_some_and(|(second, _)| *second < now) {
+            let Some((_, bucket)) = self.expiry.pop_front() else { break };
+            for (thumbprint, jti) in bucket {
                 if let Some(jtis) = self.keys.get_mut(&thumbprint) {
                     jtis.remove(&jti);
                     if jtis.is_empty() {
