@@ -68,6 +68,14 @@ pub struct DevUser {
 pub const DEV_USERS: &[DevUser] = &[
     DevUser { id: "dev-user|1", name: "Ada Reader", email: "ada@dev-issuer.invalid", permissions: &["read:messages"] },
     DevUser { id: "dev-user|2", name: "Bo Visitor", email: "bo@dev-issuer.invalid", permissions: &[] },
+    // For MCP clients: holds the example server's tool scopes, granted only when asked for
+    // (`scope`), so a client steps up from `mcp:tools` to `repo:admin`.
+    DevUser {
+        id: "dev-user|3",
+        name: "Mo Maintainer",
+        email: "mo@dev-issuer.invalid",
+        permissions: &["mcp:tools", "repo:admin"],
+    },
 ];
 
 /// An HTTP request as plain data.
