@@ -48,6 +48,13 @@ pub enum ApiError {
     OriginUnreachable,
     /// Gateway mode: the origin sent no response headers within `ORIGIN_TIMEOUT_SECONDS`.
     OriginTimeout,
+    /// An MCP rule's POST body is longer than `MCP_MAX_BODY_BYTES` (this many).
+    PayloadTooLarge {
+        limit: u64,
+    },
+    /// An MCP rule was called from a browser `Origin` that `CORS_ALLOWED_ORIGINS` does not list
+    /// (DNS rebinding; the MCP transport spec asks servers to validate it).
+    OriginNotAllowed,
 }
 
 /// A Bearer credential that is not one well-formed token (RFC 6750 `invalid_request`).
@@ -62,6 +69,8 @@ pub enum RequestProblem {
     UpgradeNotAllowed,
     /// The client's body failed while it was streamed to the origin (a bad chunk, a cut connection).
     ClientBodyFailed,
+    /// An MCP rule's POST body is not one JSON-RPC 2.0 message or a batch of them.
+    NotJsonRpc,
 }
 
 impl RequestProblem {
@@ -73,6 +82,7 @@ impl RequestProblem {
             Self::AmbiguousPath => "The path could be read as another path (encoded characters, // or ;)",
             Self::UpgradeNotAllowed => "Upgrade not allowed on this route",
             Self::ClientBodyFailed => "The request body could not be read",
+            Self::NotJsonRpc => "The body is not a JSON-RPC 2.0 message or batch",
         }
     }
 }

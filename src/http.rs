@@ -141,6 +141,11 @@ pub struct Challenge<'a> {
     pub realm: &'a str,
     pub dpop: DpopMode,
     pub scheme: Option<Scheme>,
+    /// A protected resource's metadata URL (RFC 9728 §5.1), named in every challenge of its rule.
+    pub resource_metadata: Option<&'a str>,
+    /// The scopes the request needs, when a 401 should say so too (a protected resource's rule):
+    /// MCP clients ask for exactly these when they log in.
+    pub scope: Option<&'a str>,
 }
 
 impl Challenge<'_> {
@@ -165,6 +170,14 @@ impl Challenge<'_> {
                     value.push_str(&format!(", scope=\"{scope}\""));
                 }
             }
+            // RFC 9728 §5.1 and the MCP authorization spec: every challenge of a protected resource
+            // names its metadata, and its scopes when no error already did.
+            if let Some(url) = self.resource_metadata {
+                if let Some(scope) = self.scope.filter(|s| !s.is_empty() && (scope.is_none() || scheme != used)) {
+                    value.push_str(&format!(", scope=\"{scope}\""));
+                }
+                value.push_str(&format!(", resource_metadata=\"{url}\""));
+            }
             value
         };
         let mut headers = Vec::with_capacity(2);
@@ -184,7 +197,8 @@ impl Challenge<'_> {
 const DENYLIST_RETRY_AFTER_SECS: u64 = 5;
 
 /// When the configuration itself is broken: Bearer only, a neutral realm.
-const BROKEN: Challenge<'static> = Challenge { realm: "edge-auth", dpop: DpopMode::Off, scheme: None };
+const BROKEN: Challenge<'static> =
+    Challenge { realm: "edge-auth", dpop: DpopMode::Off, scheme: None, resource_metadata: None, scope: None };
 
 /// The one mapping from errors to HTTP (RFC 6750 §3 for the Bearer errors, RFC 9449 §7.1 and §9
 /// for DPoP's). `challenge` is `None` when the configuration itself is broken.
@@ -229,6 +243,13 @@ pub fn error_response(error: &ApiError, challenge: Option<&Challenge<'_>>) -> Ht
         }
         ApiError::OriginUnreachable => (502, "origin_unreachable", "The origin could not be reached".into(), vec![]),
         ApiError::OriginTimeout => (504, "origin_timeout", "The origin did not answer in time".into(), vec![]),
+        ApiError::PayloadTooLarge { limit } => {
+            (413, "payload_too_large", format!("The request body is longer than {limit} bytes"), vec![])
+        }
+        // Before any credential is looked at: the page that sent it may not call this server.
+        ApiError::OriginNotAllowed => {
+            (403, "origin_not_allowed", "Requests from this Origin are not allowed".into(), vec![])
+        }
         ApiError::RateLimited { retry_after_secs } => (
             429,
             "rate_limited",
@@ -256,7 +277,11 @@ pub fn error_response(error: &ApiError, challenge: Option<&Challenge<'_>>) -> Ht
 
 /// Response headers a browser app may read: why it was refused, when to retry, and the nonce
 /// its next DPoP proof must carry.
-pub const EXPOSE_HEADERS: &str = "WWW-Authenticate, Retry-After, DPoP-Nonce";
+/// `Mcp-Session-Id` for browser MCP clients (the Streamable HTTP transport's session).
+pub const EXPOSE_HEADERS: &str = "WWW-Authenticate, Retry-After, DPoP-Nonce, Mcp-Session-Id";
+
+/// What an MCP client sends besides the defaults, allowed by the preflight of an MCP rule.
+pub const MCP_PREFLIGHT_HEADERS: &str = "Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID";
 
 /// Whether the edge answers for CORS. When `CORS_ALLOWED_ORIGINS` is set it does, alone: every
 /// `Access-Control-*` header of the origin's answer is removed ([`is_cors_header`]) and the edge's
@@ -287,7 +312,10 @@ pub fn allowed_origin(cors: &CorsPolicy, origin: Option<&str>) -> Option<String>
 /// CORS headers for an actual (non-preflight) response, errors included, so that a browser
 /// app can read why it was refused.
 pub fn with_cors(mut response: HttpResponse, cors: &CorsPolicy, origin: Option<&str>) -> HttpResponse {
-    if !matches!(cors, CorsPolicy::Origins(_) | CorsPolicy::Any) {
+    // An answer open to every origin already (a protected resource's metadata) keeps its own.
+    if !matches!(cors, CorsPolicy::Origins(_) | CorsPolicy::Any)
+        || response.header("access-control-allow-origin").is_some()
+    {
         return response;
     }
     if matches!(cors, CorsPolicy::Origins(_)) {
@@ -303,12 +331,23 @@ pub fn with_cors(mut response: HttpResponse, cors: &CorsPolicy, origin: Option<&
 /// The answer to `OPTIONS`: a CORS preflight from an allowed origin gets the allow headers,
 /// anyone else gets a bare 204 (the browser then blocks the real request). `with_cors` adds
 /// the origin itself, as on every response. `methods` are those the path takes.
-pub fn preflight(cors: &CorsPolicy, policy: &PreflightPolicy, origin: Option<&str>, methods: &str) -> HttpResponse {
+pub fn preflight(
+    cors: &CorsPolicy,
+    policy: &PreflightPolicy,
+    origin: Option<&str>,
+    methods: &str,
+    mcp: bool,
+) -> HttpResponse {
     let mut response = HttpResponse::empty(204).with_header("allow", methods);
     if allowed_origin(cors, origin).is_some() {
+        let headers = if mcp {
+            format!("{}, {MCP_PREFLIGHT_HEADERS}", policy.allow_headers)
+        } else {
+            policy.allow_headers.clone()
+        };
         response.headers.extend([
             ("access-control-allow-methods", methods.into()),
-            ("access-control-allow-headers", policy.allow_headers.clone()),
+            ("access-control-allow-headers", headers),
             ("access-control-max-age", policy.max_age_secs.to_string()),
         ]);
     }

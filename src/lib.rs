@@ -12,10 +12,11 @@
 //! 4. `gateway/` — the rule table and path safety, what the origin receives, per-caller limits
 //! 5. `http` — answers as plain data, challenges, CORS
 //! 6. `token/` — extract, parse, verify, judge the claims; the trusted issuers; verified tokens
-//! 7. `keys/`, `dpop/` — the issuers' keys and their store; DPoP proofs, nonces, replay memory
-//! 8. `operate/` — decisions, their reasons and log limits; the deny list's policy
-//! 9. `config::vars` — typed reading of variables, shared by every part for its own settings
-//! 10. `error`, `json`, `outline` — typed errors, the one JSON reader, cold-path outlining
+//! 7. `dpop/` — DPoP proofs, nonces, replay memory
+//! 8. `keys/` — the issuers' keys and their store
+//! 9. `operate/` — decisions, their reasons and log limits; the deny list's policy
+//! 10. `config::vars` — typed reading of variables, shared by every part for its own settings
+//! 11. `error`, `json`, `outline` — typed errors, the one JSON reader, cold-path outlining
 
 pub mod config;
 pub mod dpop;

@@ -15,12 +15,12 @@ use crate::{
     dpop::proof::{self, ProofError, ProofRequest, ProofVerifier},
     dpop::replay::{Remembered, ReplayCache},
     error::{ApiError, ConfigError, ConfigProblem, ProofProblem, RequestProblem, TokenProblem},
-    gateway::forward,
     gateway::limits::{self, RateLimiter},
     gateway::rules::{self, Auth, Match, Responder, Rules},
+    gateway::{forward, mcp},
     http::{self, Challenge, HttpResponse},
     keys::store::KeyIo,
-    operate::decision::{CacheUse, Decision, Reason},
+    operate::decision::{self, CacheUse, Decision, Reason},
     operate::denylist::{DenyIo, DenyList, Snapshot, TokenIds},
     outline::outline,
     token::cache::{TokenCache, Verified},
@@ -69,6 +69,9 @@ pub struct Incoming<'a> {
     pub upgrade: Option<&'a str>,
     /// `Access-Control-Request-Method` was sent: with `OPTIONS` and `Origin`, a CORS preflight.
     pub preflight: bool,
+    /// The body, read only when the pipeline asked for it ([`Outcome::needs_body`]): a POST on an
+    /// MCP rule. At most one byte over the limit is read, so that a longer body is told apart.
+    pub body: Option<&'a [u8]>,
 }
 
 /// The runtime pieces that protected routes need, most of them held by the isolate.
@@ -109,6 +112,7 @@ pub fn compile_rules(config: &Config) -> Result<Rules, ConfigError> {
                 problem: ConfigProblem::InvalidRule { index: e.index, detail: e.reason },
             })?;
             rules.need_claims(gateway.claim_headers.iter().map(|(_, claim)| claim.clone()));
+            rules.describe_resources(|resource, rule| resource_metadata(resource, rule, config).into());
             Ok(rules)
         }
     }
@@ -147,13 +151,21 @@ pub struct Outcome {
     /// the token's expiry), and keys and a deny list that ask for no refresh before then. Never
     /// more than [`KEEP_MS`] ahead; `None` for any other answer.
     pub kept_until: Option<u64>,
+    /// The answer depends on the body, which was not read: the edge reads at most this many bytes
+    /// plus one and asks again with [`Incoming::body`]. Asked only once the head is admitted
+    /// (origin, token, rule scopes), so no one unauthenticated makes the edge read a body.
+    pub needs_body: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {
     pub headers: Vec<(&'static str, String)>,
-    /// The request's token was verified (its `Authorization` may reach the origin, if asked for).
-    pub verified: bool,
+    /// The scheme of the token the edge verified, when the client's credential may reach the
+    /// origin (with `FORWARD_AUTHORIZATION`; `DPoP` only under the DPoP scheme, see
+    /// `GatewayConfig::drops`). `None` when nothing was verified, and on a protected resource's
+    /// rule: its token was issued for the edge's resource, and passing it on is token passthrough,
+    /// which the MCP authorization spec forbids.
+    pub credentials: Option<Scheme>,
     /// A WebSocket handshake on a rule that allows one: the edge accepts it and relays frames.
     pub relay: Option<Relay>,
     /// `CLAIM_HEADERS` of the verified caller (names chosen by configuration, so not `'static`).
@@ -172,6 +184,8 @@ pub struct Relay {
 enum Answer {
     Respond(HttpResponse),
     Forward(Forward),
+    /// See [`Outcome::needs_body`].
+    NeedsBody,
 }
 
 /// What the pipeline learns about a request on the way, beyond its answer.
@@ -199,6 +213,14 @@ struct Facts {
     steady_until: Option<u64>,
     /// See [`Outcome::kept_until`].
     kept_until: Option<u64>,
+    /// See [`Outcome::needs_body`].
+    needs_body: Option<u64>,
+    /// A protected resource's rule: its metadata URL and scopes go in every challenge.
+    resource_metadata: Option<Rc<str>>,
+    challenge_scope: Option<String>,
+    /// An MCP POST's method and tool, for the decision.
+    mcp_method: Option<Rc<str>>,
+    mcp_tool: Option<Rc<str>>,
 }
 
 impl Facts {
@@ -231,11 +253,17 @@ pub async fn handle<I: Io, V: Verifier>(
     let result = respond(request, &setup, now_ms, &mut facts).await;
     let (response, forward, reason) = match result {
         Ok(Answer::Respond(response)) => (response, None, facts.admitted.unwrap_or(Reason::Ok)),
+        // Not an answer: the edge reads the body and asks again; nothing is decided or recorded yet.
+        Ok(Answer::NeedsBody) => (HttpResponse::empty(200), None, Reason::Ok),
         Ok(Answer::Forward(forward)) => (HttpResponse::empty(200), Some(forward), facts.admitted.unwrap_or(Reason::Ok)),
         Err(error) => {
             // Only an admitted answer is kept, whichever step refused after `kept_until` was set.
             facts.kept_until = None;
-            let challenge = setup.as_ref().ok().map(|s| challenge(s.config, facts.scheme));
+            let challenge = setup.as_ref().ok().map(|s| Challenge {
+                resource_metadata: facts.resource_metadata.as_deref(),
+                scope: facts.challenge_scope.as_deref(),
+                ..challenge(s.config, facts.scheme)
+            });
             (http::error_response(&error, challenge.as_ref()), None, Reason::of(&error))
         }
     };
@@ -246,6 +274,8 @@ pub async fn handle<I: Io, V: Verifier>(
         issuer: facts.issuer,
         kid: facts.kid,
         cache: facts.cache,
+        mcp_method: facts.mcp_method,
+        mcp_tool: facts.mcp_tool,
     };
     let response = match facts.nonce {
         Some(nonce) => response.with_header("dpop-nonce", nonce),
@@ -258,6 +288,7 @@ pub async fn handle<I: Io, V: Verifier>(
     Outcome {
         fixed: facts.fixed,
         kept_until: facts.kept_until,
+        needs_body: facts.needs_body,
         response,
         forward,
         background_refresh: facts.refresh,
@@ -267,7 +298,7 @@ pub async fn handle<I: Io, V: Verifier>(
 }
 
 fn challenge(config: &Config, scheme: Option<Scheme>) -> Challenge<'_> {
-    Challenge { realm: config.realm(), dpop: config.dpop.mode, scheme }
+    Challenge { realm: config.realm(), dpop: config.dpop.mode, scheme, resource_metadata: None, scope: None }
 }
 
 async fn respond<I: Io, V: Verifier>(
@@ -313,6 +344,25 @@ async fn respond<I: Io, V: Verifier>(
             &demo
         }
     };
+    // RFC 9728 §3: a protected resource's metadata, at the path inserted after the well-known
+    // prefix; nothing else under that prefix is served.
+    if let (Ok(_), true) = (setup, request.path.starts_with(mcp::WELL_KNOWN)) {
+        let rule = table.resource_at(request.path).ok_or(ApiError::NotFound)?;
+        facts.rule = Some(rule.path.clone());
+        return match request.method {
+            "GET" | "HEAD" => {
+                facts.admitted = Some(Reason::Public);
+                facts.fixed = true;
+                let document = rule.resource.as_ref().map_or("{}", |r| r.document.as_ref());
+                Ok(Answer::Respond(
+                    HttpResponse::json_text(200, document)
+                        .with_header("cache-control", "public, max-age=300")
+                        .with_header("access-control-allow-origin", "*"),
+                ))
+            }
+            _ => Err(ApiError::MethodNotAllowed("GET, HEAD".into())),
+        };
+    }
     // TRACE echoes the request, the edge's own headers (ORIGIN_SECRET) included: never forwarded.
     if rules::is_refused_method(request.method) {
         return Err(ApiError::MethodNotAllowed(table.methods_for(request.path).join(", ")));
@@ -332,6 +382,16 @@ async fn respond<I: Io, V: Verifier>(
             return Err(ApiError::InvalidRequest(RequestProblem::UpgradeNotAllowed));
         }
     }
+    if let (Some(_), Ok(setup)) = (&rule.mcp, setup) {
+        // DNS rebinding (the MCP transport spec): a page's Origin must be one that may call.
+        if request.origin.is_some() && http::allowed_origin(&setup.config.cors, request.origin).is_none() {
+            return Err(ApiError::OriginNotAllowed);
+        }
+    }
+    if let Some(resource) = &rule.resource {
+        facts.resource_metadata = Some(resource.metadata_url.clone());
+        facts.challenge_scope = Some(rule.scope_requirement());
+    }
     // The worker's own routes answer any OPTIONS as a preflight (no token needed).
     if request.method == "OPTIONS" && matches!(rule.responder, Responder::Message(_)) {
         facts.admitted = Some(Reason::Preflight);
@@ -339,27 +399,36 @@ async fn respond<I: Io, V: Verifier>(
     }
     if rule.auth == Auth::Public {
         facts.admitted = Some(Reason::Public);
+        if let Ok(setup) = setup {
+            if mcp_body(rule, request, setup.config, None, facts)? {
+                return Ok(Answer::NeedsBody);
+            }
+        }
         if let (Some(limit), Ok(setup)) = (&rule.rate_limit, setup) {
             outline(spend(limit, None, None, request, setup.keys.io)).await?;
         }
         // Without a limit to spend, a public answer reads nothing but the head: a message, or a
         // forward (made from the head's URL, addresses and, at the edge, header names). A relayed
-        // WebSocket is left out: each is a connection of its own.
-        facts.fixed = rule.rate_limit.is_none() && request.upgrade.is_none();
-        return answer(rule, None, setup, request);
+        // WebSocket is left out: each is a connection of its own, and so is a body read.
+        facts.fixed = rule.rate_limit.is_none() && request.upgrade.is_none() && request.body.is_none();
+        return answer(rule, None, None, setup, request);
     }
     let Setup { config, keys, rules: table } =
         setup.as_ref().map_err(|broken| ApiError::Misconfigured(broken.error.clone()))?;
     let needed = table.claims_needed();
-    let (principal, token) = match outline(authenticate(request, config, keys, needed, now_ms, facts)).await {
+    let audience = rule.resource.as_ref().map(|r| &*r.uri);
+    let (principal, token) = match outline(authenticate(request, config, keys, needed, audience, now_ms, facts)).await {
         Ok(verified) => verified,
         // An optional rule admits a request that carries no token (a non-Bearer scheme is no token).
         Err(ApiError::MissingAuthorization) if rule.auth == Auth::Optional => {
             facts.admitted = Some(Reason::Anonymous);
+            if mcp_body(rule, request, config, None, facts)? {
+                return Ok(Answer::NeedsBody);
+            }
             if let Some(limit) = &rule.rate_limit {
                 outline(spend(limit, None, None, request, keys.io)).await?;
             }
-            return answer(rule, None, setup, request);
+            return answer(rule, None, None, setup, request);
         }
         Err(error) => return Err(error),
     };
@@ -372,12 +441,15 @@ async fn respond<I: Io, V: Verifier>(
     if let Some(unmet) = rule.unmet_claim(|name| principal.claim(name)) {
         return Err(ApiError::ClaimMismatch { claim: unmet.name.clone() });
     }
+    if mcp_body(rule, request, config, Some(&principal), facts)? {
+        return Ok(Answer::NeedsBody);
+    }
     // Last: only a request that would otherwise be admitted spends the caller's budget.
     if let Some(limit) = &rule.rate_limit {
         outline(spend(limit, facts.issuer.as_deref(), Some(&principal), request, keys.io)).await?;
     }
     facts.kept_until = kept_until(rule, request, &principal, config, now_ms, facts);
-    answer(rule, Some((principal.as_ref(), token)), setup, request)
+    answer(rule, Some((principal.as_ref(), token)), facts.scheme, setup, request)
 }
 
 /// How long an admitted token's answer holds for its head (see [`Outcome::kept_until`]). Only for
@@ -396,6 +468,7 @@ fn kept_until(
 ) -> Option<u64> {
     if rule.rate_limit.is_some()
         || request.upgrade.is_some()
+        || request.body.is_some()
         || facts.scheme != Some(Scheme::Bearer)
         || facts.cache != Some(CacheUse::Hit)
         || facts.refresh.is_some()
@@ -410,11 +483,74 @@ fn kept_until(
     (until > now_ms).then_some(until)
 }
 
+/// An MCP rule's POST: `Ok(true)` when its body must be read first; else the body was read and
+/// every scope its JSON-RPC messages need (with the rule's own) is granted. `principal`: the
+/// verified caller (`None` on a public rule, whose map names no scope, or an optional rule without
+/// a token, which is refused if its messages need one).
+#[inline(never)] // kept out of the pipeline's async bodies, which would each inline a copy
+fn mcp_body(
+    rule: &rules::Rule,
+    request: &Incoming<'_>,
+    config: &Config,
+    principal: Option<&Principal>,
+    facts: &mut Facts,
+) -> Result<bool, ApiError> {
+    let (Some(map), "POST") = (&rule.mcp, request.method) else { return Ok(false) };
+    let limit = config.gateway.as_ref().map_or(mcp::DEFAULT_MAX_BODY_BYTES, |g| g.mcp_max_body_bytes);
+    let Some(body) = request.body else {
+        facts.needs_body = Some(limit);
+        return Ok(true);
+    };
+    if body.len() as u64 > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let call = map.read(body).map_err(ApiError::InvalidRequest)?;
+    facts.mcp_method = call.method.as_deref().map(decision::mcp_name);
+    facts.mcp_tool = call.tool.as_deref().map(decision::mcp_name);
+    if call.needed.iter().any(|scope| !principal.is_some_and(|p| p.has_scope(scope))) {
+        // RFC 6750 §3.1 and the MCP spec's step-up: every scope the request needs, so that the
+        // client asks for all of them at once.
+        let mut required: Vec<&str> = rule.scopes.iter().chain(&rule.any_scopes).map(String::as_str).collect();
+        for scope in &call.needed {
+            if !required.contains(&scope.as_str()) {
+                required.push(scope);
+            }
+        }
+        return Err(ApiError::InsufficientScope { required: required.join(" ") });
+    }
+    Ok(false)
+}
+
+/// RFC 9728 §2: the resource, who issues its tokens, the scopes its rule and `mcp` map name, how a
+/// token is sent, and DPoP's members when DPoP is on. Written once per isolate ([`compile_rules`]):
+/// it holds configuration only.
+fn resource_metadata(resource: &mcp::Resource, rule: &rules::Rule, config: &Config) -> String {
+    let mut scopes: Vec<&str> = rule.scopes.iter().chain(&rule.any_scopes).map(String::as_str).collect();
+    for scope in rule.mcp.iter().flat_map(|map| map.scopes()) {
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    let document = crate::json::ObjectWriter::default()
+        .text("resource", &resource.uri)
+        .texts("authorization_servers", config.issuers.iter().map(|i| i.issuer.as_str()))
+        .texts("scopes_supported", scopes)
+        .texts("bearer_methods_supported", ["header"]);
+    let document = match config.dpop.mode {
+        DpopMode::Off => document,
+        mode => document
+            .texts("dpop_signing_alg_values_supported", proof::ALGORITHMS.split(' '))
+            .boolean("dpop_bound_access_tokens_required", mode == DpopMode::Required),
+    };
+    document.finish()
+}
+
 /// What an admitted request gets: the worker's message, or the way to the origin.
 /// `identity` is the verified caller and the token that proved it.
 fn answer<I, V>(
     rule: &rules::Rule,
     identity: Option<(&Principal, &str)>,
+    scheme: Option<Scheme>,
     setup: &Result<Setup<'_, I, V>, Broken<'_>>,
     request: &Incoming<'_>,
 ) -> Result<Answer, ApiError> {
@@ -441,7 +577,8 @@ fn answer<I, V>(
                 (Some(gateway), Some((principal, _))) => gateway.claim_headers(principal),
                 _ => Vec::new(),
             };
-            Ok(Answer::Forward(Forward { headers, verified: identity.is_some(), relay, claim_headers }))
+            let credentials = identity.and(scheme).filter(|_| rule.resource.is_none());
+            Ok(Answer::Forward(Forward { headers, credentials, relay, claim_headers }))
         }
         // An origin rule only comes from a configuration that was read; this is for completeness.
         (Responder::Origin, Err(broken)) => Err(ApiError::Misconfigured(broken.error.clone())),
@@ -462,17 +599,20 @@ fn preflight<I, V>(setup: &Result<Setup<'_, I, V>, Broken<'_>>, request: &Incomi
     } else {
         http::ALLOW.to_owned()
     };
-    http::preflight(&config.cors, &config.preflight, request.origin, &methods)
+    let mcp = config.gateway.is_some() && setup.rules.mcp_at(request.path);
+    http::preflight(&config.cors, &config.preflight, request.origin, &methods, mcp)
 }
 
 /// Header → token → issuer → key → signature → claims → binding, each step refusing with the
 /// check that failed. A token verified before skips the parse and the signature, never the key,
 /// clock, binding, proof or scope. Answers the caller and the token that proved who it is.
+/// `audience`: a protected resource's URI, the only `aud` its rule accepts; else the issuer's.
 async fn authenticate<'t, I: Io, V: Verifier>(
     request: &Incoming<'t>,
     config: &Config,
     keys: &Keys<'_, I, V>,
     needed: &[Rc<str>],
+    audience: Option<&str>,
     now_ms: u64,
     facts: &mut Facts,
 ) -> Result<(Rc<Principal>, &'t str), ApiError> {
@@ -482,7 +622,7 @@ async fn authenticate<'t, I: Io, V: Verifier>(
         return Err(ApiError::InvalidToken(TokenProblem::DpopRequired));
     }
     let now_secs = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
-    let principal = verify_token(raw, config, keys, needed, now_ms, now_secs, facts).await?;
+    let principal = verify_token(raw, config, keys, needed, audience, now_ms, now_secs, facts).await?;
     match (&principal.binding, scheme) {
         (Binding::Unsupported, _) => Err(ApiError::InvalidToken(TokenProblem::UnsupportedConfirmation)),
         (Binding::None, Scheme::Bearer) => Ok((principal, raw)),
@@ -495,12 +635,38 @@ async fn authenticate<'t, I: Io, V: Verifier>(
     }
 }
 
-/// The token's own checks, from the cache when it was verified before.
+/// Whether the token was issued for what the rule protects: a protected resource's URI, else one
+/// of its issuer's audiences. Judged on every use, so one cached verification serves rules that
+/// accept different audiences; a token refused here is never cached.
+#[inline(never)] // called from the cached and the fresh verification alike
+fn audience_accepted(
+    principal: &Principal,
+    audience: Option<&str>,
+    issuers: &Issuers,
+    issuer: usize,
+) -> Result<(), ApiError> {
+    let accepted = match audience {
+        Some(resource) => principal.has_audience(|aud| aud == resource),
+        None => issuers
+            .get(issuer)
+            .is_some_and(|i| principal.has_audience(|aud| i.config.audiences.iter().any(|a| a == aud))),
+    };
+    if accepted {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidToken(TokenProblem::WrongAudience))
+    }
+}
+
+/// The token's own checks, from the cache when it was verified before. `audience`: see
+/// [`audience_accepted`].
+#[allow(clippy::too_many_arguments)]
 async fn verify_token<I: Io, V: Verifier>(
     raw: &str,
     config: &Config,
     keys: &Keys<'_, I, V>,
     needed: &[Rc<str>],
+    audience: Option<&str>,
     now_ms: u64,
     now_secs: i64,
     facts: &mut Facts,
@@ -511,7 +677,10 @@ async fn verify_token<I: Io, V: Verifier>(
         facts.issuer = keys.issuers.get(verified.issuer).map(|issuer| issuer.name.clone());
         facts.kid = verified.kid.clone();
         match recheck(&verified, config, keys, now_ms, now_secs, facts).await {
-            Ok(true) => return Ok(verified.principal),
+            Ok(true) => {
+                audience_accepted(&verified.principal, audience, keys.issuers, verified.issuer)?;
+                return Ok(verified.principal);
+            }
             // The token's key id now names other key material: verify the token afresh.
             Ok(false) => keys.tokens.borrow_mut().remove(raw),
             Err(error) => {
@@ -540,11 +709,11 @@ async fn verify_token<I: Io, V: Verifier>(
     let signed = verify::check_signature(token, &resolved.key, keys.verifier).await.map_err(ApiError::InvalidToken)?;
     let policy = ClaimsPolicy {
         issuer: &issuer.config.issuer,
-        audiences: &issuer.config.audiences,
         leeway_secs: config.leeway_secs,
         scope_source: config.scope_source,
     };
     let (mut principal, validity) = claims::validate(signed, &policy, now_secs).map_err(ApiError::InvalidToken)?;
+    audience_accepted(&principal, audience, keys.issuers, index)?;
     if !needed.is_empty() {
         principal.claims = claims::select(forward::claims_segment(raw), needed);
     }

@@ -170,6 +170,7 @@ impl Isolate {
             address: Some("127.0.0.1"),
             upgrade: upgrade.as_deref(),
             preflight: row.header("access-control-request-method").is_some(),
+            body: None,
         };
         let keys = Keys {
             issuers: &self.issuers,
@@ -187,8 +188,8 @@ impl Isolate {
     /// request's own minus those the gateway drops, then the ones it adds.
     fn origin_view(&self, row: &Row, outcome: &Outcome) -> Vec<(String, String)> {
         let gateway = self.config.gateway.as_ref().expect("a gateway isolate");
-        let verified = outcome.forward.as_ref().is_some_and(|f| f.verified);
-        let kept = row.headers.iter().filter(|(name, _)| !gateway.drops(name, verified)).cloned();
+        let credentials = outcome.forward.as_ref().and_then(|f| f.credentials);
+        let kept = row.headers.iter().filter(|(name, _)| !gateway.drops(name, credentials)).cloned();
         let added = outcome.forward.iter().flat_map(|f| &f.headers).map(|(n, v)| (n.to_string(), v.clone()));
         kept.chain(added).collect()
     }

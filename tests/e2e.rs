@@ -2188,3 +2188,109 @@ fn a_limit_of_n_gives_429_on_request_n_plus_one_for_one_subject_and_not_another(
     assert_eq!(origin.hits(), before + limit, "the refused request reached the origin");
     assert_eq!(request(w.port, "GET", "/limited/x", &[("Authorization", &bob)]).status, 200);
 }
+
+// ---------------------------------------------------------------- MCP: a protected resource
+
+const MCP_E2E_RESOURCE: &str = "http://127.0.0.1/mcp";
+const MCP_E2E_ROUTES: &str = r#"[
+    {"path": "/mcp", "methods": ["GET", "POST", "DELETE"], "resource": "http://127.0.0.1/mcp",
+     "mcp": {"tools/call": ["mcp:tools"], "tools/call:delete_repo": ["repo:admin"], "resources/read": ["files:read"]}},
+    {"path": "/orders/:id", "methods": ["GET"]}
+]"#;
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn an_mcp_rule_is_a_protected_resource_that_reads_the_json_rpc_body() {
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let origin = MockOrigin::start().unwrap();
+    let base = format!("{}/base/", origin.url());
+    let w = Worker::start_gateway(
+        &issuer,
+        &[
+            ("ORIGIN_URL", base.as_str()),
+            ("ROUTES", MCP_E2E_ROUTES),
+            ("FORWARD_AUTHORIZATION", "true"),
+            ("MCP_MAX_BODY_BYTES", "4096"),
+        ],
+        &temp_dir("gw-mcp"),
+    );
+    let token = |aud: &str, scope: &str| {
+        let mint = Mint { scope: Some(scope.into()), ..Mint::new(&issuer.issuer(), aud) };
+        format!("Bearer {}", mint.sign(key(1)))
+    };
+    let post = |authorization: Option<&str>, origin_header: Option<&str>, body: &str| {
+        let mut headers = vec![("Content-Type", "application/json"), ("Accept", "application/json, text/event-stream")];
+        headers.extend(authorization.map(|a| ("Authorization", a)));
+        headers.extend(origin_header.map(|o| ("Origin", o)));
+        send(w.port, "POST", "/mcp", &headers, body.as_bytes())
+    };
+    let call = |tool: &str| format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}"}}}}"#);
+    let metadata = "http://127.0.0.1/.well-known/oauth-protected-resource/mcp";
+
+    // Discovery: the metadata, and a 401 that names it.
+    let doc = request(w.port, "GET", "/.well-known/oauth-protected-resource/mcp", &[]);
+    assert_eq!(doc.status, 200, "{}", doc.body);
+    assert_eq!(doc.json()["resource"], json!(MCP_E2E_RESOURCE));
+    assert_eq!(doc.json()["authorization_servers"], json!([issuer.issuer()]));
+    assert_eq!(doc.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(request(w.port, "GET", "/.well-known/oauth-protected-resource/other", &[]).status, 404);
+    let r = post(None, None, &call("echo"));
+    assert_eq!((r.status, r.error().as_str()), (401, "missing_authorization"));
+    assert!(
+        r.header("www-authenticate").unwrap().contains(&format!(r#"resource_metadata="{metadata}""#)),
+        "{:?}",
+        r.headers
+    );
+
+    // Refusals never reach the origin.
+    let enough = token(MCP_E2E_RESOURCE, "mcp:tools");
+    let long = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"pad":"{}"}}}}"#, "x".repeat(5000));
+    type Refusal<'a> = (Option<String>, Option<&'a str>, String, u16, &'a str);
+    let refusals: Vec<Refusal> = vec![
+        (Some(token(AUDIENCE, "mcp:tools")), None, call("echo"), 401, "invalid_token"),
+        (Some(token(MCP_E2E_RESOURCE, "")), None, call("echo"), 403, "insufficient_scope"),
+        (Some(enough.clone()), None, call("delete_repo"), 403, "insufficient_scope"),
+        (Some(enough.clone()), None, "not json".into(), 400, "invalid_request"),
+        (Some(enough.clone()), None, r#"{"id":1,"method":"tools/list"}"#.into(), 400, "invalid_request"),
+        (Some(enough.clone()), None, long, 413, "payload_too_large"),
+        (Some(enough.clone()), Some("http://evil.example"), call("echo"), 403, "origin_not_allowed"),
+    ];
+    for (authorization, page, body, status, code) in refusals {
+        let r = post(authorization.as_deref(), page, &body);
+        assert_eq!((r.status, r.error().as_str()), (status, code), "{}", &body[..body.len().min(80)]);
+    }
+    let r = post(Some(&enough), None, &call("delete_repo"));
+    assert!(r.header("www-authenticate").unwrap().contains(r#"scope="mcp:tools repo:admin""#), "{:?}", r.headers);
+    assert_eq!(origin.hits(), 0, "no refused request may reach the origin");
+
+    // Admitted: the body byte for byte, the identity as X-Auth-*, and never the client's token
+    // (no passthrough), even with FORWARD_AUTHORIZATION.
+    let batch = format!(r#"[{},{{"jsonrpc":"2.0","method":"notifications/initialized"}}]"#, call("echo"));
+    for body in [call("echo"), batch, r#"{"jsonrpc":"2.0","id":"s1","result":{}}"#.to_owned()] {
+        let seen = Received::of(&post(Some(&enough), Some(APP_ORIGIN), &body));
+        assert_eq!(seen.0["body_sha256"], json!(sha256_hex(body.as_bytes())));
+        assert_eq!(seen.header("authorization"), None);
+        assert_eq!(seen.header("dpop"), None);
+        assert_eq!(seen.header("x-auth-subject").as_deref(), Some("dev-user|1"));
+    }
+    let get = Received::of(&request(w.port, "GET", "/mcp", &[("Authorization", &enough)]));
+    assert_eq!(get.header("authorization"), None);
+    // Another rule keeps FORWARD_AUTHORIZATION.
+    let api = token(AUDIENCE, "");
+    let seen = Received::of(&request(w.port, "GET", "/orders/1", &[("Authorization", &api)]));
+    assert_eq!(seen.header("authorization").as_deref(), Some(api.as_str()));
+
+    // A browser client's preflight.
+    let preflight = request(
+        w.port,
+        "OPTIONS",
+        "/mcp",
+        &[
+            ("Origin", APP_ORIGIN),
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "mcp-session-id"),
+        ],
+    );
+    assert_eq!(preflight.status, 204);
+    assert!(preflight.header("access-control-allow-headers").unwrap().contains("Mcp-Session-Id"));
+}

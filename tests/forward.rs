@@ -7,8 +7,12 @@ use edge_auth::{
     gateway::forward::GatewayConfig,
     gateway::forward::{claims_segment, header_safe, Client},
     token::claims::{Binding, Principal},
+    token::extract::Scheme,
 };
 use serde_json::json;
+
+const BEARER: Option<Scheme> = Some(Scheme::Bearer);
+const DPOP: Option<Scheme> = Some(Scheme::Dpop);
 
 fn gateway(forward_authorization: bool, forward_claims: bool, secret: Option<&str>) -> GatewayConfig {
     GatewayConfig {
@@ -19,6 +23,7 @@ fn gateway(forward_authorization: bool, forward_claims: bool, secret: Option<&st
         forward_claims,
         secret: secret.map(str::to_owned),
         claim_headers: Vec::new(),
+        mcp_max_body_bytes: 1024,
     }
 }
 
@@ -54,18 +59,18 @@ fn headers_that_speak_for_the_edge_never_pass_from_the_client() {
         "X-HTTP-Method",
         "X-Method-Override",
     ] {
-        assert!(g.drops(name, true), "{name}");
+        assert!(g.drops(name, BEARER), "{name}");
     }
-    for name in ["X-Authx", "X-Custom", "Content-Type", "Cookie", "X-Forwarded", "X-Real-IPs", "Authorization-Extra"] {
-        assert!(!g.drops(name, true), "{name}");
+    for name in ["X-Authx", "X-Custom", "Content-Type", "Cookie", "X-Forwardedx", "X-Real-IPs", "Authorization-Extra"] {
+        assert!(!g.drops(name, BEARER), "{name}");
     }
 }
 
 #[test]
 fn authorization_reaches_the_origin_only_when_asked_for_and_verified() {
-    assert!(!gateway(true, false, None).drops("Authorization", true), "kept with FORWARD_AUTHORIZATION");
-    assert!(gateway(true, false, None).drops("Authorization", false), "an unchecked credential never passes");
-    assert!(gateway(false, false, None).drops("Authorization", true));
+    assert!(!gateway(true, false, None).drops("Authorization", BEARER), "kept with FORWARD_AUTHORIZATION");
+    assert!(gateway(true, false, None).drops("Authorization", None), "an unchecked credential never passes");
+    assert!(gateway(false, false, None).drops("Authorization", BEARER));
 }
 
 #[test]
@@ -86,6 +91,7 @@ fn identity_headers_carry_subject_sorted_scopes_claims_and_the_secret() {
         claims: Vec::new(),
         jti: None,
         client: None,
+        audience: None,
     };
     let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhdXRoMHw0MiJ9.c2ln";
     let client = Client { host: Some("api.example.com"), scheme: Some("https"), address: Some("203.0.113.9") };
@@ -112,6 +118,7 @@ fn identity_headers_carry_subject_sorted_scopes_claims_and_the_secret() {
         claims: Vec::new(),
         jti: None,
         client: None,
+        audience: None,
     };
     assert!(gateway(false, false, None).added_headers(&Client::default(), Some((&silent, "e30"))).is_empty());
     // No address reported by the runtime: no X-Forwarded-For at all (never the client's own).
@@ -132,21 +139,31 @@ fn a_dpop_bound_caller_is_named_by_its_key_thumbprint() {
         claims: Vec::new(),
         jti: None,
         client: None,
+        audience: None,
     };
     let added = gateway(false, false, None).added_headers(&Client::default(), Some((&bound, "e30")));
     assert_eq!(added, vec![("x-auth-key-thumbprint", "0ZcOCORZNYy".to_owned())]);
 }
 
 #[test]
-fn the_dpop_proof_reaches_the_origin_only_with_a_verified_forwarded_authorization() {
-    for (forward_authorization, verified, dropped) in
-        [(false, false, true), (false, true, true), (true, false, true), (true, true, false)]
-    {
+fn the_dpop_proof_reaches_the_origin_only_with_a_verified_dpop_token_and_forwarded_authorization() {
+    // (FORWARD_AUTHORIZATION, the verified token's scheme) → (Authorization kept, DPoP kept)
+    let table = [
+        (false, None, (false, false)),
+        (false, BEARER, (false, false)),
+        (false, DPOP, (false, false)),
+        (true, None, (false, false)),
+        // A Bearer request's DPoP header was never read at the edge, let alone checked.
+        (true, BEARER, (true, false)),
+        (true, DPOP, (true, true)),
+    ];
+    for (forward_authorization, verified, kept) in table {
         let g = gateway(forward_authorization, false, None);
-        assert_eq!(g.drops("DPoP", verified), dropped, "{forward_authorization} {verified}");
-        assert_eq!(g.drops("authorization", verified), dropped);
+        let got = (!g.drops("authorization", verified), !g.drops("DPoP", verified));
+        assert_eq!(got, kept, "FORWARD_AUTHORIZATION={forward_authorization}, verified {verified:?}");
+        assert_eq!(g.drops("dpop", verified), g.drops("DPoP", verified));
     }
-    assert!(gateway(true, false, None).drops("X-Auth-Key-Thumbprint", true), "clients cannot claim a binding");
+    assert!(gateway(true, false, None).drops("X-Auth-Key-Thumbprint", DPOP), "clients cannot claim a binding");
 }
 
 #[test]
@@ -182,6 +199,7 @@ fn claim_headers_carry_strings_as_is_and_anything_else_as_compact_json_encoded_l
         ],
         jti: None,
         client: None,
+        audience: None,
     };
     let headers: Vec<(String, String)> =
         config.claim_headers(&principal).into_iter().map(|(h, v)| (h.to_string(), v)).collect();
@@ -194,5 +212,54 @@ fn claim_headers_carry_strings_as_is_and_anything_else_as_compact_json_encoded_l
         ]
     );
     // A client's own copies are removed before anything is added, as for every X-Auth- header.
-    assert!(config.drops("X-Auth-Email", true) && config.drops("x_auth_org", true));
+    assert!(config.drops("X-Auth-Email", BEARER) && config.drops("x_auth_org", BEARER));
+}
+
+#[test]
+fn client_address_headers_never_pass_from_the_client() {
+    let g = gateway(true, false, None);
+    for name in [
+        "X-Client-IP",
+        "True-Client-IP",
+        "Client-IP",
+        "X-Cluster-Client-IP",
+        "Fastly-Client-IP",
+        "CF-Connecting-IP",
+        "cf-connecting-ipv6",
+        "Cf-Pseudo-IPv4",
+        "DO-Connecting-IP",
+        "X-AppEngine-User-IP",
+        "X-Forwarded",
+        "Forwarded-For",
+        "x_client_ip",
+        "True_Client_IP",
+        "CF_CONNECTING_IP",
+    ] {
+        assert!(g.drops(name, BEARER), "{name}");
+        assert!(g.drops(name, None), "{name}");
+    }
+    for name in ["X-Client-IPs", "Client-IP-Hint", "X-Client"] {
+        assert!(!g.drops(name, BEARER), "{name}");
+    }
+    // What the origin gets: the client's own address claims gone, the runtime's in X-Forwarded-For.
+    let sent = [
+        ("X-Client-IP", "10.0.0.1"),
+        ("True-Client-IP", "10.0.0.2"),
+        ("CF-Connecting-IP", "10.0.0.3"),
+        ("X-Forwarded-For", "10.0.0.4"),
+        ("Accept", "*/*"),
+    ];
+    let client = Client { host: Some("api.example.com"), scheme: Some("https"), address: Some("203.0.113.9") };
+    let kept = sent.iter().filter(|(name, _)| !g.drops(name, None)).map(|(n, v)| (n.to_string(), v.to_string()));
+    let added = g.added_headers(&client, None).into_iter().map(|(n, v)| (n.to_owned(), v));
+    assert_eq!(
+        kept.chain(added).collect::<Vec<_>>(),
+        [
+            ("Accept", "*/*"),
+            ("x-forwarded-host", "api.example.com"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-for", "203.0.113.9")
+        ]
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+    );
 }

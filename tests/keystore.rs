@@ -500,3 +500,38 @@ fn a_fetch_answers_before_its_tier_writes_which_are_made_once_after() {
     block_on(s.write_pending(&io));
     assert_eq!((io.cache_writes.get(), io.kv_writes.get(), io.fetches.get()), (1, 0, 0));
 }
+
+#[test]
+fn one_rsa_rule_holds_the_issuers_keys_and_dpop_proof_keys() {
+    use edge_auth::keys::jwks::{usable_rsa_exponent, usable_rsa_modulus, KeySet};
+    use edge_auth_dev_issuer::b64;
+    let parses = |jwk: serde_json::Value| KeySet::parse(json!({ "keys": [jwk] }).to_string().as_bytes()).is_ok();
+    let exponents: [(&[u8], bool); 11] = [
+        (&[], false),
+        (&[0], false),
+        (&[1], false),
+        (&[2], false),
+        (&[1, 0, 0], false),
+        (&[2, 0, 0, 0, 1], false),
+        (&[3], true),
+        (&[1, 0, 1], true),
+        (&[0, 1, 0, 1], true),
+        (&[1, 0, 0, 0, 1], true),
+        (&[0xff, 0xff, 0xff, 0xff], true),
+    ];
+    for (e, usable) in exponents {
+        assert_eq!(usable_rsa_exponent(e), usable, "e = {e:?}");
+        let mut jwk = key(1).public_jwk();
+        jwk["e"] = json!(b64(e));
+        assert_eq!(parses(jwk), usable, "a JWKS key with e = {e:?}");
+    }
+    let bits = |bits: usize| {
+        let mut n = vec![0xff; bits.div_ceil(8)];
+        n[0] >>= (8 - bits % 8) % 8;
+        n
+    };
+    for (n, usable) in [(bits(2047), false), (bits(2048), true), (bits(4096), true), (bits(4097), false)] {
+        assert_eq!(usable_rsa_modulus(&n), usable, "{} bytes, first {:#x}", n.len(), n[0]);
+    }
+    assert!(usable_rsa_modulus(&[&[0][..], &bits(2048)].concat()), "a leading zero byte is no bit");
+}

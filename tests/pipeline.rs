@@ -24,6 +24,7 @@ use edge_auth::{
     operate::denylist::{DeniedEntry, DenyList},
     pipeline::{self, Broken, Incoming, Keys, Outcome, Setup},
     token::cache::TokenCache,
+    token::extract::Scheme,
     token::issuers::IssuerConfig,
     token::issuers::Issuers,
     token::verify::{RustRsa, SignatureVerifier},
@@ -1292,7 +1293,7 @@ fn the_gateway_forwards_the_proof_with_authorization_and_names_the_key() {
     let proof = Proof::new(&k, "GET", URL, &token, w.now_secs(), "g").sign(&k);
     let outcome = w.dpop("GET", URL, &format!("DPoP {token}"), Some(&proof));
     let forward = outcome.forward.expect("forwarded");
-    assert!(forward.verified);
+    assert_eq!(forward.credentials, Some(Scheme::Dpop));
     assert!(forward.headers.contains(&("x-auth-key-thumbprint", k.thumbprint())), "{forward:?}");
 }
 
@@ -1432,7 +1433,10 @@ fn a_gateway_preflight_offers_the_methods_of_the_matching_rules_and_the_configur
 #[test]
 fn a_browser_may_read_the_challenge_the_retry_time_and_the_dpop_nonce() {
     let r = cors_world().call("GET", "/api/private", None, Some(APP)).response;
-    assert_eq!(r.header("access-control-expose-headers"), Some("WWW-Authenticate, Retry-After, DPoP-Nonce"));
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("WWW-Authenticate, Retry-After, DPoP-Nonce, Mcp-Session-Id")
+    );
 }
 
 #[test]
@@ -1936,4 +1940,278 @@ fn a_replaced_key_set_or_deny_list_copy_changes_what_kept_answers_are_checked_ag
     assert_eq!(installed(&w), listed_and_fetched + 2);
     w.now.set(later);
     assert_revoked(&call(&w));
+}
+
+// ---------------------------------------------------------------- MCP: a protected resource
+
+const MCP_RESOURCE: &str = "https://api.example.com/mcp";
+const MCP_ROUTES: &str = r#"[
+    {"path": "/mcp", "methods": ["GET", "POST", "DELETE"], "resource": "https://api.example.com/mcp",
+     "scopes": ["mcp:use"],
+     "mcp": {"tools/call": ["mcp:tools"], "tools/call:delete_repo": ["repo:admin"], "resources/read": ["files:read"]}},
+    {"path": "/open-mcp", "methods": ["GET", "POST"], "auth": "public", "mcp": {}},
+    {"path": "/api/*"}
+]"#;
+
+fn mcp_world(extra: &[(&str, &str)]) -> World {
+    let mut vars =
+        vec![("ORIGIN_URL", "https://origin.example.com"), ("ROUTES", MCP_ROUTES), ("CORS_ALLOWED_ORIGINS", APP)];
+    vars.extend_from_slice(extra);
+    world_with(&vars, &[key(1)])
+}
+
+fn mcp_token(scope: &str) -> String {
+    token_with(|c| {
+        c["aud"] = json!(MCP_RESOURCE);
+        c["scope"] = json!(scope);
+    })
+}
+
+impl World {
+    /// An MCP POST as the edge makes it: the head first; when the pipeline asks for the body, again
+    /// with the body (the bytes entry.mjs reads).
+    fn mcp_post(&self, path: &str, authorization: Option<&str>, origin: Option<&str>, body: &str) -> Outcome {
+        let request = Incoming { method: "POST", path, authorization, origin, ..Incoming::default() };
+        let first = self.send(&request);
+        match first.needs_body {
+            Some(limit) => {
+                let read = &body.as_bytes()[..body.len().min(limit as usize + 1)];
+                let second = self.send(&Incoming { body: Some(read), ..request });
+                assert_eq!(second.needs_body, None, "the body is asked for once");
+                second
+            }
+            None => first,
+        }
+    }
+}
+
+fn tool_call(tool: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#)
+}
+
+fn challenges(response: &HttpResponse) -> Vec<&str> {
+    response.headers.iter().filter(|(n, _)| *n == "www-authenticate").map(|(_, v)| v.as_str()).collect()
+}
+
+const MCP_METADATA: &str = "https://api.example.com/.well-known/oauth-protected-resource/mcp";
+
+#[test]
+fn a_resource_publishes_its_metadata_at_the_path_inserted_well_known_url() {
+    let w = mcp_world(&[]);
+    let r =
+        w.call("GET", "/.well-known/oauth-protected-resource/mcp", None, Some("https://elsewhere.example")).response;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        body(&r),
+        json!({
+            "resource": MCP_RESOURCE,
+            "authorization_servers": [ISSUER],
+            "scopes_supported": ["mcp:use", "files:read", "mcp:tools", "repo:admin"],
+            "bearer_methods_supported": ["header"],
+            "dpop_signing_alg_values_supported": ["ES256", "RS256", "PS256", "EdDSA"],
+            "dpop_bound_access_tokens_required": false,
+        })
+    );
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert!(r.header("cache-control").is_some_and(|c| c.starts_with("public")));
+    let required = mcp_world(&[("DPOP", "required")]);
+    let r = required.call("GET", "/.well-known/oauth-protected-resource/mcp", None, None).response;
+    assert_eq!(body(&r)["dpop_bound_access_tokens_required"], json!(true));
+    let off = mcp_world(&[("DPOP", "off")]).call("GET", "/.well-known/oauth-protected-resource/mcp", None, None);
+    assert!(body(&off.response).get("dpop_signing_alg_values_supported").is_none());
+    // Nothing else under the prefix, and never forwarded.
+    for path in ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/other"] {
+        let outcome = w.call("GET", path, None, None);
+        assert_eq!((outcome.response.status, outcome.forward.is_some()), (404, false), "{path}");
+    }
+}
+
+#[test]
+fn every_challenge_of_a_resource_names_its_metadata_and_scopes() {
+    let w = mcp_world(&[]);
+    let r = w.mcp_post("/mcp", None, None, &tool_call("echo")).response;
+    assert_error(&r, 401, "missing_authorization");
+    assert_eq!(
+        challenges(&r),
+        [
+            format!(r#"Bearer realm="{AUDIENCE}", scope="mcp:use", resource_metadata="{MCP_METADATA}""#),
+            format!(r#"DPoP algs="ES256 RS256 PS256 EdDSA", scope="mcp:use", resource_metadata="{MCP_METADATA}""#),
+        ]
+    );
+    // Another rule's challenges stay as they were.
+    let r = w.call("GET", "/api/x", None, None).response;
+    assert!(challenges(&r).iter().all(|c| !c.contains("resource_metadata")), "{r:?}");
+}
+
+#[test]
+fn a_resource_accepts_only_tokens_issued_for_it() {
+    let w = mcp_world(&[]);
+    // The issuer's own audience is not this resource's.
+    let api = token_with(|c| c["scope"] = json!("mcp:use mcp:tools"));
+    let r = w.mcp_post("/mcp", Some(&format!("Bearer {api}")), None, &tool_call("echo")).response;
+    assert_error(&r, 401, "invalid_token");
+    assert_eq!(body(&r)["error_description"], json!("The token audience is not accepted"));
+    assert!(challenges(&r).iter().all(|c| c.contains(&format!("resource_metadata=\"{MCP_METADATA}\""))));
+    // One issued for the resource, in an array too.
+    for aud in [json!(MCP_RESOURCE), json!(["https://other.example", MCP_RESOURCE])] {
+        let token = token_with(|c| {
+            c["aud"] = aud.clone();
+            c["scope"] = json!("mcp:use mcp:tools");
+        });
+        let outcome = w.mcp_post("/mcp", Some(&format!("Bearer {token}")), None, &tool_call("echo"));
+        assert!(outcome.forward.is_some(), "{aud}: {:?}", outcome.response);
+    }
+    // And a resource's token is nothing to the rest of the API.
+    let r = w.call("GET", "/api/x", Some(&format!("Bearer {}", mcp_token("mcp:use"))), None).response;
+    assert_invalid_token(&r, "The token audience is not accepted");
+}
+
+#[test]
+fn a_tool_call_needs_the_scopes_its_method_and_tool_name_and_a_403_lists_them_all() {
+    let w = mcp_world(&[]);
+    let bearer = |scope: &str| format!("Bearer {}", mcp_token(scope));
+    let outcome = w.mcp_post("/mcp", Some(&bearer("mcp:use")), None, &tool_call("echo"));
+    assert_error(&outcome.response, 403, "insufficient_scope");
+    assert!(outcome.forward.is_none());
+    let outcome = w.mcp_post("/mcp", Some(&bearer("mcp:use mcp:tools")), None, &tool_call("delete_repo"));
+    assert_error(&outcome.response, 403, "insufficient_scope");
+    assert_eq!(
+        challenges(&outcome.response)[0],
+        format!(
+            r#"Bearer realm="{AUDIENCE}", error="insufficient_scope", error_description="The token does not grant the required scope", scope="mcp:use mcp:tools repo:admin", resource_metadata="{MCP_METADATA}""#
+        )
+    );
+    assert_eq!(outcome.decision.mcp_method.as_deref(), Some("tools/call"));
+    assert_eq!(outcome.decision.mcp_tool.as_deref(), Some("delete_repo"));
+    // Stepped up, it goes through; a listing needs the rule's scope only.
+    assert!(w
+        .mcp_post("/mcp", Some(&bearer("mcp:use mcp:tools repo:admin")), None, &tool_call("delete_repo"))
+        .forward
+        .is_some());
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let outcome = w.mcp_post("/mcp", Some(&bearer("mcp:use")), None, list);
+    assert!(outcome.forward.is_some());
+    assert_eq!(
+        (outcome.decision.mcp_method.as_deref(), outcome.decision.mcp_tool.as_deref()),
+        (Some("tools/list"), None)
+    );
+    // Without the rule's own scope, nothing.
+    assert_error(&w.mcp_post("/mcp", Some(&bearer("mcp:tools")), None, list).response, 403, "insufficient_scope");
+}
+
+#[test]
+fn a_batch_needs_the_scopes_of_every_message() {
+    let w = mcp_world(&[]);
+    let batch = format!(
+        r#"[{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"file:///a"}}}}, {}]"#,
+        tool_call("echo")
+    );
+    let short = w.mcp_post("/mcp", Some(&format!("Bearer {}", mcp_token("mcp:use mcp:tools"))), None, &batch);
+    assert_error(&short.response, 403, "insufficient_scope");
+    assert!(short.response.headers.iter().any(|(_, v)| v.contains(r#"scope="mcp:use files:read mcp:tools""#)));
+    let enough = format!("Bearer {}", mcp_token("mcp:use mcp:tools files:read"));
+    let outcome = w.mcp_post("/mcp", Some(&enough), None, &batch);
+    assert!(outcome.forward.is_some());
+    assert_eq!(outcome.decision.mcp_method.as_deref(), Some("batch"));
+}
+
+#[test]
+fn an_mcp_body_that_is_not_json_rpc_or_too_long_is_refused_and_never_forwarded() {
+    let w = mcp_world(&[("MCP_MAX_BODY_BYTES", "200")]);
+    let bearer = format!("Bearer {}", mcp_token("mcp:use mcp:tools"));
+    for bad in ["", "{", "[]", r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#, r#"{"id":1,"method":"x"}"#] {
+        let outcome = w.mcp_post("/mcp", Some(&bearer), None, bad);
+        assert_error(&outcome.response, 400, "invalid_request");
+        assert!(outcome.forward.is_none(), "{bad}");
+    }
+    let long = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"pad":"{}"}}}}"#, "x".repeat(300));
+    let outcome = w.mcp_post("/mcp", Some(&bearer), None, &long);
+    assert_error(&outcome.response, 413, "payload_too_large");
+    assert_eq!(outcome.decision.reason.as_str(), "payload_too_large");
+    assert!(outcome.forward.is_none());
+    // The body is asked for only once the head is admitted: no token, no read.
+    let first = w.send(&Incoming { method: "POST", path: "/mcp", ..Incoming::default() });
+    assert_eq!((first.response.status, first.needs_body), (401, None));
+}
+
+#[test]
+fn an_mcp_rule_refuses_a_page_origin_it_does_not_allow_before_anything_else() {
+    let w = mcp_world(&[]);
+    let bearer = format!("Bearer {}", mcp_token("mcp:use mcp:tools"));
+    for (path, authorization) in [("/mcp", Some(bearer.as_str())), ("/mcp", None), ("/open-mcp", None)] {
+        let outcome = w.mcp_post(path, authorization, Some("https://evil.example"), &tool_call("echo"));
+        assert_error(&outcome.response, 403, "origin_not_allowed");
+        assert!(outcome.forward.is_none());
+        assert_eq!(outcome.decision.reason.as_str(), "origin_not_allowed");
+    }
+    let get = w.call("GET", "/mcp", Some(&bearer), Some("https://evil.example"));
+    assert_error(&get.response, 403, "origin_not_allowed");
+    // An allowed page, and a client with no Origin at all (not a browser), are served.
+    assert!(w.mcp_post("/mcp", Some(&bearer), Some(APP), &tool_call("echo")).forward.is_some());
+    assert!(w.mcp_post("/open-mcp", None, None, &tool_call("echo")).forward.is_some());
+    // A plain rule does not judge Origin (CORS does, in the browser).
+    assert!(w
+        .call("GET", "/api/x", Some(&format!("Bearer {}", valid_token())), Some("https://evil.example"))
+        .forward
+        .is_some());
+}
+
+#[test]
+fn a_public_mcp_rule_still_reads_its_body_and_needs_no_token() {
+    let w = mcp_world(&[]);
+    let outcome = w.mcp_post("/open-mcp", None, None, &tool_call("anything"));
+    assert!(outcome.forward.is_some(), "{:?}", outcome.response);
+    assert!(!outcome.fixed, "an answer that read a body is not kept for its head");
+    assert_error(&w.mcp_post("/open-mcp", None, None, "nope").response, 400, "invalid_request");
+    // GET (the SSE stream) and DELETE (ending a session) need no body.
+    let get = w.call("GET", "/open-mcp", None, None);
+    assert_eq!((get.forward.is_some(), get.needs_body), (true, None));
+}
+
+#[test]
+fn an_mcp_preflight_allows_the_transport_headers() {
+    let w = mcp_world(&[]);
+    let preflight = w.send(&Incoming {
+        method: "OPTIONS",
+        path: "/mcp",
+        origin: Some(APP),
+        preflight: true,
+        ..Incoming::default()
+    });
+    let allowed = preflight.response.header("access-control-allow-headers").unwrap_or_default().to_ascii_lowercase();
+    for name in ["authorization", "content-type", "dpop", "mcp-session-id", "mcp-protocol-version", "last-event-id"] {
+        assert!(allowed.contains(name), "{name} in {allowed}");
+    }
+    let plain = w.send(&Incoming {
+        method: "OPTIONS",
+        path: "/api/x",
+        origin: Some(APP),
+        preflight: true,
+        ..Incoming::default()
+    });
+    assert!(!plain.response.header("access-control-allow-headers").unwrap_or_default().contains("Mcp-Session-Id"));
+}
+
+#[test]
+fn a_resource_never_passes_the_clients_credential_on_whatever_forward_authorization_says() {
+    let w = mcp_world(&[("FORWARD_AUTHORIZATION", "true")]);
+    let outcome =
+        w.mcp_post("/mcp", Some(&format!("Bearer {}", mcp_token("mcp:use mcp:tools"))), None, &tool_call("echo"));
+    assert_eq!(outcome.forward.expect("forwarded").credentials, None);
+    let api = w.call("GET", "/api/x", Some(&format!("Bearer {}", valid_token())), None);
+    assert_eq!(api.forward.expect("forwarded").credentials, Some(Scheme::Bearer));
+}
+
+#[test]
+fn mcp_rules_that_cannot_work_are_configuration_errors() {
+    for routes in [
+        r#"[{"path": "/mcp", "resource": "http://api.example.com/mcp"}]"#,
+        r#"[{"path": "/mcp", "resource": "https://api.example.com/mcp#x"}]"#,
+        r#"[{"path": "/mcp", "auth": "public", "mcp": {"tools/call": ["a"]}}]"#,
+        r#"[{"path": "/mcp", "mcp": {"tools/call": "a"}}]"#,
+        r#"[{"path": "/mcp", "mcp": [], "websocket": true}]"#,
+    ] {
+        let w = world_with(&[("ORIGIN_URL", "https://origin.example.com"), ("ROUTES", routes)], &[key(1)]);
+        assert_eq!(w.config.as_ref().err().map(|e| e.variable), Some("ROUTES"), "{routes}");
+    }
 }

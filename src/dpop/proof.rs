@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     dpop::{nonce, policy::DpopPolicy},
     error::ProofProblem,
+    keys::jwks::{usable_rsa_exponent, usable_rsa_modulus},
 };
 
 /// A DPoP header longer than this is refused unread: an RSA-4096 `jwk` proof is under 2 KiB.
@@ -49,7 +50,7 @@ impl ProofAlg {
 pub enum PublicJwk {
     /// P-256: the coordinates, 32 bytes each.
     Ec { x: Vec<u8>, y: Vec<u8> },
-    /// 2048 to 4096 bits.
+    /// As the issuers' keys: 2048 to 4096 bits, an odd exponent of at least 3.
     Rsa { n: Vec<u8>, e: Vec<u8> },
     /// Ed25519: 32 bytes.
     Ed25519 { x: Vec<u8> },
@@ -249,8 +250,9 @@ fn public_key(jwk: &Map<String, Value>, alg: ProofAlg) -> Option<ProofKey> {
         }
         (ProofAlg::Rs256 | ProofAlg::Ps256, "RSA") => {
             let (n, e) = (bytes("n")?, bytes("e")?);
-            let bits = n.iter().position(|&b| b != 0).map_or(0, |i| (n.len() - i) * 8);
-            let usable = n.first() != Some(&0) && (2048..=4096).contains(&bits) && !e.is_empty() && e.len() <= 4;
+            // The issuers' keys' rule. Besides, `n` without a leading zero byte (RFC 7518 §6.3.1.1):
+            // step 6 wants a signature exactly as long as `n`, and a thumbprint names one encoding.
+            let usable = n.first() != Some(&0) && usable_rsa_modulus(&n) && usable_rsa_exponent(&e);
             usable.then_some(PublicJwk::Rsa { n, e })?
         }
         (ProofAlg::EdDsa, "OKP") if text("crv")? == "Ed25519" => {

@@ -67,13 +67,15 @@ const MAX_KEPT_HEAD = 4096;
 // The pipeline's answer is a string: the edge's own response (`respond.mjs`), or in gateway mode
 // a plan for the origin, which goes to forward.mjs; that calls back into the glue only for a
 // failure (origin_failed) or a decision held for recording (origin_answered).
-function send(request, known, answer, now) {
+function send(request, known, answer, now, env, ctx, body) {
   if (answer === "") throw new Error("no answer");
   const mark = answer.charCodeAt(0);
+  // "?limit": the answer depends on the body (an MCP rule's POST): read it, ask again with it.
+  if (mark === 63) return withBody(request, known, Number(answer.slice(1)), now, env, ctx);
   if (mark !== 61 && mark !== 126) {
     if (isWire(answer)) return respond(answer);
     gateway = true;
-    return forward(request, parsePlan(answer), glue);
+    return forward(request, parsePlan(answer), glue, undefined, body);
   }
   let entry;
   if (mark === 61) {
@@ -88,6 +90,50 @@ function send(request, known, answer, now) {
     KEPT.set(known, entry);
   }
   return again(request, entry);
+}
+
+// The body, at most `limit` + 1 bytes of it (the pipeline refuses a longer one with 413 without
+// this isolate holding more), then the pipeline again with it. The bytes read are what the origin
+// gets: the client's stream is spent.
+async function withBody(request, known, limit, now, env, ctx) {
+  const body = await readAtMost(request, limit + 1);
+  if (body === null) return respond(BODY_FAILED);
+  let answer = glue.fetch(request, env, ctx, known, now, body);
+  if (answer instanceof Promise) answer = await answer;
+  if (answer.charCodeAt(0) === 63) throw new Error("body asked twice");
+  return send(request, known, answer, now, env, ctx, body);
+}
+
+const BODY_FAILED =
+  '400\ncontent-type\napplication/json\ncache-control\nno-store\0{"error":"invalid_request","error_description":"The request body could not be read"}';
+
+async function readAtMost(request, most) {
+  const declared = Number(request.headers.get("content-length"));
+  if (declared > most) return new Uint8Array(most);
+  if (!request.body) return new Uint8Array(0);
+  const reader = request.body.getReader();
+  const chunks = [];
+  let length = 0;
+  try {
+    while (length < most) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      length += value.byteLength;
+    }
+  } catch {
+    return null;
+  }
+  if (length >= most) reader.cancel().catch(() => {});
+  const bytes = new Uint8Array(Math.min(length, most));
+  let at = 0;
+  for (const chunk of chunks) {
+    const part = chunk.subarray(0, bytes.length - at);
+    bytes.set(part, at);
+    at += part.byteLength;
+    if (at >= bytes.length) break;
+  }
+  return bytes;
 }
 
 // A kept answer is prepared once, a kept plan read once.
@@ -122,10 +168,10 @@ export default {
         }
         KEPT.delete(known);
       }
-      const answer = glue.fetch(request, env, ctx, known, now);
+      const answer = glue.fetch(request, env, ctx, known, now, undefined);
       // A promise when the answer had to wait for I/O (a key fetch, a rate limit).
-      if (answer instanceof Promise) return answer.then((a) => send(request, known, a, now)).catch(failed);
-      const sent = send(request, known, answer, now);
+      if (answer instanceof Promise) return answer.then((a) => send(request, known, a, now, env, ctx)).catch(failed);
+      const sent = send(request, known, answer, now, env, ctx);
       return sent instanceof Promise ? sent.catch(failed) : sent;
     } catch (error) {
       return failed(error);

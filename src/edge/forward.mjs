@@ -44,7 +44,8 @@ function pairs(lines) {
   return out;
 }
 
-export function forward(request, plan, edge, kept) {
+// body: the bytes entry.mjs read for the pipeline (an MCP rule's POST), sent as they are.
+export function forward(request, plan, edge, kept, body) {
   const { url, held, relayAt, corsPrefix, corsAdd } = plan;
   const started = held === undefined && kept === undefined ? 0 : Date.now();
   const headers = new Headers(request.headers);
@@ -53,7 +54,9 @@ export function forward(request, plan, edge, kept) {
   const init = { method: request.method, headers, redirect: "manual" };
   let state = null;
   let controller = null;
-  if (plan.withBody && request.body) {
+  if (body !== undefined) {
+    if (plan.withBody) init.body = body;
+  } else if (plan.withBody && request.body) {
     // A body the client fails to send must abort the fetch (see watchedBody): only then is an
     // AbortController made, and the timeout aborts through it too.
     controller = new AbortController();

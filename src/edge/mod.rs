@@ -167,12 +167,12 @@ fn var(env: &JsValue, name: &str) -> Option<serde_json::Value> {
 /// `head` is what the pipeline reads of the request, joined in JavaScript by `entry.mjs`: one
 /// string crossing into wasm instead of a call back out for each header.
 #[wasm_bindgen]
-pub fn fetch(request: Request, env: JsValue, ctx: JsValue, head: String, now: f64) -> JsValue {
+pub fn fetch(request: Request, env: JsValue, ctx: JsValue, head: String, now: f64, body: Option<Vec<u8>>) -> JsValue {
     console_error_panic_hook::set_once();
     let now = now as u64;
     let isolate = isolate(&env);
     let parts = Parts::parse(head);
-    let mut answer = Box::pin(serve(request, parts, isolate, env, ctx, now));
+    let mut answer = Box::pin(serve(request, parts, body, isolate, env, ctx, now));
     // Poll once in place: most answers (public routes, refusals, cached tokens) need no I/O and are
     // returned without a promise. A future that pends is polled again by the promise's executor,
     // and the Future contract has it wake that later waker, not this no-op one. (worker's `Delay`
@@ -238,6 +238,7 @@ impl Parts {
             address: self.get(Self::ADDRESS),
             upgrade: self.get(Self::UPGRADE),
             preflight: self.get(Self::PREFLIGHT).is_some(),
+            body: None,
         };
         (incoming, path_and_query)
     }
@@ -257,9 +258,18 @@ fn split_url(url: &str) -> (Option<&str>, &str, &str) {
 
 /// The answer, as a string: the edge's own response ([`wire`]), or for a request the gateway
 /// forwards, the plan `entry.mjs` hands to `forward.mjs` (see `origin::plan`).
-async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValue, ctx: JsValue, now: u64) -> JsValue {
+async fn serve(
+    request: Request,
+    parts: Parts,
+    body: Option<Vec<u8>>,
+    isolate: Rc<Isolate>,
+    env: JsValue,
+    ctx: JsValue,
+    now: u64,
+) -> JsValue {
     {
         let (incoming, path_and_query) = parts.incoming();
+        let incoming = Incoming { body: body.as_deref(), ..incoming };
         let mut installs_before = 0;
         let outcome = match isolate.as_ref() {
             Ok(ready) => {
@@ -302,6 +312,11 @@ async fn serve(request: Request, parts: Parts, isolate: Rc<Isolate>, env: JsValu
                 pipeline::handle::<LazyIo, webcrypto::WebCrypto>(&incoming, Err(broken), now).await
             }
         };
+        // The body decides: entry.mjs reads at most `limit` + 1 bytes of it and asks again. Nothing
+        // was decided yet, so nothing is recorded.
+        if let Some(limit) = outcome.needs_body {
+            return JsValue::from_str(&format!("{NEEDS_BODY}{limit}"));
+        }
         let policy = isolate.as_ref().as_ref().map_or_else(|_| Default::default(), |ready| ready.config.observe);
         let decision = outcome.decision;
         if let (Some(forward), Ok(ready)) = (&outcome.forward, isolate.as_ref()) {
@@ -419,6 +434,8 @@ fn kept_decision(
         issuer: None,
         kid: None,
         cache: None,
+        mcp_method: None,
+        mcp_tool: None,
     };
     (decision, incoming.method.to_owned())
 }
@@ -497,6 +514,8 @@ impl DenyIo for LazyIo {
 const FIXED: char = '=';
 /// Opens an answer's wire text (or plan) kept for its head for a while (see `keep_mark`).
 const KEPT: char = '~';
+/// Marks an answer that is a request for the body, with the most bytes it may have (`?1048576`).
+const NEEDS_BODY: char = '?';
 
 /// A response as `entry.mjs` hands it to the runtime (`HttpResponse::to_wire`, one crossing).
 fn wire(response: &HttpResponse) -> String {

@@ -61,7 +61,7 @@ pub fn plan(
         }
     };
     let mut drop = String::new();
-    for name in names.split(separator).filter(|name| !name.is_empty() && gateway.drops(name, forward.verified)) {
+    for name in names.split(separator).filter(|name| !name.is_empty() && gateway.drops(name, forward.credentials)) {
         drop.push_str(name);
         drop.push('\n');
     }

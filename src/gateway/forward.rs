@@ -5,7 +5,10 @@
 //! The origin may trust `X-Auth-*` because no client can send them: every incoming header named
 //! `X-Auth-*` or `X-Edge-Auth-Secret` is removed before anything is added. The same holds for the
 //! proxy headers: the client's `Forwarded`, `X-Forwarded-*`, `X-Real-IP` and `Proxy-*` are removed,
-//! and `X-Forwarded-Host`, `-Proto` and `-For` are the edge's alone.
+//! and so is every other header that names the client's address (`X-Client-IP`, `True-Client-IP`,
+//! `Client-IP`, `X-Cluster-Client-IP`, `Fastly-Client-IP`, `CF-Connecting-IP`, …, see
+//! `is_proxy_header`): the address is `X-Forwarded-For` alone, and it and `X-Forwarded-Host` and
+//! `-Proto` are the edge's.
 
 use std::rc::Rc;
 
@@ -14,7 +17,11 @@ use serde_json::Value;
 use crate::{
     config::vars::{invalid, is_loopback, missing, parse_bracketed_ipv6, parse_domain, Vars},
     error::ConfigError,
-    token::claims::{Binding, Principal},
+    gateway::mcp::DEFAULT_MAX_BODY_BYTES,
+    token::{
+        claims::{Binding, Principal},
+        extract::Scheme,
+    },
 };
 
 pub const SUBJECT: &str = "x-auth-subject";
@@ -45,10 +52,15 @@ pub struct GatewayConfig {
     pub secret: Option<String>,
     /// `CLAIM_HEADERS`: a header (lower case, `x-auth-…`) per claim it carries, in the order given.
     pub claim_headers: Vec<ClaimHeader>,
+    /// `MCP_MAX_BODY_BYTES`: the longest body a POST on an MCP rule may have (it is read whole).
+    pub mcp_max_body_bytes: u64,
 }
 
 /// One `CLAIM_HEADERS` entry: the header's name (lower case) and the claim it carries.
 pub type ClaimHeader = (Rc<str>, Rc<str>);
+
+/// An MCP body is held in memory while its scopes are read: 16 MiB at most.
+pub const MAX_MCP_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How long the origin has to send its response headers.
 pub const DEFAULT_ORIGIN_TIMEOUT_SECONDS: u64 = 30;
@@ -103,6 +115,7 @@ impl GatewayConfig {
             forward_claims: vars.switch("FORWARD_CLAIMS")?,
             secret,
             claim_headers: claim_headers(vars)?,
+            mcp_max_body_bytes: vars.count("MCP_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1, MAX_MCP_BODY_BYTES)?,
         }))
     }
 }
@@ -159,10 +172,12 @@ impl GatewayConfig {
 
     /// Whether an incoming header stays behind. `host` is the origin's own (set from the URL).
     /// Underscores count as dashes: CGI and WSGI servers read `X_Auth_Subject` and `X-Auth-Subject`
-    /// alike (`HTTP_X_AUTH_SUBJECT`). `Authorization` reaches the origin only when asked for and
-    /// only on a request whose token the edge verified (`verified`): never an unchecked one.
-    /// `DPoP` travels with it under the same rule: a proof is meaningless without its token.
-    pub fn drops(&self, name: &str, verified: bool) -> bool {
+    /// alike (`HTTP_X_AUTH_SUBJECT`). `verified`: the scheme of the token the edge verified, if it
+    /// did. `Authorization` reaches the origin only when asked for and only on such a request:
+    /// never an unchecked one. `DPoP` only when, besides, the token came under the DPoP scheme (so
+    /// the edge checked the proof): a Bearer request's `DPoP` header was never read, let alone
+    /// checked, and must not look to the origin as if it had been.
+    pub fn drops(&self, name: &str, verified: Option<Scheme>) -> bool {
         // Names come lower case from the runtime: only another one is rewritten (no allocation).
         let lower = if name.bytes().any(|b| b.is_ascii_uppercase() || b == b'_') {
             std::borrow::Cow::Owned(name.to_ascii_lowercase().replace('_', "-"))
@@ -175,7 +190,8 @@ impl GatewayConfig {
             || lower == "host"
             || is_proxy_header(lower)
             || OVERRIDES.contains(&lower)
-            || ((lower == "authorization" || lower == "dpop") && !(self.forward_authorization && verified))
+            || (lower == "authorization" && !(self.forward_authorization && verified.is_some()))
+            || (lower == "dpop" && !(self.forward_authorization && verified == Some(Scheme::Dpop)))
     }
 
     /// Headers the edge adds after the incoming ones were filtered.
@@ -249,10 +265,30 @@ pub struct Client<'a> {
 }
 
 /// Headers a proxy sets to say who the client is and how it came (RFC 7239 and the de facto
-/// `X-Forwarded-*`, `X-Real-IP`), and the hop-to-proxy `Proxy-*` ones (`Proxy-Authorization`
-/// carries a credential meant for a proxy, never for the origin). `name` is in lower case.
+/// `X-Forwarded-*`, `X-Real-IP`), the client-address headers of CDNs and load balancers, which
+/// origin libraries read, some before `X-Forwarded-For` (npm `request-ip` reads `X-Client-IP`
+/// first), and the hop-to-proxy `Proxy-*` ones (`Proxy-Authorization` carries a credential meant
+/// for a proxy, never for the origin). `name` is in lower case, underscores as dashes.
 fn is_proxy_header(name: &str) -> bool {
-    name == "forwarded" || name == "x-real-ip" || name.starts_with("x-forwarded-") || name.starts_with("proxy-")
+    name.starts_with("x-forwarded-")
+        || name.starts_with("proxy-")
+        || matches!(
+            name,
+            "forwarded"
+                | "x-real-ip"
+                | "x-client-ip"
+                | "client-ip"
+                | "true-client-ip"
+                | "x-cluster-client-ip"
+                | "fastly-client-ip"
+                | "cf-connecting-ip"
+                | "cf-connecting-ipv6"
+                | "cf-pseudo-ipv4"
+                | "do-connecting-ip"
+                | "x-appengine-user-ip"
+                | "x-forwarded"
+                | "forwarded-for"
+        )
 }
 
 /// Claims are JSON strings and may hold anything; a header value may not. Bytes outside

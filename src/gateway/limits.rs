@@ -64,6 +64,7 @@ mod tests {
             claims: Vec::new(),
             jti: None,
             client: client.map(str::to_owned),
+            audience: None,
         }
     }
 

@@ -6,7 +6,10 @@
 
 use std::rc::Rc;
 
-use crate::json::Fields;
+use crate::{
+    gateway::mcp::{McpScopes, Resource},
+    json::Fields,
+};
 
 /// Who answers a request once its rule admits it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +169,10 @@ pub struct Rule {
     pub claims: Vec<ClaimRule>,
     /// A limit per caller, checked once the request is otherwise admitted.
     pub rate_limit: Option<RateLimit>,
+    /// An OAuth protected resource: its tokens must name it in `aud` (see `gateway::mcp`).
+    pub resource: Option<Resource>,
+    /// An MCP endpoint: a POST's JSON-RPC body decides the scopes on top of `scopes`.
+    pub mcp: Option<McpScopes>,
     pub responder: Responder,
 }
 
@@ -314,7 +321,8 @@ impl std::fmt::Display for RulesError {
 }
 
 /// The members a rule may have.
-const RULE_FIELDS: [&str; 8] = ["path", "methods", "auth", "scopes", "any_scopes", "websocket", "claims", "rate_limit"];
+const RULE_FIELDS: [&str; 10] =
+    ["path", "methods", "auth", "scopes", "any_scopes", "websocket", "claims", "rate_limit", "resource", "mcp"];
 
 /// Methods no rule may list: TRACE and TRACK echo the request, headers the edge adds included
 /// (`X-Edge-Auth-Secret`), and CONNECT asks for a tunnel the gateway does not make.
@@ -342,6 +350,8 @@ impl Rules {
             websocket: false,
             claims: Vec::new(),
             rate_limit: None,
+            resource: None,
+            mcp: None,
             responder: Responder::Message(format!("{{\"message\":{}}}", crate::json::string_literal(message)).into()),
         };
         Rules {
@@ -448,6 +458,14 @@ impl Rules {
         if websocket && methods.as_ref().is_some_and(|list| !list.iter().any(|m| m == "GET")) {
             return Err("websocket needs GET among the methods (a handshake is a GET)".into());
         }
+        let resource = raw.string("resource")?.map(Resource::parse).transpose()?;
+        let mcp = raw.get("mcp").map(|map| McpScopes::parse(map, is_scope)).transpose()?;
+        if mcp.as_ref().is_some_and(|map| map.scopes().next().is_some()) && auth != Auth::Required {
+            return Err("mcp scopes need auth \"required\" (use \"mcp\": {} on a public rule)".into());
+        }
+        if mcp.is_some() && websocket {
+            return Err("an mcp rule streams over HTTP (SSE), not a WebSocket".into());
+        }
         Ok(Rule {
             path: path.into(),
             pattern,
@@ -458,6 +476,8 @@ impl Rules {
             websocket,
             claims,
             rate_limit,
+            resource,
+            mcp,
             responder: Responder::Origin,
         })
     }
@@ -481,6 +501,27 @@ impl Rules {
             }
         }
         methods
+    }
+
+    /// Writes each protected resource's metadata document (`describe`: from the rule and the rest
+    /// of the configuration), once per isolate.
+    pub fn describe_resources(&mut self, describe: impl Fn(&Resource, &Rule) -> Rc<str>) {
+        for rule in &mut self.rules {
+            if let Some(resource) = rule.resource.take() {
+                let document = describe(&resource, rule);
+                rule.resource = Some(Resource { document, ..resource });
+            }
+        }
+    }
+
+    /// The rule whose `resource` metadata is served at `path` (RFC 9728 §3.1), if any.
+    pub fn resource_at(&self, path: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.resource.as_ref().is_some_and(|res| *res.metadata_path == *path))
+    }
+
+    /// Whether some rule whose path matches is an MCP endpoint (its preflight allows MCP's headers).
+    pub fn mcp_at(&self, path: &str) -> bool {
+        self.rules.iter().any(|r| r.mcp.is_some() && r.pattern.matches(path))
     }
 
     /// The first rule whose path and method both match decides.
@@ -507,10 +548,14 @@ impl Rules {
     }
 }
 
+/// A scope as a challenge's `scope="…"` can carry it (RFC 6749 §3.3's scope-token).
+fn is_scope(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
 fn scope_list(list: Option<Vec<String>>, field: &str) -> Result<Vec<String>, String> {
     let list = list.unwrap_or_default();
-    let valid = |s: &String| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
-    match list.iter().find(|s| !valid(s)) {
+    match list.iter().find(|s| !is_scope(s)) {
         Some(bad) => Err(format!("{field}: {bad:?} is not a scope (printable, no spaces, quotes or backslashes)")),
         None => Ok(list),
     }

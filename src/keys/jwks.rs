@@ -93,11 +93,18 @@ fn bit_length(be: &[u8]) -> usize {
     }
 }
 
-/// An exponent both engines accept (BoringSSL's and the `rsa` crate's rules): odd, at least 3,
-/// at most 33 bits.
-fn usable_exponent(e: &[u8]) -> bool {
+/// An RSA public exponent (big-endian) both engines accept (BoringSSL's and the `rsa` crate's
+/// rules): odd, at least 3, at most 33 bits. One rule for the issuers' keys and for DPoP proof
+/// keys: 1 would make every message its own signature, and an even one is no RSA key.
+pub fn usable_rsa_exponent(e: &[u8]) -> bool {
     let bits = bit_length(e);
     (2..=33).contains(&bits) && e.last().is_some_and(|last| last & 1 == 1)
+}
+
+/// An RSA modulus (big-endian, leading zero bytes ignored) of [`MIN_MODULUS_BITS`] to
+/// [`MAX_MODULUS_BITS`]: the issuers' keys and DPoP proof keys alike.
+pub fn usable_rsa_modulus(n: &[u8]) -> bool {
+    (MIN_MODULUS_BITS..=MAX_MODULUS_BITS).contains(&bit_length(n))
 }
 
 /// The usable keys of one JWKS document, in document order, with unique `kid`s.
@@ -202,8 +209,7 @@ fn usable_key(entry: &serde_json::Value) -> Option<VerificationKey> {
     }
     let bytes = |name: &str| Base64UrlUnpadded::decode_vec(text(name)??).ok();
     let (modulus, public_exponent) = (bytes("n")?, bytes("e")?);
-    let bits = bit_length(&modulus);
-    if !(MIN_MODULUS_BITS..=MAX_MODULUS_BITS).contains(&bits) || !usable_exponent(&public_exponent) {
+    if !usable_rsa_modulus(&modulus) || !usable_rsa_exponent(&public_exponent) {
         return None;
     }
     Some(VerificationKey::new(kid.map(str::to_owned), &modulus, &public_exponent))

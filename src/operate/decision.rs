@@ -66,11 +66,15 @@ pub enum Reason {
     OriginUnreachable,
     OriginTimeout,
     InternalError,
+    /// An MCP POST body over `MCP_MAX_BODY_BYTES`.
+    PayloadTooLarge,
+    /// An MCP rule called from an `Origin` not allowed (DNS rebinding).
+    OriginNotAllowed,
 }
 
 impl Reason {
     /// Every reason, in the order docs/operating.md lists them.
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 34] = [
         Reason::Ok,
         Reason::Public,
         Reason::Anonymous,
@@ -103,6 +107,8 @@ impl Reason {
         Reason::OriginUnreachable,
         Reason::OriginTimeout,
         Reason::InternalError,
+        Reason::PayloadTooLarge,
+        Reason::OriginNotAllowed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -139,6 +145,8 @@ impl Reason {
             Reason::OriginUnreachable => "origin_unreachable",
             Reason::OriginTimeout => "origin_timeout",
             Reason::InternalError => "internal_error",
+            Reason::PayloadTooLarge => "payload_too_large",
+            Reason::OriginNotAllowed => "origin_not_allowed",
         }
     }
 
@@ -156,6 +164,7 @@ impl Reason {
                 RequestProblem::AmbiguousPath => Reason::AmbiguousPath,
                 RequestProblem::UpgradeNotAllowed => Reason::UpgradeNotAllowed,
                 RequestProblem::ClientBodyFailed => Reason::ClientBodyFailed,
+                RequestProblem::NotJsonRpc => Reason::InvalidRequest,
             },
             ApiError::InvalidToken(problem) => match problem {
                 TokenProblem::TooLarge
@@ -186,6 +195,8 @@ impl Reason {
             ApiError::RateLimited { .. } => Reason::RateLimited,
             ApiError::OriginUnreachable => Reason::OriginUnreachable,
             ApiError::OriginTimeout => Reason::OriginTimeout,
+            ApiError::PayloadTooLarge { .. } => Reason::PayloadTooLarge,
+            ApiError::OriginNotAllowed => Reason::OriginNotAllowed,
         }
     }
 
@@ -217,6 +228,21 @@ pub struct Decision {
     pub kid: Option<Rc<str>>,
     /// `None` when no token was verified far enough to look in the cache.
     pub cache: Option<CacheUse>,
+    /// On an MCP rule's POST: the JSON-RPC method (`batch` for several), and a `tools/call`'s tool.
+    /// Client text, so only a short printable name is kept ([`mcp_name`]).
+    pub mcp_method: Option<Rc<str>>,
+    pub mcp_tool: Option<Rc<str>>,
+}
+
+/// What a decision records of an MCP method or tool name the client chose: the name when it is
+/// short and printable, else `other`, so neither a log line nor a metric takes arbitrary text.
+pub fn mcp_name(name: &str) -> Rc<str> {
+    let plain = name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic());
+    if plain {
+        name.into()
+    } else {
+        "other".into()
+    }
 }
 
 impl Decision {
@@ -306,7 +332,7 @@ impl ObservePolicy {
 
 /// A decision's log line (without the limiter's say). `ms`: the worker's time on the request.
 pub fn log_line(decision: &Decision, ms: u64) -> String {
-    json!({
+    let mut line = json!({
         "component": "edge-auth",
         "event": "decision",
         "rule": decision.rule.as_deref(),
@@ -315,8 +341,13 @@ pub fn log_line(decision: &Decision, ms: u64) -> String {
         "iss": decision.issuer.as_deref(),
         "kid": decision.kid.as_deref(),
         "ms": ms,
-    })
-    .to_string()
+    });
+    // Only on MCP rules, where they say what was called.
+    if let Some(method) = &decision.mcp_method {
+        line["mcp_method"] = (**method).into();
+        line["mcp_tool"] = decision.mcp_tool.as_deref().into();
+    }
+    line.to_string()
 }
 
 /// One Analytics Engine data point (`writeDataPoint`'s argument, as plain data).
@@ -324,8 +355,9 @@ pub fn log_line(decision: &Decision, ms: u64) -> String {
 pub struct DataPoint {
     /// The rule: Analytics Engine samples per index, so a hot rule cannot drown a quiet one.
     pub index: String,
-    /// reason, status class, method, issuer, kid, cache (`hit`, `miss` or empty).
-    pub blobs: [String; 6],
+    /// reason, status class, method, issuer, kid, cache (`hit`, `miss` or empty), MCP method, MCP
+    /// tool (empty off MCP rules). New blobs only ever go at the end: dashboards read by position.
+    pub blobs: [String; 8],
     /// status, worker ms, origin ms (0 when nothing was forwarded).
     pub doubles: [f64; 3],
 }
@@ -333,7 +365,7 @@ pub struct DataPoint {
 impl DataPoint {
     /// The index and the blobs, NUL-separated, as the edge hands them to `writeDataPoint` in one
     /// crossing. A NUL inside a field (a JWKS may name a key with one) is left out, so the fields
-    /// always split back into the same seven.
+    /// always split back into the same nine.
     pub fn texts(&self) -> String {
         let mut texts = String::with_capacity(128);
         for (i, field) in std::iter::once(&self.index).chain(&self.blobs).enumerate() {
@@ -383,6 +415,8 @@ pub fn data_point(decision: &Decision, method: &str, worker_ms: f64, origin_ms: 
                 None => "",
             }
             .to_owned(),
+            decision.mcp_method.as_deref().unwrap_or("").to_owned(),
+            decision.mcp_tool.as_deref().unwrap_or("").to_owned(),
         ],
         doubles: [f64::from(decision.status), worker_ms, origin_ms.unwrap_or(0.0)],
     }
@@ -517,6 +551,9 @@ mod tests {
             (ApiError::KeysUnavailable { retry_after_secs: 1 }, "no_keys"),
             (ApiError::OriginUnreachable, "origin_unreachable"),
             (ApiError::OriginTimeout, "origin_timeout"),
+            (ApiError::PayloadTooLarge { limit: 1 }, "payload_too_large"),
+            (ApiError::OriginNotAllowed, "origin_not_allowed"),
+            (ApiError::InvalidRequest(RequestProblem::NotJsonRpc), "invalid_request"),
         ];
         for (error, reason) in cases {
             assert_eq!(Reason::of(&error).as_str(), reason, "{error:?}");
@@ -532,16 +569,18 @@ mod tests {
             issuer: Some("https://issuer.example/".into()),
             kid: Some("k1".into()),
             cache: Some(CacheUse::Hit),
+            mcp_method: None,
+            mcp_tool: None,
         }
     }
 
     #[test]
-    fn a_data_points_texts_split_back_into_its_index_and_six_blobs_even_with_a_nul_in_a_kid() {
+    fn a_data_points_texts_split_back_into_its_index_and_eight_blobs_even_with_a_nul_in_a_kid() {
         let mut point = data_point(&decision(Reason::Ok, 200), "GET", 0.0, None);
         point.blobs[4] = "k\0ey".into();
         let texts = point.texts();
         let fields: Vec<&str> = texts.split('\0').collect();
-        assert_eq!(fields.len(), 7);
+        assert_eq!(fields.len(), 9);
         assert_eq!(fields[0], point.index);
         assert_eq!(fields[1..4], [&*point.blobs[0], &*point.blobs[1], &*point.blobs[2]]);
         assert_eq!(fields[5], "key");
@@ -551,13 +590,27 @@ mod tests {
     fn the_data_point_carries_the_rule_reason_class_method_issuer_kid_cache_and_times() {
         let point = data_point(&decision(Reason::Ok, 204), "get", 1.5, Some(12.0));
         assert_eq!(point.index, "/api/*");
-        assert_eq!(point.blobs, ["ok", "2xx", "GET", "https://issuer.example/", "k1", "hit"].map(String::from));
+        assert_eq!(point.blobs, ["ok", "2xx", "GET", "https://issuer.example/", "k1", "hit", "", ""].map(String::from));
         assert_eq!(point.doubles, [204.0, 1.5, 12.0]);
         let refused = Decision { rule: None, issuer: None, kid: None, cache: None, ..decision(Reason::NotFound, 404) };
         let point = data_point(&refused, "X-ATTACKER-METHOD", 0.0, None);
         assert_eq!(point.index, NONE);
-        assert_eq!(point.blobs, ["not_found", "4xx", "OTHER", "", "", ""].map(String::from));
+        assert_eq!(point.blobs, ["not_found", "4xx", "OTHER", "", "", "", "", ""].map(String::from));
         assert_eq!(point.doubles, [404.0, 0.0, 0.0]);
+        let call = Decision {
+            mcp_method: Some("tools/call".into()),
+            mcp_tool: Some("echo".into()),
+            ..decision(Reason::Ok, 200)
+        };
+        assert_eq!(data_point(&call, "POST", 0.0, None).blobs[6..], ["tools/call", "echo"].map(String::from));
+    }
+
+    #[test]
+    fn an_mcp_name_is_kept_only_when_short_and_printable() {
+        assert_eq!(&*mcp_name("tools/call"), "tools/call");
+        assert_eq!(&*mcp_name(&"x".repeat(65)), "other");
+        assert_eq!(&*mcp_name("a b"), "other");
+        assert_eq!(&*mcp_name("é"), "other");
     }
 
     #[test]
@@ -575,6 +628,13 @@ mod tests {
             json!({"component": "edge-auth", "event": "decision", "rule": "/api/*", "status": 401,
                    "reason": "expired", "iss": "https://issuer.example/", "kid": "k1", "ms": 7})
         );
+        let call = Decision {
+            mcp_method: Some("tools/call".into()),
+            mcp_tool: Some("echo".into()),
+            ..decision(Reason::Ok, 200)
+        };
+        let line: serde_json::Value = serde_json::from_str(&log_line(&call, 1)).unwrap();
+        assert_eq!((&line["mcp_method"], &line["mcp_tool"]), (&json!("tools/call"), &json!("echo")));
     }
 
     #[test]

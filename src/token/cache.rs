@@ -150,6 +150,7 @@ mod tests {
                 claims: Vec::new(),
                 jti: None,
                 client: None,
+                audience: None,
             }),
             validity: Validity { expires, not_before: None, issued_at: None },
         }

@@ -169,26 +169,26 @@ impl Binding {
 }
 
 /// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Audience {
     One(String),
     Many(Vec<String>),
 }
 
 impl Audience {
-    fn contains_any(&self, accepted: &[String]) -> bool {
+    fn contains_any(&self, accepted: impl Fn(&str) -> bool) -> bool {
         match self {
-            Audience::One(a) => accepted.contains(a),
-            Audience::Many(list) => list.iter().any(|a| accepted.contains(a)),
+            Audience::One(a) => accepted(a),
+            Audience::Many(list) => list.iter().any(|a| accepted(a)),
         }
     }
 }
 
-/// What the claims are judged against.
+/// What the claims are judged against. The audience is judged per request
+/// ([`Principal::has_audience`]): the rule decides which one it accepts.
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimsPolicy<'a> {
     pub issuer: &'a str,
-    pub audiences: &'a [String],
     pub leeway_secs: u64,
     pub scope_source: ScopeSource,
 }
@@ -207,9 +207,16 @@ pub struct Principal {
     /// `jti`, and `azp` or else `client_id`: what the deny list may name besides `sub` and `iss`.
     pub jti: Option<String>,
     pub client: Option<String>,
+    /// `aud`, kept so that each rule judges it: the issuer's audiences, or a protected resource's URI.
+    pub audience: Option<Audience>,
 }
 
 impl Principal {
+    /// Whether `aud` is, or contains, an audience `accepted` takes.
+    pub fn has_audience(&self, accepted: impl Fn(&str) -> bool) -> bool {
+        self.audience.as_ref().is_some_and(|aud| aud.contains_any(accepted))
+    }
+
     /// A claim kept by [`select`].
     pub fn claim(&self, name: &str) -> Option<&serde_json::Value> {
         self.claims.iter().find(|(n, _)| &**n == name).map(|(_, v)| v)
@@ -245,7 +252,8 @@ impl Validity {
     }
 }
 
-/// Checks the validity window first (the most common failure), then issuer, then audience.
+/// Checks the validity window first (the most common failure), then the issuer; the caller checks
+/// the audience next ([`Principal::has_audience`]), with what the rule accepts.
 pub fn validate(
     signed: SignedClaims,
     policy: &ClaimsPolicy<'_>,
@@ -262,9 +270,6 @@ pub fn validate(
     let custom = claims.custom;
     if custom.iss.as_deref() != Some(policy.issuer) {
         return Err(TokenProblem::UntrustedIssuer);
-    }
-    if !custom.aud.as_ref().is_some_and(|aud| aud.contains_any(policy.audiences)) {
-        return Err(TokenProblem::WrongAudience);
     }
 
     let mut scopes = BTreeSet::new();
@@ -285,6 +290,7 @@ pub fn validate(
         claims: Vec::new(),
         jti: custom.jti,
         client: custom.azp.or(custom.client_id),
+        audience: custom.aud,
     };
     Ok((principal, validity))
 }
