@@ -7,8 +7,11 @@
 #   ./scripts/dev.sh --gateway echo           a gateway in front of a built-in echo origin (8790)
 #   ./scripts/dev.sh --demo                   a browser page on 8790 that logs in with Auth0's SPA SDK
 #                                             at the dev issuer and calls the worker cross-origin
+#   ./scripts/dev.sh --mcp                    an example MCP server (the official SDK) on 8791 behind
+#                                             the gateway as an OAuth protected resource
 #
-# WORKER_PORT, ISSUER_PORT, PAGE_PORT and INSPECTOR_PORT move the servers (the browser test does).
+# WORKER_PORT, ISSUER_PORT, PAGE_PORT, MCP_PORT and INSPECTOR_PORT move the servers (the browser and
+# MCP tests do).
 set -eu
 . "$(dirname "$0")/tools.sh"
 cd "$ROOT"
@@ -16,17 +19,20 @@ WORKER_PORT="${WORKER_PORT:-8787}"
 ISSUER_PORT="${ISSUER_PORT:-8788}"  # .dev.vars's AUTH0_DOMAIN points at 8788; another port is passed on
 ECHO_PORT=8790
 PAGE_PORT="${PAGE_PORT:-8790}"
+MCP_PORT="${MCP_PORT:-8791}"
 export WRANGLER_SEND_METRICS=false
 
 ORIGIN=""
 DEMO=""
+MCP=""
 case "${1:-}" in
     "") ;;
     --gateway)
         ORIGIN="${2:?--gateway needs an origin URL such as http://127.0.0.1:3000, or echo}"
         ;;
     --demo) DEMO=1 ;;
-    *) say "usage: $0 [--gateway URL|echo | --demo]"; exit 2 ;;
+    --mcp) MCP=1 ;;
+    *) say "usage: $0 [--gateway URL|echo | --demo | --mcp]"; exit 2 ;;
 esac
 
 # An example rule table for the gateway: a public prefix, reads for any valid token, writes
@@ -65,6 +71,17 @@ else
     "$ISSUER" serve --port "$ISSUER_PORT" --dir "$STATE" &
     pids="$!"
 fi
+URL="http://127.0.0.1:$WORKER_PORT"
+if [ -n "$MCP" ]; then
+    # The example server behind a rule that makes it a protected resource: tokens must be issued
+    # for its URL (the resource), any call needs mcp:tools, delete_repo repo:admin on top. Scopes
+    # come from `scope` only, so a client holds what it asked for and steps up for more.
+    node examples/mcp/server.mjs "$MCP_PORT" &
+    pids="$pids $!"
+    ORIGIN="http://127.0.0.1:$MCP_PORT"
+    ROUTES='[{"path": "/mcp", "methods": ["GET", "POST", "DELETE"], "resource": "'"$URL"'/mcp",
+              "scopes": ["mcp:tools"], "mcp": {"tools/call:delete_repo": ["repo:admin"]}}]'
+fi
 if [ "$ORIGIN" = echo ]; then
     "$ISSUER" origin --port "$ECHO_PORT" &
     pids="$pids $!"
@@ -75,6 +92,9 @@ set -- --ip 127.0.0.1 --port "$WORKER_PORT" --show-interactive-dev-session=false
 [ -n "${INSPECTOR_PORT:-}" ] && set -- "$@" --inspector-port "$INSPECTOR_PORT"
 [ "$ISSUER_PORT" != 8788 ] && set -- "$@" --var "AUTH0_DOMAIN:127.0.0.1:$ISSUER_PORT"
 [ -n "$ORIGIN" ] && set -- "$@" --var "ORIGIN_URL:$ORIGIN" --var "ROUTES:$ROUTES"
+# The MCP Inspector's page may call the server from the browser (the edge refuses other pages).
+[ -n "$MCP" ] && set -- "$@" --var "SCOPE_SOURCE:scope" \
+    --var "CORS_ALLOWED_ORIGINS:http://localhost:6274,http://127.0.0.1:6274"
 # Only the page's origin may read the worker's answers from script.
 [ -n "$DEMO" ] && set -- "$@" --var "CORS_ALLOWED_ORIGINS:http://127.0.0.1:$PAGE_PORT"
 # The wrangler launcher itself (not npx), so that stopping it stops workerd too.
@@ -82,11 +102,10 @@ wrangler dev "$@" &
 wrangler_pid=$!
 pids="$pids $wrangler_pid"
 
-URL="http://127.0.0.1:$WORKER_PORT"
 answers() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" 2>/dev/null)" != 000 ]; }
 i=0
 until answers "$URL/public/" && answers "http://127.0.0.1:$ISSUER_PORT/.well-known/jwks.json" &&
-    { [ -z "$DEMO" ] || answers "$PAGE"; }; do
+    { [ -z "$DEMO" ] || answers "$PAGE"; } && { [ -z "$MCP" ] || answers "http://127.0.0.1:$MCP_PORT/mcp"; }; do
     i=$((i + 1))
     if ! kill -0 "$wrangler_pid" 2>/dev/null; then say "wrangler dev stopped; see its output above"; exit 1; fi
     if [ "$i" -gt 300 ]; then say "the worker did not start within 5 minutes"; exit 1; fi
@@ -94,7 +113,34 @@ until answers "$URL/public/" && answers "http://127.0.0.1:$ISSUER_PORT/.well-kno
 done
 
 TOKEN="$("$ISSUER" mint --port "$ISSUER_PORT" --dir "$STATE")"
-if [ -n "$DEMO" ]; then
+if [ -n "$MCP" ]; then
+    cat <<MSG
+
+  An MCP server (examples/mcp/server.mjs, the official SDK) is behind edge-auth at
+  $URL/mcp: an OAuth protected resource whose authorization server is the dev issuer
+  (http://127.0.0.1:$ISSUER_PORT/: discovery, registration, PKCE, the resource parameter).
+  The server checks no token; edge-auth's rule (ROUTES in scripts/dev.sh) asks for a token issued
+  for $URL/mcp with mcp:tools, and repo:admin on top for the delete_repo tool.
+
+  Connect the SDK client (it registers, logs in as dev-user|3, lists the tools, steps up for
+  delete_repo):
+
+  node $ROOT/examples/mcp/client.mjs $URL/mcp --tool delete_repo --args '{"name":"demo"}'
+  node $ROOT/examples/mcp/client.mjs $URL/mcp --m2m --tool whoami      # machine to machine
+
+  The MCP Inspector (npx @modelcontextprotocol/inspector, Streamable HTTP, URL above) works too.
+  What a client sees first:
+
+  curl -i -X POST $URL/mcp -H 'Content-Type: application/json' -d '{"jsonrpc":"2.0","id":1,"method":"tools/list"}'   # 401
+  curl -s $URL/.well-known/oauth-protected-resource/mcp       # RFC 9728 metadata
+  curl -s http://127.0.0.1:$ISSUER_PORT/.well-known/oauth-authorization-server
+
+MSG
+    # On a line of its own, for people and for the MCP test.
+    echo "mcp: $URL/mcp"
+    echo
+    say "Ctrl-C stops all three."
+elif [ -n "$DEMO" ]; then
     cat <<MSG
 
   The demo page logs in with Auth0's SPA SDK (@auth0/auth0-spa-js) at the dev issuer

@@ -1,7 +1,9 @@
 #!/bin/sh
 # README command two: every test. Quality gates and host tests of the pure core first (seconds),
 # then the end-to-end suite against the real worker in wrangler dev (workerd) and local mocks,
-# then the browser test (headless Chromium, Auth0's SPA SDK, the demo page; tests/browser/demo.mjs).
+# then the browser test (headless Chromium, Auth0's SPA SDK, the demo page; tests/browser/demo.mjs),
+# then MCP clients written with the official SDK against an MCP server behind the gateway
+# (tests/mcp/sdk.mjs).
 set -eu
 . "$(dirname "$0")/tools.sh"
 cd "$ROOT"
@@ -23,3 +25,5 @@ say "end-to-end tests (wrangler dev + mock issuer and origin)"
 EDGE_AUTH_PREBUILT=1 cargo test --quiet --test e2e -- --ignored --test-threads "${E2E_THREADS:-3}"
 say "browser test (chromium + playwright-core: the demo page logs in at the dev issuer and calls the worker)"
 EDGE_AUTH_PREBUILT=1 node tests/browser/demo.mjs
+say "MCP test (the official SDK's clients: discovery, registration, PKCE with resource, step-up, client_credentials)"
+EDGE_AUTH_PREBUILT=1 node tests/mcp/sdk.mjs
