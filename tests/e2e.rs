@@ -924,7 +924,10 @@ fn the_origin_receives_the_request_exactly_with_the_verified_identity_and_nothin
     let owned = request(w.port, "GET", "/__cors", &[("Origin", APP_ORIGIN)]);
     assert_eq!(owned.header("access-control-allow-origin"), Some(APP_ORIGIN), "{:?}", owned.lines);
     assert_eq!(owned.header("access-control-allow-credentials"), None);
-    assert_eq!(owned.header("access-control-expose-headers"), Some("WWW-Authenticate, Retry-After, DPoP-Nonce"));
+    assert_eq!(
+        owned.header("access-control-expose-headers"),
+        Some("WWW-Authenticate, Retry-After, DPoP-Nonce, Mcp-Session-Id")
+    );
     let foreign = request(w.port, "GET", "/__cors", &[("Origin", "https://evil.example")]);
     let leaked: Vec<_> = foreign.lines.iter().filter(|(n, _)| n.starts_with("access-control-")).collect();
     assert!(leaked.is_empty(), "{leaked:?}");
@@ -1984,6 +1987,8 @@ fn on_bare_workerd_each_request_writes_one_data_point_with_its_rule_reason_and_t
     ];
     for (point, (index, blobs, status)) in got.iter().zip(expected) {
         assert_eq!(point["indexes"], json!([index]), "{point}");
+        // Blobs 7 and 8 are an MCP rule's method and tool: empty on these rules.
+        let blobs: Vec<&str> = blobs.iter().copied().chain(["", ""]).collect();
         assert_eq!(point["blobs"], json!(blobs), "{point}");
         let doubles = point["doubles"].as_array().expect("doubles");
         assert_eq!(doubles.len(), 3, "{point}");
