@@ -367,10 +367,11 @@ def children_cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
-def drive(worker_proc, port, path, tokens, seconds, threads, connections, dpop_token=""):
+def drive(worker_proc, port, path, tokens, seconds, threads, connections, dpop_token="", method="GET", body=None):
     """One wrk run. Returns its numbers plus the workerd CPU per request and how much CPU the rest
-    of the machine used meanwhile."""
-    env = dict(os.environ, BENCH_PATH=path, BENCH_TOKENS=str(tokens or ""), BENCH_DPOP_TOKEN=dpop_token)
+    of the machine used meanwhile. `body`: a file whose text every request sends (with `method`)."""
+    env = dict(os.environ, BENCH_PATH=path, BENCH_TOKENS=str(tokens or ""), BENCH_DPOP_TOKEN=dpop_token,
+               BENCH_METHOD=method, BENCH_BODY=str(body or ""))
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA),
            f"http://127.0.0.1:{port}"]
 

@@ -7,7 +7,10 @@ The origin is the dev issuer's echo origin (`edge-auth-dev-issuer origin`, HTTP/
 a thread per connection). wrk keeps its 8 connections open in both set-ups; workerd keeps its own
 to the origin. Two routes are measured through the gateway: a public one (no token looked at) and a
 required one, with one valid token repeated (a warm key and the verified-token cache, the steady
-state) and with 5,000 distinct tokens (every one a signature check).
+state) and with 5,000 distinct tokens (every one a signature check). And an MCP rule: a
+`tools/call` POST with one token repeated (the body read, parsed as JSON-RPC and its tool's scopes
+checked before the hop), next to the pass-through sending the same POST (its "vs pass-through"
+is against that row).
 For scale, the same hop through a plain JavaScript pass-through worker that checks nothing
 (`bench/peer/passthrough.js`) on the same workerd: most of the hop is workerd's own outbound fetch.
 """
@@ -22,7 +25,14 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 import bench  # noqa: E402  (the benchmark's build, bundle and process helpers)
 
 WORK = bench.WORK.parent / "bench-gateway"
-ROUTES = '[{"path": "/public/*", "auth": "public"}, {"path": "/private/*"}]'
+ROUTES = '[{"path": "/public/*", "auth": "public"}, {"path": "/private/*"}, ' \
+    '{"path": "/mcp", "methods": ["POST"], "resource": "RESOURCE", "scopes": ["mcp:tools"], ' \
+    '"mcp": {"tools/call:delete_repo": ["repo:admin"]}}]'
+# What an MCP client sends to call a tool (a few hundred bytes, as the SDK's calls are).
+MCP_CALL = '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"search_issues","arguments":' \
+    '{"repository":"edge-auth/edge-auth","query":"is:open label:bug sort:updated","per_page":20}},' \
+    '"_meta":{"progressToken":7}}'
+MCP_FLOOR = "JavaScript pass-through, MCP tools/call POST"
 # Distinct tokens for the required rule's cache-miss row: more than the token cache holds.
 TOKENS = 5000
 
@@ -52,11 +62,14 @@ def main():
         token = bench.run([bench.ISSUER_BIN, "mint", "--port", issuer_port, "--dir", key_dir, "--exp", 7200],
                           stdout=subprocess.PIPE, text=True).stdout.strip()
         config = WORK / "gateway.capnp"
+        resource = f"http://127.0.0.1:{gateway_port}/mcp"
+        mcp_token = bench.run([bench.ISSUER_BIN, "mint", "--port", issuer_port, "--dir", key_dir, "--exp", 7200,
+                               "--aud", resource, "--scope", "mcp:tools"], stdout=subprocess.PIPE, text=True).stdout.strip()
         bindings = {
             "AUTH0_DOMAIN": f"127.0.0.1:{issuer_port}",
             "AUTH0_AUDIENCE": bench.AUDIENCE,
             "ORIGIN_URL": f"http://127.0.0.1:{origin_port}",
-            "ROUTES": ROUTES,
+            "ROUTES": ROUTES.replace("RESOURCE", resource),
         }
         bench.capnp_config(config, bench.modules_of(ours_dir, bench.main_stem()), bindings, gateway_port, date, flags)
         gateway = procs.start([bench.workerd_binary(), "serve", config], WORK / "gateway.log")
@@ -74,9 +87,14 @@ def main():
                                        "--count", TOKENS], stdout=subprocess.PIPE, text=True).stdout)
         repeated = WORK / "repeated.txt"
         repeated.write_text(token + "\n")
+        mcp_repeated = WORK / "mcp-token.txt"
+        mcp_repeated.write_text(mcp_token + "\n")
+        call = WORK / "mcp-call.json"
+        call.write_text(MCP_CALL)
 
-        def drive(proc, port, path, tokens=None):
-            return lambda s: bench.drive(proc, port, path, tokens, s, 1, 8)
+        def drive(proc, port, path, tokens=None, body=None):
+            method = "POST" if body else "GET"
+            return lambda s: bench.drive(proc, port, path, tokens, s, 1, 8, method=method, body=body)
 
         runs = {
             "origin, straight": drive(origin, origin_port, "/public/x"),
@@ -84,6 +102,8 @@ def main():
             "gateway, public rule": drive(gateway, gateway_port, "/public/x"),
             "gateway, required rule, one token repeated": drive(gateway, gateway_port, "/private/x", repeated),
             f"gateway, required rule, {TOKENS} distinct tokens": drive(gateway, gateway_port, "/private/x", distinct),
+            MCP_FLOOR: drive(passthrough, passthrough_port, "/mcp", repeated, call),
+            "gateway, MCP rule, tools/call, one token repeated": drive(gateway, gateway_port, "/mcp", mcp_repeated, call),
         }
         for run in runs.values():
             run(2)  # warm-up: keys fetched, tokens verified once, JIT warm
@@ -108,9 +128,11 @@ def main():
             "| workerd CPU/req | other cores |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
+        mcp_floor = med(MCP_FLOOR)
         for name in runs:
             m = med(name)
             is_origin = name == "origin, straight"
+            floor = mcp_floor if "MCP rule" in name else med("JavaScript pass-through (checks nothing)")
             lines.append(
                 f"| {name} | {m['rps']:,.0f} | " + ("-" if is_origin else f"{m['rps'] / floor['rps']:.2f}x")
                 + f" | {m['p50_us'] / 1000:.2f} ms | {m['p99_us'] / 1000:.2f} ms | "

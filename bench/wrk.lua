@@ -9,6 +9,16 @@ local token_file = os.getenv("BENCH_TOKENS") or ""
 -- BENCH_DPOP_TOKEN  a DPoP-bound token: then each line of BENCH_TOKENS is a proof, each sent once
 --                   with "Authorization: DPoP <token>" (a proof is good once: a replay is a non-2xx)
 local dpop_token = os.getenv("BENCH_DPOP_TOKEN") or ""
+-- BENCH_METHOD  the method (GET unless set); BENCH_BODY a file whose text is every request's body
+--               (sent as JSON, as an MCP client's POST is)
+local method = os.getenv("BENCH_METHOD") or "GET"
+local body_file = os.getenv("BENCH_BODY") or ""
+local body = nil
+if body_file ~= "" then
+  local f = io.open(body_file, "rb")
+  body = f:read("*a")
+  f:close()
+end
 local threads = {}
 
 function setup(thread)
@@ -24,11 +34,18 @@ function init(args)
       if line ~= "" and dpop_token ~= "" then
         reqs[#reqs + 1] = wrk.format("GET", path, { ["Authorization"] = "DPoP " .. dpop_token, ["DPoP"] = line })
       elseif line ~= "" then
-        reqs[#reqs + 1] = wrk.format("GET", path, { ["Authorization"] = "Bearer " .. line })
+        local headers = { ["Authorization"] = "Bearer " .. line }
+        if body then
+          headers["Content-Type"] = "application/json"
+          headers["Accept"] = "application/json, text/event-stream"
+        end
+        reqs[#reqs + 1] = wrk.format(method, path, headers, body)
       end
     end
+  elseif body then
+    reqs[1] = wrk.format(method, path, { ["Content-Type"] = "application/json" }, body)
   else
-    reqs[1] = wrk.format("GET", path)
+    reqs[1] = wrk.format(method, path)
   end
   -- Threads start at different places in the list, so they do not send the same token together.
   cursor = (id * 997) % #reqs
