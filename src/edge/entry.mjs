@@ -71,7 +71,14 @@ function send(request, known, answer, now, env, ctx, body) {
   if (answer === "") throw new Error("no answer");
   const mark = answer.charCodeAt(0);
   // "?limit": the answer depends on the body (an MCP rule's POST): read it, ask again with it.
-  if (mark === 63) return withBody(request, known, Number(answer.slice(1)), now, env, ctx);
+  if (mark === 63) {
+    const limit = Number(answer.slice(1));
+    if (known.length <= MAX_KEPT_HEAD) {
+      if (BODY_FIRST.size >= MAX_KEPT && !BODY_FIRST.has(known)) BODY_FIRST.delete(BODY_FIRST.keys().next().value);
+      BODY_FIRST.set(known, limit);
+    }
+    return withBody(request, known, limit, now, env, ctx);
+  }
   if (mark !== 61 && mark !== 126) {
     if (isWire(answer)) return respond(answer);
     gateway = true;
@@ -92,6 +99,12 @@ function send(request, known, answer, now, env, ctx, body) {
   return again(request, entry);
 }
 
+// Heads whose answer needed the body before, with the body's limit: the same head's next request
+// has its body read first and the pipeline runs once. Only a head the pipeline asked a body of is
+// here, and it asks only once the head is admitted (origin, token, scopes), so a request that was
+// never admitted does not make the edge read its body.
+const BODY_FIRST = new Map();
+
 // The body, at most `limit` + 1 bytes of it (the pipeline refuses a longer one with 413 without
 // this isolate holding more), then the pipeline again with it. The bytes read are what the origin
 // gets: the client's stream is spent.
@@ -108,9 +121,18 @@ const BODY_FAILED =
   '400\ncontent-type\napplication/json\ncache-control\nno-store\0{"error":"invalid_request","error_description":"The request body could not be read"}';
 
 async function readAtMost(request, most) {
-  const declared = Number(request.headers.get("content-length"));
+  const length = request.headers.get("content-length");
+  const declared = length === null ? NaN : Number(length);
   if (declared > most) return new Uint8Array(most);
   if (!request.body) return new Uint8Array(0);
+  // A declared length the runtime holds the client to: read whole, in one step.
+  if (Number.isSafeInteger(declared)) {
+    try {
+      return new Uint8Array(await request.arrayBuffer());
+    } catch {
+      return null;
+    }
+  }
   const reader = request.body.getReader();
   const chunks = [];
   let length = 0;
@@ -168,6 +190,8 @@ export default {
         }
         KEPT.delete(known);
       }
+      const limit = BODY_FIRST.get(known);
+      if (limit !== undefined) return withBody(request, known, limit, now, env, ctx).catch(failed);
       const answer = glue.fetch(request, env, ctx, known, now, undefined);
       // A promise when the answer had to wait for I/O (a key fetch, a rate limit).
       if (answer instanceof Promise) return answer.then((a) => send(request, known, a, now, env, ctx)).catch(failed);
