@@ -67,7 +67,7 @@ def main():
                                "--aud", resource, "--scope", "mcp:tools"], stdout=subprocess.PIPE, text=True).stdout.strip()
         bindings = {
             "AUTH0_DOMAIN": f"127.0.0.1:{issuer_port}",
-            "AUTH0_AUDIENCE": bench.AUDIENCE,
+            "AUTH0_AUDIENCE": f"{bench.AUDIENCE},{resource}",
             "ORIGIN_URL": f"http://127.0.0.1:{origin_port}",
             "ROUTES": ROUTES.replace("RESOURCE", resource),
         }

@@ -93,7 +93,9 @@ set -- --ip 127.0.0.1 --port "$WORKER_PORT" --show-interactive-dev-session=false
 [ "$ISSUER_PORT" != 8788 ] && set -- "$@" --var "AUTH0_DOMAIN:127.0.0.1:$ISSUER_PORT"
 [ -n "$ORIGIN" ] && set -- "$@" --var "ORIGIN_URL:$ORIGIN" --var "ROUTES:$ROUTES"
 # The MCP Inspector's page may call the server from the browser (the edge refuses other pages).
-[ -n "$MCP" ] && set -- "$@" --var "SCOPE_SOURCE:scope" \
+# The resource is also the dev issuer's audience: a rule takes tokens for it only from an issuer
+# that lists it.
+[ -n "$MCP" ] && set -- "$@" --var "SCOPE_SOURCE:scope" --var "AUTH0_AUDIENCE:https://edge-auth.local/api,$URL/mcp" \
     --var "CORS_ALLOWED_ORIGINS:http://localhost:6274,http://127.0.0.1:6274"
 # Only the page's origin may read the worker's answers from script.
 [ -n "$DEMO" ] && set -- "$@" --var "CORS_ALLOWED_ORIGINS:http://127.0.0.1:$PAGE_PORT"

@@ -52,6 +52,8 @@ pub enum ApiError {
     PayloadTooLarge {
         limit: u64,
     },
+    /// An MCP rule's POST body is not plain UTF-8 JSON by its `Content-Type` and `Content-Encoding`.
+    UnsupportedMediaType,
     /// An MCP rule was called from a browser `Origin` that `CORS_ALLOWED_ORIGINS` does not list
     /// (DNS rebinding; the MCP transport spec asks servers to validate it).
     OriginNotAllowed,

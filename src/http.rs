@@ -246,6 +246,12 @@ pub fn error_response(error: &ApiError, challenge: Option<&Challenge<'_>>) -> Ht
         ApiError::PayloadTooLarge { limit } => {
             (413, "payload_too_large", format!("The request body is longer than {limit} bytes"), vec![])
         }
+        ApiError::UnsupportedMediaType => (
+            415,
+            "unsupported_media_type",
+            "The body must be application/json in UTF-8, not encoded".into(),
+            vec![("accept", "application/json".into())],
+        ),
         // Before any credential is looked at: the page that sent it may not call this server.
         ApiError::OriginNotAllowed => {
             (403, "origin_not_allowed", "Requests from this Origin are not allowed".into(), vec![])

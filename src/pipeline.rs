@@ -70,8 +70,21 @@ pub struct Incoming<'a> {
     /// `Access-Control-Request-Method` was sent: with `OPTIONS` and `Origin`, a CORS preflight.
     pub preflight: bool,
     /// The body, read only when the pipeline asked for it ([`Outcome::needs_body`]): a POST on an
-    /// MCP rule. At most one byte over the limit is read, so that a longer body is told apart.
-    pub body: Option<&'a [u8]>,
+    /// MCP rule.
+    pub body: Option<Body<'a>>,
+}
+
+/// A request body as the edge read it for the pipeline, with what says how to read its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Body<'a> {
+    /// At most one byte over the limit is read, so that a longer body is told apart.
+    pub bytes: &'a [u8],
+    /// `Content-Type` and `Content-Encoding`: the origin decodes the bytes by them, so the edge
+    /// takes only what it reads the same way (UTF-8 JSON, not encoded).
+    pub media_type: Option<&'a str>,
+    pub encoding: Option<&'a str>,
+    /// `Content-Length` says more than the limit: nothing was read.
+    pub declared_over: bool,
 }
 
 /// The runtime pieces that protected routes need, most of them held by the isolate.
@@ -112,6 +125,23 @@ pub fn compile_rules(config: &Config) -> Result<Rules, ConfigError> {
                 problem: ConfigProblem::InvalidRule { index: e.index, detail: e.reason },
             })?;
             rules.need_claims(gateway.claim_headers.iter().map(|(_, claim)| claim.clone()));
+            // A resource's tokens come from the issuers that list it among their audiences, and
+            // only from them: one that no issuer lists could never be served.
+            if let Some(orphan) =
+                rules.resources().find(|r| !config.issuers.iter().any(|i| i.audiences.contains(&r.uri.to_string())))
+            {
+                return Err(ConfigError {
+                    variable: "ROUTES",
+                    problem: ConfigProblem::InvalidRule {
+                        index: None,
+                        detail: format!(
+                            "resource {:?} is no trusted issuer's audience: add it to AUTH0_AUDIENCE or to the audiences \
+                             of the ISSUERS entry that issues its tokens",
+                            orphan.uri
+                        ),
+                    },
+                });
+            }
             rules.describe_resources(|resource, rule| resource_metadata(resource, rule, config).into());
             Ok(rules)
         }
@@ -218,6 +248,10 @@ struct Facts {
     /// A protected resource's rule: its metadata URL and scopes go in every challenge.
     resource_metadata: Option<Rc<str>>,
     challenge_scope: Option<String>,
+    /// This pass only decides whether the body is worth reading (an MCP POST without its body):
+    /// a DPoP proof is checked, but recorded as used only by the pass that has the body, which
+    /// would otherwise find it used and refuse it.
+    body_pending: bool,
     /// An MCP POST's method and tool, for the decision.
     mcp_method: Option<Rc<str>>,
     mcp_tool: Option<Rc<str>>,
@@ -346,7 +380,8 @@ async fn respond<I: Io, V: Verifier>(
     };
     // RFC 9728 §3: a protected resource's metadata, at the path inserted after the well-known
     // prefix; nothing else under that prefix is served.
-    if let (Ok(_), true) = (setup, request.path.starts_with(mcp::WELL_KNOWN)) {
+    // (A gateway with no resource leaves the prefix to its own rules.)
+    if let (Ok(_), true) = (setup, request.path.starts_with(mcp::WELL_KNOWN) && table.resources().next().is_some()) {
         let rule = table.resource_at(request.path).ok_or(ApiError::NotFound)?;
         facts.rule = Some(rule.path.clone());
         return match request.method {
@@ -416,7 +451,11 @@ async fn respond<I: Io, V: Verifier>(
     let Setup { config, keys, rules: table } =
         setup.as_ref().map_err(|broken| ApiError::Misconfigured(broken.error.clone()))?;
     let needed = table.claims_needed();
-    let audience = rule.resource.as_ref().map(|r| &*r.uri);
+    let audience = match &rule.resource {
+        Some(resource) => Accepts::Resource(&resource.uri),
+        None => Accepts::IssuerApis(table),
+    };
+    facts.body_pending = rule.mcp.is_some() && request.method == "POST" && request.body.is_none();
     let (principal, token) = match outline(authenticate(request, config, keys, needed, audience, now_ms, facts)).await {
         Ok(verified) => verified,
         // An optional rule admits a request that carries no token (a non-Bearer scheme is no token).
@@ -501,10 +540,16 @@ fn mcp_body(
         facts.needs_body = Some(limit);
         return Ok(true);
     };
-    if body.len() as u64 > limit {
+    if body.declared_over || body.bytes.len() as u64 > limit {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    let call = map.read(body).map_err(ApiError::InvalidRequest)?;
+    // The server reads the bytes as its Content-Type and Content-Encoding say: a body the edge
+    // reads as UTF-8 JSON could be another message to a server that honours charset=utf-7, or
+    // inflates gzip. Only what both read alike is let through.
+    if !mcp::is_plain_json(body.media_type, body.encoding) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let call = map.read(body.bytes).map_err(ApiError::InvalidRequest)?;
     facts.mcp_method = call.method.as_deref().map(decision::mcp_name);
     facts.mcp_tool = call.tool.as_deref().map(decision::mcp_name);
     if call.needed.iter().any(|scope| !principal.is_some_and(|p| p.has_scope(scope))) {
@@ -533,7 +578,14 @@ fn resource_metadata(resource: &mcp::Resource, rule: &rules::Rule, config: &Conf
     }
     let document = crate::json::ObjectWriter::default()
         .text("resource", &resource.uri)
-        .texts("authorization_servers", config.issuers.iter().map(|i| i.issuer.as_str()))
+        .texts(
+            "authorization_servers",
+            config
+                .issuers
+                .iter()
+                .filter(|i| i.audiences.iter().any(|a| **a == *resource.uri))
+                .map(|i| i.issuer.as_str()),
+        )
         .texts("scopes_supported", scopes)
         .texts("bearer_methods_supported", ["header"]);
     let document = match config.dpop.mode {
@@ -612,7 +664,7 @@ async fn authenticate<'t, I: Io, V: Verifier>(
     config: &Config,
     keys: &Keys<'_, I, V>,
     needed: &[Rc<str>],
-    audience: Option<&str>,
+    audience: Accepts<'_>,
     now_ms: u64,
     facts: &mut Facts,
 ) -> Result<(Rc<Principal>, &'t str), ApiError> {
@@ -635,21 +687,33 @@ async fn authenticate<'t, I: Io, V: Verifier>(
     }
 }
 
-/// Whether the token was issued for what the rule protects: a protected resource's URI, else one
-/// of its issuer's audiences. Judged on every use, so one cached verification serves rules that
-/// accept different audiences; a token refused here is never cached.
+/// Which audience a rule takes.
+#[derive(Clone, Copy)]
+enum Accepts<'a> {
+    /// A protected resource's URI, and only from an issuer that lists it among its audiences.
+    Resource(&'a str),
+    /// Any of the token's issuer's audiences that is no rule's resource: a token issued for an
+    /// MCP server (handed to an agent) is not a key to the rest of the API.
+    IssuerApis(&'a Rules),
+}
+
+/// Whether the token was issued for what the rule protects ([`Accepts`]). Judged on every use, so
+/// one cached verification serves rules that accept different audiences; a token refused here is
+/// never cached.
 #[inline(never)] // called from the cached and the fresh verification alike
 fn audience_accepted(
     principal: &Principal,
-    audience: Option<&str>,
+    audience: Accepts<'_>,
     issuers: &Issuers,
     issuer: usize,
 ) -> Result<(), ApiError> {
+    let Some(issuer) = issuers.get(issuer) else { return Err(ApiError::InvalidToken(TokenProblem::WrongAudience)) };
+    let listed = |aud: &str| issuer.config.audiences.iter().any(|a| a == aud);
+    // A resource is also one of its issuers' audiences (checked at start-up): a token from an
+    // issuer that does not list it (another tenant, a staging one) is never taken for it.
     let accepted = match audience {
-        Some(resource) => principal.has_audience(|aud| aud == resource),
-        None => issuers
-            .get(issuer)
-            .is_some_and(|i| principal.has_audience(|aud| i.config.audiences.iter().any(|a| a == aud))),
+        Accepts::Resource(resource) => listed(resource) && principal.has_audience(|aud| aud == resource),
+        Accepts::IssuerApis(rules) => principal.has_audience(|aud| listed(aud) && !rules.is_resource(aud)),
     };
     if accepted {
         Ok(())
@@ -666,7 +730,7 @@ async fn verify_token<I: Io, V: Verifier>(
     config: &Config,
     keys: &Keys<'_, I, V>,
     needed: &[Rc<str>],
-    audience: Option<&str>,
+    audience: Accepts<'_>,
     now_ms: u64,
     now_secs: i64,
     facts: &mut Facts,
@@ -848,6 +912,10 @@ async fn check_proof<I: Io, V: Verifier>(
     let window = i64::try_from(config.dpop.max_age_secs + config.leeway_secs).unwrap_or(i64::MAX);
     let by_iat = checked.issued_at.max(now_secs).saturating_add(window);
     let keep_through = checked.nonce_through.map_or(by_iat, |through| through.min(by_iat));
+    if facts.body_pending {
+        let seen = keys.proofs.borrow().seen(&checked.thumbprint, &checked.jti);
+        return if seen { Err(ApiError::InvalidDpopProof(ProofProblem::Replayed)) } else { Ok(()) };
+    }
     match keys.proofs.borrow_mut().remember(&checked.thumbprint, &checked.jti, keep_through, now_secs) {
         Remembered::Fresh => {}
         Remembered::Replayed => return Err(ApiError::InvalidDpopProof(ProofProblem::Replayed)),

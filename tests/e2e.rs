@@ -2209,11 +2209,13 @@ fn an_mcp_rule_is_a_protected_resource_that_reads_the_json_rpc_body() {
     let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
     let origin = MockOrigin::start().unwrap();
     let base = format!("{}/base/", origin.url());
+    let audiences = format!("{AUDIENCE},{MCP_E2E_RESOURCE}");
     let w = Worker::start_gateway(
         &issuer,
         &[
             ("ORIGIN_URL", base.as_str()),
             ("ROUTES", MCP_E2E_ROUTES),
+            ("AUTH0_AUDIENCE", audiences.as_str()),
             ("FORWARD_AUTHORIZATION", "true"),
             ("MCP_MAX_BODY_BYTES", "4096"),
         ],
@@ -2260,6 +2262,15 @@ fn an_mcp_rule_is_a_protected_resource_that_reads_the_json_rpc_body() {
         (Some(enough.clone()), None, long, 413, "payload_too_large"),
         (Some(enough.clone()), Some("http://evil.example"), call("echo"), 403, "origin_not_allowed"),
     ];
+    // The body must be plain UTF-8 JSON (a server honouring charset=utf-7 would read another message).
+    let utf7 = send(
+        w.port,
+        "POST",
+        "/mcp",
+        &[("Authorization", enough.as_str()), ("Content-Type", "application/json; charset=utf-7")],
+        call("echo").as_bytes(),
+    );
+    assert_eq!((utf7.status, utf7.error().as_str()), (415, "unsupported_media_type"), "{}", utf7.body);
     for (authorization, page, body, status, code) in refusals {
         let r = post(authorization.as_deref(), page, &body);
         assert_eq!((r.status, r.error().as_str()), (status, code), "{}", &body[..body.len().min(80)]);

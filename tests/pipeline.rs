@@ -22,7 +22,7 @@ use edge_auth::{
     keys::store::FetchError,
     operate::decision::CacheUse,
     operate::denylist::{DeniedEntry, DenyList},
-    pipeline::{self, Broken, Incoming, Keys, Outcome, Setup},
+    pipeline::{self, Body, Broken, Incoming, Keys, Outcome, Setup},
     token::cache::TokenCache,
     token::extract::Scheme,
     token::issuers::IssuerConfig,
@@ -1954,8 +1954,13 @@ const MCP_ROUTES: &str = r#"[
 ]"#;
 
 fn mcp_world(extra: &[(&str, &str)]) -> World {
-    let mut vars =
-        vec![("ORIGIN_URL", "https://origin.example.com"), ("ROUTES", MCP_ROUTES), ("CORS_ALLOWED_ORIGINS", APP)];
+    let audiences = format!("{AUDIENCE},{MCP_RESOURCE}");
+    let mut vars = vec![
+        ("ORIGIN_URL", "https://origin.example.com"),
+        ("ROUTES", MCP_ROUTES),
+        ("CORS_ALLOWED_ORIGINS", APP),
+        ("AUTH0_AUDIENCE", audiences.as_str()),
+    ];
     vars.extend_from_slice(extra);
     world_with(&vars, &[key(1)])
 }
@@ -1976,7 +1981,8 @@ impl World {
         match first.needs_body {
             Some(limit) => {
                 let read = &body.as_bytes()[..body.len().min(limit as usize + 1)];
-                let second = self.send(&Incoming { body: Some(read), ..request });
+                let body = Body { bytes: read, media_type: Some("application/json"), ..Body::default() };
+                let second = self.send(&Incoming { body: Some(body), ..request });
                 assert_eq!(second.needs_body, None, "the body is asked for once");
                 second
             }
@@ -2202,6 +2208,103 @@ fn a_resource_never_passes_the_clients_credential_on_whatever_forward_authorizat
     assert_eq!(api.forward.expect("forwarded").credentials, Some(Scheme::Bearer));
 }
 
+/// Review: a body the edge reads as UTF-8 JSON can be another message to a server that honours
+/// `charset=utf-7` (body-parser does) or inflates an encoding: only plain UTF-8 JSON is read.
+#[test]
+fn an_mcp_body_that_is_not_plain_utf8_json_is_refused_unread() {
+    let w = mcp_world(&[]);
+    let authorization = format!("Bearer {}", mcp_token("mcp:use"));
+    let request = Incoming { method: "POST", path: "/mcp", authorization: Some(&authorization), ..Incoming::default() };
+    let body = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list","params":{"cursor":"+ACIAfQB9-"}}"#.as_bytes();
+    for (media_type, encoding) in [
+        (Some("application/json; charset=utf-7"), None),
+        (Some("text/plain"), None),
+        (None, None),
+        (Some("application/json"), Some("gzip")),
+    ] {
+        let outcome = w.send(&Incoming {
+            body: Some(Body { bytes: body, media_type, encoding, declared_over: false }),
+            ..request
+        });
+        assert_error(&outcome.response, 415, "unsupported_media_type");
+        assert!(outcome.forward.is_none(), "{media_type:?} {encoding:?}");
+    }
+    let utf8 = Body { bytes: body, media_type: Some("application/json; charset=UTF-8"), ..Body::default() };
+    assert!(w.send(&Incoming { body: Some(utf8), ..request }).forward.is_some());
+    let over = Body { declared_over: true, media_type: Some("application/json"), ..Body::default() };
+    assert_error(&w.send(&Incoming { body: Some(over), ..request }).response, 413, "payload_too_large");
+}
+
+/// Review: the pass that only decides whether to read the body recorded the proof, and the pass
+/// with the body then refused it as replayed: no DPoP-bound POST on an MCP rule went through.
+#[test]
+fn a_dpop_bound_mcp_post_is_admitted_once_and_its_proof_is_single_use() {
+    let w = mcp_world(&[]);
+    let k = ProofKey::es256();
+    let mut claims = mint().claims();
+    claims["aud"] = json!(MCP_RESOURCE);
+    claims["scope"] = json!("mcp:use mcp:tools");
+    claims["cnf"] = json!({ "jkt": k.thumbprint() });
+    let token = sign(&json!({ "alg": "RS256", "typ": "at+jwt", "kid": "key-1" }), &claims, key(1));
+    let url = MCP_RESOURCE;
+    let proof = Proof::new(&k, "POST", url, &token, w.now_secs(), "one").sign(&k);
+    let authorization = format!("DPoP {token}");
+    let request = Incoming {
+        method: "POST",
+        url,
+        path: "/mcp",
+        authorization: Some(&authorization),
+        dpop: Some(&proof),
+        ..Incoming::default()
+    };
+    let call = tool_call("echo");
+    let body = Body { bytes: call.as_bytes(), media_type: Some("application/json"), ..Body::default() };
+    assert!(w.send(&request).needs_body.is_some());
+    let admitted = w.send(&Incoming { body: Some(body), ..request });
+    assert!(admitted.forward.is_some(), "{:?}", admitted.response);
+    // The same proof again, with or without its body, is a replay.
+    for replayed in [w.send(&Incoming { body: Some(body), ..request }), w.send(&request)] {
+        assert_error(&replayed.response, 401, "invalid_dpop_proof");
+        assert_eq!(self::body(&replayed.response)["error_description"], json!("The DPoP proof was already used"));
+    }
+}
+
+/// Review: a resource rule took tokens from every trusted issuer, so a staging tenant could mint
+/// tokens for the production resource. Only issuers that list the resource are taken.
+#[test]
+fn a_resource_takes_tokens_only_from_issuers_that_list_it() {
+    let audiences = format!("{AUDIENCE},{MCP_RESOURCE}");
+    let w = world_with(
+        &[
+            ("ORIGIN_URL", "https://origin.example.com"),
+            ("ROUTES", MCP_ROUTES),
+            ("AUTH0_AUDIENCE", &audiences),
+            ("ISSUERS", r#"[{"issuer": "https://login.example.com/", "audiences": ["https://staging.api"]}]"#),
+        ],
+        &[key(1)],
+    );
+    w.io.other_issuers.borrow_mut().push((OTHER_JWKS.into(), jwks(&[key(2)]).to_string().into_bytes()));
+    let mut claims = Mint { now: NOW, ..Mint::new(OTHER_ISSUER, MCP_RESOURCE) }.claims();
+    claims["scope"] = json!("mcp:use mcp:tools repo:admin");
+    let staging = sign(&json!({ "alg": "RS256", "kid": "key-2" }), &claims, key(2));
+    let outcome = w.mcp_post("/mcp", Some(&format!("Bearer {staging}")), None, &tool_call("delete_repo"));
+    assert_error(&outcome.response, 401, "invalid_token");
+    assert!(outcome.forward.is_none());
+    // The metadata names only the issuer that lists the resource.
+    let doc = w.call("GET", "/.well-known/oauth-protected-resource/mcp", None, None).response;
+    assert_eq!(body(&doc)["authorization_servers"], json!([ISSUER]));
+    // A resource no issuer lists could never be served: a configuration error.
+    let orphan = world_with(&[("ORIGIN_URL", "https://origin.example.com"), ("ROUTES", MCP_ROUTES)], &[key(1)]);
+    assert_eq!(orphan.config.as_ref().err().map(|e| e.variable), Some("ROUTES"));
+}
+
+#[test]
+fn without_a_resource_the_well_known_prefix_is_the_rules_to_route() {
+    let routes = r#"[{"path": "/.well-known/*", "auth": "public"}]"#;
+    let w = world_with(&[("ORIGIN_URL", "https://origin.example.com"), ("ROUTES", routes)], &[key(1)]);
+    assert!(w.call("GET", "/.well-known/oauth-protected-resource/x", None, None).forward.is_some());
+}
+
 #[test]
 fn mcp_rules_that_cannot_work_are_configuration_errors() {
     for routes in [
@@ -2210,6 +2313,7 @@ fn mcp_rules_that_cannot_work_are_configuration_errors() {
         r#"[{"path": "/mcp", "auth": "public", "mcp": {"tools/call": ["a"]}}]"#,
         r#"[{"path": "/mcp", "mcp": {"tools/call": "a"}}]"#,
         r#"[{"path": "/mcp", "mcp": [], "websocket": true}]"#,
+        r#"[{"path": "/mcp", "mcp": {"resources/read:file:///etc/secret": ["a"]}}]"#,
     ] {
         let w = world_with(&[("ORIGIN_URL", "https://origin.example.com"), ("ROUTES", routes)], &[key(1)]);
         assert_eq!(w.config.as_ref().err().map(|e| e.variable), Some("ROUTES"), "{routes}");

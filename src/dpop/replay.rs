@@ -70,6 +70,12 @@ impl ReplayCache {
         Remembered::Fresh
     }
 
+    /// Whether `jti` was recorded for `thumbprint` (without recording it). An entry past its last
+    /// second may still be found: its proof is too old to be accepted anyway.
+    pub fn seen(&self, thumbprint: &str, jti: &str) -> bool {
+        self.keys.get(thumbprint).is_some_and(|jtis| jtis.contains(jti))
+    }
+
     /// Drops every entry whose last second is before `now`, oldest bucket first.
     fn expire(&mut self, now: i64) {
         while self.expiry.front().is_some_and(|(second, _)| *second < now) {

@@ -109,21 +109,26 @@ const BODY_FIRST = new Map();
 // this isolate holding more), then the pipeline again with it. The bytes read are what the origin
 // gets: the client's stream is spent.
 async function withBody(request, known, limit, now, env, ctx) {
-  const body = await readAtMost(request, limit + 1);
+  const h = request.headers;
+  const length = h.get("content-length");
+  const declared = length === null ? NaN : Number(length);
+  // Over the limit by its own word: the pipeline refuses it unread.
+  const over = declared > limit;
+  const body = over ? new Uint8Array(0) : await readAtMost(request, limit + 1, declared);
   if (body === null) return respond(BODY_FAILED);
-  let answer = glue.fetch(request, env, ctx, known, now, body);
+  const info = (h.get("content-type") ?? "") + "\n" + (h.get("content-encoding") ?? "") + "\n" + (over ? "1" : "");
+  let answer = glue.fetch(request, env, ctx, known, now, body, info);
   if (answer instanceof Promise) answer = await answer;
   if (answer.charCodeAt(0) === 63) throw new Error("body asked twice");
+  // A refusal: the head is no longer one whose body is worth reading first.
+  if (isWire(answer)) BODY_FIRST.delete(known);
   return send(request, known, answer, now, env, ctx, body);
 }
 
 const BODY_FAILED =
   '400\ncontent-type\napplication/json\ncache-control\nno-store\0{"error":"invalid_request","error_description":"The request body could not be read"}';
 
-async function readAtMost(request, most) {
-  const length = request.headers.get("content-length");
-  const declared = length === null ? NaN : Number(length);
-  if (declared > most) return new Uint8Array(most);
+async function readAtMost(request, most, declared) {
   if (!request.body) return new Uint8Array(0);
   // A declared length the runtime holds the client to: read whole, in one step.
   if (Number.isSafeInteger(declared)) {
@@ -192,7 +197,7 @@ export default {
       }
       const limit = BODY_FIRST.get(known);
       if (limit !== undefined) return withBody(request, known, limit, now, env, ctx).catch(failed);
-      const answer = glue.fetch(request, env, ctx, known, now, undefined);
+      const answer = glue.fetch(request, env, ctx, known, now, undefined, undefined);
       // A promise when the answer had to wait for I/O (a key fetch, a rate limit).
       if (answer instanceof Promise) return answer.then((a) => send(request, known, a, now, env, ctx)).catch(failed);
       const sent = send(request, known, answer, now, env, ctx);

@@ -41,7 +41,7 @@ use crate::{
     http::HttpResponse,
     keys::store::{FetchError, JwksSource, KeyIo, SharedTier},
     operate::denylist::{DeniedEntry, DenyIo, DenyList},
-    pipeline::{self, Broken, Incoming, Keys, Setup},
+    pipeline::{self, Body, Broken, Incoming, Keys, Setup},
     token::cache::TokenCache,
     token::issuers::Issuers,
 };
@@ -167,11 +167,23 @@ fn var(env: &JsValue, name: &str) -> Option<serde_json::Value> {
 /// `head` is what the pipeline reads of the request, joined in JavaScript by `entry.mjs`: one
 /// string crossing into wasm instead of a call back out for each header.
 #[wasm_bindgen]
-pub fn fetch(request: Request, env: JsValue, ctx: JsValue, head: String, now: f64, body: Option<Vec<u8>>) -> JsValue {
+/// `body`: read by entry.mjs when an earlier answer asked for it, with `body_info`: its
+/// `Content-Type`, `Content-Encoding` and "1" when `Content-Length` was over the limit (nothing
+/// read), a line each.
+pub fn fetch(
+    request: Request,
+    env: JsValue,
+    ctx: JsValue,
+    head: String,
+    now: f64,
+    body: Option<Vec<u8>>,
+    body_info: Option<String>,
+) -> JsValue {
     console_error_panic_hook::set_once();
     let now = now as u64;
     let isolate = isolate(&env);
     let parts = Parts::parse(head);
+    let body = body.map(|bytes| (bytes, body_info.unwrap_or_default()));
     let mut answer = Box::pin(serve(request, parts, body, isolate, env, ctx, now));
     // Poll once in place: most answers (public routes, refusals, cached tokens) need no I/O and are
     // returned without a promise. A future that pends is polled again by the promise's executor,
@@ -261,7 +273,7 @@ fn split_url(url: &str) -> (Option<&str>, &str, &str) {
 async fn serve(
     request: Request,
     parts: Parts,
-    body: Option<Vec<u8>>,
+    body: Option<(Vec<u8>, String)>,
     isolate: Rc<Isolate>,
     env: JsValue,
     ctx: JsValue,
@@ -269,7 +281,14 @@ async fn serve(
 ) -> JsValue {
     {
         let (incoming, path_and_query) = parts.incoming();
-        let incoming = Incoming { body: body.as_deref(), ..incoming };
+        let incoming = Incoming {
+            body: body.as_ref().map(|(bytes, info)| {
+                let mut lines = info.split('\n');
+                let mut next = || lines.next().filter(|line| !line.is_empty());
+                Body { bytes, media_type: next(), encoding: next(), declared_over: next() == Some("1") }
+            }),
+            ..incoming
+        };
         let mut installs_before = 0;
         let outcome = match isolate.as_ref() {
             Ok(ready) => {

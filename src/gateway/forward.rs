@@ -59,8 +59,9 @@ pub struct GatewayConfig {
 /// One `CLAIM_HEADERS` entry: the header's name (lower case) and the claim it carries.
 pub type ClaimHeader = (Rc<str>, Rc<str>);
 
-/// An MCP body is held in memory while its scopes are read: 16 MiB at most.
-pub const MAX_MCP_BODY_BYTES: u64 = 16 * 1024 * 1024;
+/// An MCP body is held in memory while its scopes are read, and its parsed form takes up to ~20
+/// times its size (a body of many small values): 4 MiB at most keeps that within an isolate's memory.
+pub const MAX_MCP_BODY_BYTES: u64 = 4 * 1024 * 1024;
 
 /// How long the origin has to send its response headers.
 pub const DEFAULT_ORIGIN_TIMEOUT_SECONDS: u64 = 30;

@@ -64,7 +64,28 @@ impl Resource {
     }
 }
 
-/// A rule's `"mcp"` map: the scopes each method, or method and tool (or resource, prompt) name, needs.
+/// Whether a body's `Content-Type` and `Content-Encoding` say plain UTF-8 JSON: `application/json`
+/// with no parameter but `charset=utf-8` (any case, quoted or not), and no encoding but `identity`.
+/// A missing `Content-Type` is refused too: a server may guess otherwise.
+pub fn is_plain_json(media_type: Option<&str>, encoding: Option<&str>) -> bool {
+    let encoded = encoding.is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
+    let Some(media_type) = media_type else { return false };
+    let mut parts = media_type.split(';');
+    let essence_ok = parts.next().is_some_and(|e| e.trim().eq_ignore_ascii_case("application/json"));
+    let params_ok = parts.all(|param| match param.split_once('=') {
+        Some((name, value)) => {
+            name.trim().eq_ignore_ascii_case("charset") && value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        None => param.trim().is_empty(),
+    });
+    !encoded && essence_ok && params_ok
+}
+
+/// The methods whose `params.name` names what is called, so that `method:name` keys may name it.
+/// (`resources/read` names a `uri`, not a `name`: a key for one would never match.)
+pub const NAMED_METHODS: [&str; 2] = ["tools/call", "prompts/get"];
+
+/// A rule's `"mcp"` map: the scopes each method, or a tool or prompt by name, needs.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct McpScopes {
     entries: Vec<(Rc<str>, Vec<String>)>,
@@ -89,6 +110,9 @@ impl McpScopes {
             let (method, name) = key.split_once(':').map_or((key.as_str(), None), |(m, n)| (m, Some(n)));
             if method.is_empty() || name.is_some_and(str::is_empty) || !key.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(format!("mcp: {key:?} is not a method or method:name"));
+            }
+            if name.is_some() && !NAMED_METHODS.contains(&method) {
+                return Err(format!("mcp: {key:?}: only tools/call:<tool> and prompts/get:<prompt> name a target"));
             }
             let list: Option<Vec<String>> =
                 scopes.as_array().and_then(|items| items.iter().map(|s| s.as_str().map(str::to_owned)).collect());
@@ -194,6 +218,30 @@ mod tests {
     }
 
     #[test]
+    fn only_plain_utf8_json_is_read() {
+        for good in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+        ] {
+            assert!(is_plain_json(Some(good), None), "{good}");
+            assert!(is_plain_json(Some(good), Some("identity")), "{good}");
+        }
+        for bad in [
+            "application/json; charset=utf-7",
+            "application/json; charset=shift_jis",
+            "text/plain",
+            "application/jsonx",
+            "application/json; x=1",
+        ] {
+            assert!(!is_plain_json(Some(bad), None), "{bad}");
+        }
+        assert!(!is_plain_json(None, None));
+        assert!(!is_plain_json(Some("application/json"), Some("gzip")));
+    }
+
+    #[test]
     fn a_resource_names_its_path_inserted_metadata() {
         let r = Resource::parse("https://api.example.com/mcp").unwrap();
         assert_eq!(&*r.metadata_path, "/.well-known/oauth-protected-resource/mcp");
@@ -274,6 +322,7 @@ mod tests {
             json!({"": ["a"]}),
             json!({"tools/call:": ["a"]}),
             json!({"m": ["a b"]}),
+            json!({"resources/read:file:///etc/secret": ["a"]}),
         ] {
             assert!(McpScopes::parse(&bad, check).is_err(), "{bad}");
         }

@@ -514,6 +514,16 @@ impl Rules {
         }
     }
 
+    /// Whether `uri` is some rule's `resource` (its tokens are for that rule alone).
+    pub fn is_resource(&self, uri: &str) -> bool {
+        self.rules.iter().any(|r| r.resource.as_ref().is_some_and(|res| *res.uri == *uri))
+    }
+
+    /// Every rule's `resource`.
+    pub fn resources(&self) -> impl Iterator<Item = &Resource> {
+        self.rules.iter().filter_map(|r| r.resource.as_ref())
+    }
+
     /// The rule whose `resource` metadata is served at `path` (RFC 9728 §3.1), if any.
     pub fn resource_at(&self, path: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.resource.as_ref().is_some_and(|res| *res.metadata_path == *path))

@@ -70,11 +70,13 @@ pub enum Reason {
     PayloadTooLarge,
     /// An MCP rule called from an `Origin` not allowed (DNS rebinding).
     OriginNotAllowed,
+    /// An MCP POST whose body is not plain UTF-8 JSON.
+    UnsupportedMediaType,
 }
 
 impl Reason {
     /// Every reason, in the order docs/operating.md lists them.
-    pub const ALL: [Reason; 34] = [
+    pub const ALL: [Reason; 35] = [
         Reason::Ok,
         Reason::Public,
         Reason::Anonymous,
@@ -109,6 +111,7 @@ impl Reason {
         Reason::InternalError,
         Reason::PayloadTooLarge,
         Reason::OriginNotAllowed,
+        Reason::UnsupportedMediaType,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -147,6 +150,7 @@ impl Reason {
             Reason::InternalError => "internal_error",
             Reason::PayloadTooLarge => "payload_too_large",
             Reason::OriginNotAllowed => "origin_not_allowed",
+            Reason::UnsupportedMediaType => "unsupported_media_type",
         }
     }
 
@@ -197,6 +201,7 @@ impl Reason {
             ApiError::OriginTimeout => Reason::OriginTimeout,
             ApiError::PayloadTooLarge { .. } => Reason::PayloadTooLarge,
             ApiError::OriginNotAllowed => Reason::OriginNotAllowed,
+            ApiError::UnsupportedMediaType => Reason::UnsupportedMediaType,
         }
     }
 
@@ -553,6 +558,7 @@ mod tests {
             (ApiError::OriginTimeout, "origin_timeout"),
             (ApiError::PayloadTooLarge { limit: 1 }, "payload_too_large"),
             (ApiError::OriginNotAllowed, "origin_not_allowed"),
+            (ApiError::UnsupportedMediaType, "unsupported_media_type"),
             (ApiError::InvalidRequest(RequestProblem::NotJsonRpc), "invalid_request"),
         ];
         for (error, reason) in cases {
