@@ -18,7 +18,7 @@ case "$SECONDS_PER_TARGET" in '' | *[!0-9]* | 0)
     exit 2
     ;;
 esac
-TARGETS="${FUZZ_TARGETS:-token_pipeline jwks_parse routes path_safety dpop_proof json_parse}"
+TARGETS="${FUZZ_TARGETS:-token_pipeline jwks_parse routes path_safety dpop_proof json_parse mcp_body}"
 CARGO_FUZZ_VERSION=0.13.2
 CARGO_FUZZ_BIN="$TOOLS_DIR/cargo-fuzz-$CARGO_FUZZ_VERSION/bin/cargo-fuzz"
 # -a: debug assertions and overflow checks in the core, as in its host tests.

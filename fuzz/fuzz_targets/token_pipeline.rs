@@ -145,6 +145,7 @@ fuzz_target!(|data: &[u8]| {
         address: None,
         upgrade: None,
         preflight: selector & 0x80 != 0,
+        body: None,
     };
 
     // One isolate per input, so that every input is judged alone and reproduces alone.
