@@ -8,22 +8,18 @@
 // proofs, checked by the worker). EDGE_AUTH_BROWSER_DPOP=0 leaves the DPoP runs out.
 // EDGE_AUTH_SCREENSHOT=path saves the page signed in as dev-user|2 (the README's picture), on
 // dev.sh's usual ports so that the picture shows what a person sees.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { freePorts, startDev } from '../js/devsh.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CHROMIUM = process.env.EDGE_AUTH_CHROMIUM || '/usr/bin/chromium';
 // No sandbox (containers and root), no GPU, and nothing that calls home: the test needs loopback only.
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const DPOP = process.env.EDGE_AUTH_BROWSER_DPOP !== '0';
 const SCREENSHOT = process.env.EDGE_AUTH_SCREENSHOT;
-const STARTUP_MS = 300_000;
 const STEP_MS = 30_000;
 
 let failures = 0;
@@ -32,65 +28,14 @@ function check(name, ok, detail = '') {
   if (!ok) failures += 1;
 }
 
-// n distinct free loopback ports: all held open until each is known, so no two are the same.
-async function freePorts(n) {
-  const servers = await Promise.all(Array.from({ length: n }, () => new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => resolve(server));
-    server.on('error', reject);
-  })));
-  const ports = servers.map((server) => server.address().port);
-  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
-  return ports;
-}
-
-// dev.sh --demo in a process group of its own, so that stopping it stops wrangler, workerd and the
-// issuer with it. Resolves with the page URL once dev.sh prints it (all three answer by then).
+// dev.sh --demo: resolves with the page URL once dev.sh prints it (all three answer by then).
 function startDemo(ports) {
-  const child = spawn('sh', ['scripts/dev.sh', '--demo'], {
-    cwd: ROOT,
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: {
-      ...process.env,
-      WORKER_PORT: String(ports.worker),
-      ISSUER_PORT: String(ports.issuer),
-      PAGE_PORT: String(ports.page),
-      INSPECTOR_PORT: String(ports.inspector),
-      EDGE_AUTH_PREBUILT: '1',
-      WRANGLER_SEND_METRICS: 'false',
-      CI: 'true',
-    },
-  });
-  let log = '';
-  const ready = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('dev.sh --demo printed no page URL in 5 minutes')), STARTUP_MS);
-    const read = (chunk) => {
-      log += chunk;
-      const match = log.match(/^page: (\S+)$/m);
-      if (match) {
-        clearTimeout(timer);
-        resolve(match[1]);
-      }
-    };
-    child.stdout.on('data', read);
-    child.stderr.on('data', read);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`dev.sh --demo exited (${code}) before printing the page URL`));
-    });
-  });
-  const stop = async () => {
-    if (child.exitCode !== null) return;
-    const exited = new Promise((resolve) => child.on('exit', resolve));
-    try {
-      process.kill(-child.pid, 'SIGTERM');
-    } catch {
-      return;
-    }
-    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 10_000))]);
-  };
-  return { ready, stop, log: () => log };
+  return startDev('--demo', {
+    WORKER_PORT: String(ports.worker),
+    ISSUER_PORT: String(ports.issuer),
+    PAGE_PORT: String(ports.page),
+    INSPECTOR_PORT: String(ports.inspector),
+  }, 'page');
 }
 
 // A browser with a profile of its own: no cookies, storage or DPoP keys carried between runs.

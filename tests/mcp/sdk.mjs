@@ -7,14 +7,9 @@
 //   and client_credentials (ClientCredentialsProvider) for an agent with no user.
 //
 //   node tests/mcp/sdk.mjs            (scripts/test.sh runs it after the browser test)
-import { spawn } from 'node:child_process';
-import net from 'node:net';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { connectAsMachine, connectAsUser, textOf } from '../../examples/mcp/client.mjs';
+import { freePorts, startDev } from '../js/devsh.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const STARTUP_MS = 300_000;
 
 let failures = 0;
 function check(name, ok, detail = '') {
@@ -22,63 +17,10 @@ function check(name, ok, detail = '') {
   if (!ok) failures += 1;
 }
 
-async function freePorts(n) {
-  const servers = await Promise.all(Array.from({ length: n }, () => new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => resolve(server));
-    server.on('error', reject);
-  })));
-  const ports = servers.map((server) => server.address().port);
-  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
-  return ports;
-}
-
-// dev.sh --mcp in a process group of its own; resolves with the MCP URL once dev.sh prints it.
+// dev.sh --mcp: resolves with the MCP URL once dev.sh prints it.
 function startMcp(ports) {
-  const child = spawn('sh', ['scripts/dev.sh', '--mcp'], {
-    cwd: ROOT,
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: {
-      ...process.env,
-      WORKER_PORT: String(ports[0]),
-      ISSUER_PORT: String(ports[1]),
-      MCP_PORT: String(ports[2]),
-      INSPECTOR_PORT: String(ports[3]),
-      EDGE_AUTH_PREBUILT: '1',
-      WRANGLER_SEND_METRICS: 'false',
-      CI: 'true',
-    },
-  });
-  let log = '';
-  const ready = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('dev.sh --mcp printed no MCP URL in 5 minutes')), STARTUP_MS);
-    const read = (chunk) => {
-      log += chunk;
-      const match = log.match(/^mcp: (\S+)$/m);
-      if (match) {
-        clearTimeout(timer);
-        resolve(match[1]);
-      }
-    };
-    child.stdout.on('data', read);
-    child.stderr.on('data', read);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`dev.sh --mcp exited (${code}) before printing the MCP URL`));
-    });
-  });
-  const stop = async () => {
-    if (child.exitCode !== null) return;
-    const exited = new Promise((resolve) => child.on('exit', resolve));
-    try {
-      process.kill(-child.pid, 'SIGTERM');
-    } catch {
-      return;
-    }
-    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 10_000))]);
-  };
-  return { ready, stop, log: () => log };
+  const [worker, issuer, mcp, inspector] = ports.map(String);
+  return startDev('--mcp', { WORKER_PORT: worker, ISSUER_PORT: issuer, MCP_PORT: mcp, INSPECTOR_PORT: inspector }, 'mcp');
 }
 
 async function run(url, issuerPort) {
