@@ -505,9 +505,11 @@ fn kept_until(
     now_ms: u64,
     facts: &Facts,
 ) -> Option<u64> {
+    // A body is read for an MCP rule only, whose kept plan has every later body checked again
+    // ([`admits_body`]); any other body would make the answer its own.
     if rule.rate_limit.is_some()
         || request.upgrade.is_some()
-        || request.body.is_some()
+        || (request.body.is_some() && rule.mcp.is_none())
         || facts.scheme != Some(Scheme::Bearer)
         || facts.cache != Some(CacheUse::Hit)
         || facts.refresh.is_some()
@@ -564,6 +566,22 @@ fn mcp_body(
         return Err(ApiError::InsufficientScope { required: required.join(" ") });
     }
     Ok(false)
+}
+
+/// For a plan kept for its head on an MCP rule (a token's answer, [`Outcome::kept_until`]): whether
+/// this request's body is admitted as the kept one's was, by the same rule for the same cached
+/// token: `false` when it is not, or when the rule or the token is no longer what it was (the
+/// caller then runs the whole pipeline with the body, which answers and records the refusal). The
+/// head's own checks held when the plan was kept, and hold while it is kept.
+pub fn admits_body(request: &Incoming<'_>, config: &Config, rules: &Rules, tokens: &RefCell<TokenCache>) -> bool {
+    let Match::Rule(rule) = rules.find(request.method, request.path) else { return false };
+    if rule.mcp.is_none() || request.body.is_none() {
+        return false;
+    }
+    let Ok((Scheme::Bearer, raw)) = extract::credential(request.authorization, config.dpop.mode) else { return false };
+    let Some(verified) = tokens.borrow().get(raw) else { return false };
+    let mut facts = Facts::default();
+    matches!(mcp_body(rule, request, config, Some(&verified.principal), &mut facts), Ok(false))
 }
 
 /// RFC 9728 §2: the resource, who issues its tokens, the scopes its rule and `mcp` map name, how a

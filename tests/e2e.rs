@@ -2289,6 +2289,14 @@ fn an_mcp_rule_is_a_protected_resource_that_reads_the_json_rpc_body() {
         assert_eq!(seen.header("dpop"), None);
         assert_eq!(seen.header("x-auth-subject").as_deref(), Some("dev-user|1"));
     }
+    // The plan kept for that head is used again only for a body its token may send.
+    let hits = origin.hits();
+    let r = post(Some(&enough), Some(APP_ORIGIN), &call("delete_repo"));
+    assert_eq!((r.status, r.error().as_str()), (403, "insufficient_scope"), "{}", r.body);
+    let r = post(Some(&enough), Some(APP_ORIGIN), "not json");
+    assert_eq!((r.status, r.error().as_str()), (400, "invalid_request"), "{}", r.body);
+    assert_eq!(origin.hits(), hits, "a kept plan never forwards a body it would refuse");
+    assert_eq!(Received::of(&post(Some(&enough), Some(APP_ORIGIN), &call("echo"))).header("authorization"), None);
     let get = Received::of(&request(w.port, "GET", "/mcp", &[("Authorization", &enough)]));
     assert_eq!(get.header("authorization"), None);
     // Another rule keeps FORWARD_AUTHORIZATION.

@@ -2319,3 +2319,33 @@ fn mcp_rules_that_cannot_work_are_configuration_errors() {
         assert_eq!(w.config.as_ref().err().map(|e| e.variable), Some("ROUTES"), "{routes}");
     }
 }
+
+/// A plan kept for an MCP rule's head is used again only for a body that passes as the kept one
+/// did: every later body is checked against the rule and the cached token's scopes.
+#[test]
+fn a_kept_mcp_plan_admits_only_bodies_its_token_may_send() {
+    let w = mcp_world(&[]);
+    let authorization = format!("Bearer {}", mcp_token("mcp:use mcp:tools"));
+    // Seen twice: the second answer comes from the token cache, and is kept for its head.
+    w.mcp_post("/mcp", Some(&authorization), None, &tool_call("echo"));
+    let kept = w.mcp_post("/mcp", Some(&authorization), None, &tool_call("echo"));
+    assert!(kept.kept_until.is_some(), "an admitted MCP POST's plan is kept for its head");
+    let (config, rules) = w.config.as_ref().unwrap();
+    let request = Incoming { method: "POST", path: "/mcp", authorization: Some(&authorization), ..Incoming::default() };
+    let admits = |text: &str, media_type: Option<&str>| {
+        let body = Body { bytes: text.as_bytes(), media_type, ..Body::default() };
+        pipeline::admits_body(&Incoming { body: Some(body), ..request }, config, rules, &w.tokens)
+    };
+    assert!(admits(&tool_call("echo"), Some("application/json")));
+    assert!(!admits(&tool_call("delete_repo"), Some("application/json")), "a tool needing more scope");
+    assert!(!admits("not json", Some("application/json")));
+    assert!(!admits(&tool_call("echo"), Some("application/json; charset=utf-7")));
+    // Another token (not cached) or another path: the pipeline decides afresh.
+    let other = format!("Bearer {}", mcp_token("mcp:use mcp:tools repo:admin"));
+    let echo = tool_call("echo");
+    let body = Body { bytes: echo.as_bytes(), media_type: Some("application/json"), ..Body::default() };
+    let unknown = Incoming { authorization: Some(&other), body: Some(body), ..request };
+    assert!(!pipeline::admits_body(&unknown, config, rules, &w.tokens));
+    let elsewhere = Incoming { path: "/api/x", body: Some(body), ..request };
+    assert!(!pipeline::admits_body(&elsewhere, config, rules, &w.tokens));
+}

@@ -89,14 +89,26 @@ function send(request, known, answer, now, env, ctx, body) {
     entry = { value: open(answer.slice(1)), until: Infinity, installed: undefined, head: known, made: now };
   } else {
     const end = answer.indexOf("\n");
-    const [made, until, installed] = answer.slice(1, end).split(",").map(Number);
-    entry = { value: open(answer.slice(end + 1)), until, installed, head: known, made };
+    const [made, until, installed, limit] = answer.slice(1, end).split(",").map(Number);
+    // `limit`: a plan for an MCP rule, whose every body is checked before the plan is used again.
+    entry = { value: open(answer.slice(end + 1)), until, installed, head: known, made, limit };
   }
   if (known.length <= MAX_KEPT_HEAD) {
     if (KEPT.size >= MAX_KEPT && !KEPT.has(known)) KEPT.delete(KEPT.keys().next().value);
     KEPT.set(known, entry);
   }
-  return again(request, entry);
+  return again(request, entry, body);
+}
+
+// A plan kept for an MCP rule's head: this request's body is read and checked in wasm (the rule's
+// scopes for its messages, against the kept token's); if it does not pass as the kept one did, the
+// whole pipeline runs with it, and answers and records what it finds.
+async function againWithBody(request, entry, known, now, env, ctx) {
+  const read = await readBody(request, entry.limit);
+  if (read === null) return respond(BODY_FAILED);
+  if (glue.admits_body(known, read.body, read.info)) return forward(request, entry.value, glue, entry, read.body);
+  KEPT.delete(known);
+  return answerWithBody(request, known, read, now, env, ctx);
 }
 
 // Heads whose answer needed the body before, with the body's limit: the same head's next request
@@ -109,20 +121,32 @@ const BODY_FIRST = new Map();
 // this isolate holding more), then the pipeline again with it. The bytes read are what the origin
 // gets: the client's stream is spent.
 async function withBody(request, known, limit, now, env, ctx) {
+  const read = await readBody(request, limit);
+  if (read === null) return respond(BODY_FAILED);
+  return answerWithBody(request, known, read, now, env, ctx);
+}
+
+async function answerWithBody(request, known, read, now, env, ctx) {
+  let answer = glue.fetch(request, env, ctx, known, now, read.body, read.info);
+  if (answer instanceof Promise) answer = await answer;
+  if (answer.charCodeAt(0) === 63) throw new Error("body asked twice");
+  // A refusal: the head is no longer one whose body is worth reading first.
+  if (isWire(answer)) BODY_FIRST.delete(known);
+  return send(request, known, answer, now, env, ctx, read.body);
+}
+
+// The body and what says how to read it (`info`: Content-Type, Content-Encoding, "1" when the
+// declared length is over the limit, a line each); null when the client's body failed.
+async function readBody(request, limit) {
   const h = request.headers;
   const length = h.get("content-length");
   const declared = length === null ? NaN : Number(length);
   // Over the limit by its own word: the pipeline refuses it unread.
   const over = declared > limit;
   const body = over ? new Uint8Array(0) : await readAtMost(request, limit + 1, declared);
-  if (body === null) return respond(BODY_FAILED);
+  if (body === null) return null;
   const info = (h.get("content-type") ?? "") + "\n" + (h.get("content-encoding") ?? "") + "\n" + (over ? "1" : "");
-  let answer = glue.fetch(request, env, ctx, known, now, body, info);
-  if (answer instanceof Promise) answer = await answer;
-  if (answer.charCodeAt(0) === 63) throw new Error("body asked twice");
-  // A refusal: the head is no longer one whose body is worth reading first.
-  if (isWire(answer)) BODY_FIRST.delete(known);
-  return send(request, known, answer, now, env, ctx, body);
+  return { body, info };
 }
 
 const BODY_FAILED =
@@ -170,9 +194,9 @@ function open(text) {
 
 // A kept answer, or a kept plan: a failure hands back the head, the clock and the installs it was
 // made with.
-function again(request, entry) {
+function again(request, entry, body) {
   const kept = entry.value;
-  return kept.init === undefined ? forward(request, kept, glue, entry) : new Response(kept.body, kept.init);
+  return kept.init === undefined ? forward(request, kept, glue, entry, body) : new Response(kept.body, kept.init);
 }
 
 // Whether a kept entry still holds: always for one fixed by the head; for a token's, until its
@@ -190,6 +214,7 @@ export default {
       const entry = KEPT.get(known);
       if (entry !== undefined) {
         if (holds(entry, now)) {
+          if (entry.limit !== undefined) return againWithBody(request, entry, known, now, env, ctx).catch(failed);
           const sent = again(request, entry);
           return sent instanceof Promise ? sent.catch(failed) : sent;
         }

@@ -349,9 +349,10 @@ async fn serve(
                 // keeps its plan) and not held: were the origin to fail, its decision is the
                 // pipeline's answer to the same head again (`kept_decision`).
                 let names = parts.get(Parts::NAMES);
-                let mark = names
-                    .filter(|_| observe::records_nothing(&env, policy, &decision))
-                    .and_then(|_| keep_mark(outcome.fixed, outcome.kept_until, ready, installs_before, now));
+                let mark = names.filter(|_| observe::records_nothing(&env, policy, &decision)).and_then(|_| {
+                    let limit = incoming.body.and(Some(gateway.mcp_max_body_bytes));
+                    keep_mark(outcome.fixed, outcome.kept_until, ready, installs_before, now, limit)
+                });
                 // Otherwise the origin's answer comes back in JavaScript (forward.mjs), and the
                 // decision waits for it there when it is to be recorded (see `observe::hold`).
                 let held = match mark {
@@ -379,7 +380,7 @@ async fn serve(
         // the next request with the same head itself, without calling in.
         let mark = match isolate.as_ref() {
             Ok(ready) if observe::records_nothing(&env, policy, &decision) => {
-                keep_mark(outcome.fixed, outcome.kept_until, ready, installs_before, now)
+                keep_mark(outcome.fixed, outcome.kept_until, ready, installs_before, now, None)
             }
             _ => None,
         };
@@ -399,12 +400,39 @@ async fn serve(
 /// back (with `installed`) if a kept forward's origin fails. A token's answer is not kept when a
 /// key set or the deny list's copy was replaced while it was being made (`installs_before`): it
 /// was judged on what was there before.
-fn keep_mark(fixed: bool, kept_until: Option<u64>, ready: &Ready, installs_before: u64, now: u64) -> Option<String> {
+/// A plan kept for an MCP rule's head says, after `installed`, the body limit: each later body is
+/// read and checked ([`admits_body`]) before the plan is used again.
+fn keep_mark(
+    fixed: bool,
+    kept_until: Option<u64>,
+    ready: &Ready,
+    installs_before: u64,
+    now: u64,
+    body_limit: Option<u64>,
+) -> Option<String> {
     if fixed {
         return Some(FIXED.to_string());
     }
     let until = kept_until.filter(|_| ready.installs() == installs_before)?;
-    Some(format!("{KEPT}{now},{until},{}\n", ready.installed()))
+    let installed = ready.installed();
+    Some(match body_limit {
+        Some(limit) => format!("{KEPT}{now},{until},{installed},{limit}\n"),
+        None => format!("{KEPT}{now},{until},{installed}\n"),
+    })
+}
+
+/// Whether `body` passes the MCP rule of the plan kept for `head` (see `pipeline::admits_body`);
+/// `info` as `fetch` takes it.
+#[wasm_bindgen]
+pub fn admits_body(head: String, body: Vec<u8>, info: String) -> bool {
+    let Some(ready) = ready() else { return false };
+    let parts = Parts::parse(head);
+    let (incoming, _) = parts.incoming();
+    let mut lines = info.split('\n');
+    let mut next = || lines.next().filter(|line| !line.is_empty());
+    let body = Body { bytes: &body, media_type: next(), encoding: next(), declared_over: next() == Some("1") };
+    let incoming = Incoming { body: Some(body), ..incoming };
+    pipeline::admits_body(&incoming, &ready.config, &ready.rules, &ready.tokens)
 }
 
 /// What a kept token answer is checked against in `entry.mjs` on each use: changes whenever an
