@@ -3,7 +3,8 @@
 # then the end-to-end suite against the real worker in wrangler dev (workerd) and local mocks,
 # then the browser test (headless Chromium, Auth0's SPA SDK, the demo page; tests/browser/demo.mjs),
 # then MCP clients written with the official SDK against an MCP server behind the gateway
-# (tests/mcp/sdk.mjs).
+# (tests/mcp/sdk.mjs), then the MCP conformance suite's server scenarios through the gateway
+# (tests/mcp/conformance.mjs).
 set -eu
 . "$(dirname "$0")/tools.sh"
 cd "$ROOT"
@@ -27,3 +28,5 @@ say "browser test (chromium + playwright-core: the demo page logs in at the dev 
 EDGE_AUTH_PREBUILT=1 node tests/browser/demo.mjs
 say "MCP test (the official SDK's clients: discovery, registration, PKCE with resource, step-up, client_credentials)"
 EDGE_AUTH_PREBUILT=1 node tests/mcp/sdk.mjs
+say "MCP conformance suite (its server scenarios against our SDK server, directly and through the gateway)"
+EDGE_AUTH_PREBUILT=1 node tests/mcp/conformance.mjs
