@@ -128,7 +128,7 @@ pub fn compile_rules(config: &Config) -> Result<Rules, ConfigError> {
             // A resource's tokens come from the issuers that list it among their audiences, and
             // only from them: one that no issuer lists could never be served.
             if let Some(orphan) =
-                rules.resources().find(|r| !config.issuers.iter().any(|i| i.audiences.contains(&r.uri.to_string())))
+                rules.resources().find(|r| !config.issuers.iter().any(|i| i.audiences.iter().any(|a| **a == *r.uri)))
             {
                 return Err(ConfigError {
                     variable: "ROUTES",
@@ -183,7 +183,8 @@ pub struct Outcome {
     pub kept_until: Option<u64>,
     /// The answer depends on the body, which was not read: the edge reads at most this many bytes
     /// plus one and asks again with [`Incoming::body`]. Asked only once the head is admitted
-    /// (origin, token, rule scopes), so no one unauthenticated makes the edge read a body.
+    /// (origin, token, rule scopes), so on a rule that needs a token no one without a valid one
+    /// makes the edge read a body.
     pub needs_body: Option<u64>,
 }
 
@@ -247,7 +248,7 @@ struct Facts {
     needs_body: Option<u64>,
     /// A protected resource's rule: its metadata URL and scopes go in every challenge.
     resource_metadata: Option<Rc<str>>,
-    challenge_scope: Option<String>,
+    challenge_scope: Option<Rc<str>>,
     /// This pass only decides whether the body is worth reading (an MCP POST without its body):
     /// a DPoP proof is checked, but recorded as used only by the pass that has the body, which
     /// would otherwise find it used and refuse it.
@@ -425,7 +426,7 @@ async fn respond<I: Io, V: Verifier>(
     }
     if let Some(resource) = &rule.resource {
         facts.resource_metadata = Some(resource.metadata_url.clone());
-        facts.challenge_scope = Some(rule.scope_requirement());
+        facts.challenge_scope = Some(resource.scope.clone());
     }
     // The worker's own routes answer any OPTIONS as a preflight (no token needed).
     if request.method == "OPTIONS" && matches!(rule.responder, Responder::Message(_)) {

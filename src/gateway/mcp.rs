@@ -33,6 +33,8 @@ pub struct Resource {
     ///
     /// [`Rules::describe_resources`]: crate::gateway::rules::Rules::describe_resources
     pub document: Rc<str>,
+    /// What its 401 challenges name as `scope`: the rule's scopes, space-separated (set with the rule).
+    pub scope: Rc<str>,
 }
 
 impl Resource {
@@ -60,6 +62,7 @@ impl Resource {
             metadata_path: format!("{WELL_KNOWN}{path}").into(),
             metadata_url: format!("{scheme}://{authority}{WELL_KNOWN}{path}").into(),
             document: "{}".into(),
+            scope: "".into(),
         })
     }
 }

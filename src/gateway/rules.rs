@@ -466,7 +466,7 @@ impl Rules {
         if mcp.is_some() && websocket {
             return Err("an mcp rule streams over HTTP (SSE), not a WebSocket".into());
         }
-        Ok(Rule {
+        let mut rule = Rule {
             path: path.into(),
             pattern,
             methods,
@@ -479,7 +479,13 @@ impl Rules {
             resource,
             mcp,
             responder: Responder::Origin,
-        })
+        };
+        // Once per isolate: every challenge of the rule names it.
+        let scope = rule.scope_requirement().into();
+        if let Some(resource) = rule.resource.as_mut() {
+            resource.scope = scope;
+        }
+        Ok(rule)
     }
 
     /// The methods the rules whose path matches take, in rule order, each once (`GET` brings
