@@ -137,11 +137,12 @@ def build_worker(workdir):
     return ours, upload
 
 
-def bundle_peer(workdir):
-    peer = workdir / "peer"
+def bundle_peer(workdir, source=PEER_SOURCE, name="peer"):
+    """A JavaScript peer bundled with esbuild as wrangler would: workdir/name/worker.js."""
+    peer = workdir / name
     shutil.rmtree(peer, ignore_errors=True)
     # The conditions wrangler uses, so jose resolves to the build a deployed peer would get.
-    run([ROOT / "node_modules" / ".bin" / "esbuild", PEER_SOURCE, "--bundle", "--format=esm",
+    run([ROOT / "node_modules" / ".bin" / "esbuild", source, "--bundle", "--format=esm",
          "--platform=neutral", "--main-fields=module,main", "--conditions=workerd,worker,browser",
          "--log-level=warning", f"--outfile={peer / 'worker.js'}"])
     return peer

@@ -1,7 +1,10 @@
 """The latency the gateway hop adds: the same request sent straight to a local origin, and sent
 through edge-auth in gateway mode (release bundle on bare workerd, never `wrangler dev`).
 
-Usage: python3 bench/gateway.py [seconds-per-run] [rounds]   (./scripts/bench.sh --gateway does this)
+Usage: python3 bench/gateway.py [seconds-per-run] [rounds] [--only TEXT]   (./scripts/bench.sh --gateway)
+
+--only TEXT measures the rows whose name holds TEXT (and the floor each is compared with), for a
+quick look at one comparison while working on it.
 
 The origin is the dev issuer's echo origin (`edge-auth-dev-issuer origin`, HTTP/1.1 keep-alive,
 a thread per connection). wrk keeps its 8 connections open in both set-ups; workerd keeps its own
@@ -13,6 +16,10 @@ checked before the hop), next to the pass-through sending the same POST (its "vs
 is against that row).
 For scale, the same hop through a plain JavaScript pass-through worker that checks nothing
 (`bench/peer/passthrough.js`) on the same workerd: most of the hop is workerd's own outbound fetch.
+And the peer a Workers user would write instead: a jose gateway (`bench/peer/jose-gateway.js`:
+createRemoteJWKSet + jwtVerify on protected paths, a plain fetch on public ones, the subject in a
+header), on its own workerd, driven on the same three routes; "vs jose gateway" is each gateway
+row's req/s over the jose gateway's on the same route, same rounds.
 """
 
 import argparse
@@ -35,6 +42,20 @@ MCP_CALL = '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"sear
 MCP_FLOOR = "JavaScript pass-through, MCP tools/call POST"
 # Distinct tokens for the required rule's cache-miss row: more than the token cache holds.
 TOKENS = 5000
+# The jose gateway's row for each gateway row it is compared with (the key is in the gateway row's name).
+JOSE = {"public": "jose gateway, public path", "repeated": "jose gateway, one token repeated",
+        "distinct": f"jose gateway, {TOKENS} distinct tokens"}
+
+
+def jose_row(name):
+    """The jose gateway row a gateway row is compared with, or None (the MCP row has none)."""
+    if not name.startswith("gateway, ") or "MCP rule" in name:
+        return None
+    return next((row for key, row in JOSE.items() if key in name), None)
+
+
+def floor_row(name):
+    return MCP_FLOOR if "MCP rule" in name else "JavaScript pass-through (checks nothing)"
 
 
 def median(values):
@@ -46,6 +67,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("seconds", nargs="?", type=int, default=10)
     parser.add_argument("rounds", nargs="?", type=int, default=3)
+    parser.add_argument("--only", help="measure the rows whose name holds this text, and their floors")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     date, flags = bench.compatibility()
@@ -82,6 +104,17 @@ def main():
         passthrough = procs.start([bench.workerd_binary(), "serve", passthrough_config], WORK / "passthrough.log")
         bench.wait_until_serving(passthrough, passthrough_port, "/public/x", WORK / "passthrough.log")
 
+        jose_dir = bench.bundle_peer(WORK, bench.ROOT / "bench" / "peer" / "jose-gateway.js", "jose-gateway")
+        jose_port = bench.free_port()
+        jose_config = WORK / "jose-gateway.capnp"
+        issuer_url = f"http://127.0.0.1:{issuer_port}/"
+        bench.capnp_config(jose_config, [("worker.js", "esModule", jose_dir / "worker.js")],
+                           {"ISSUER": issuer_url, "JWKS_URL": f"{issuer_url}.well-known/jwks.json",
+                            "AUTH0_AUDIENCE": bench.AUDIENCE, "ORIGIN_URL": f"http://127.0.0.1:{origin_port}"},
+                           jose_port, date, flags)
+        jose = procs.start([bench.workerd_binary(), "serve", jose_config], WORK / "jose-gateway.log")
+        bench.wait_until_serving(jose, jose_port, "/public/x", WORK / "jose-gateway.log")
+
         distinct = WORK / "distinct.txt"
         distinct.write_text(bench.run([bench.ISSUER_BIN, "mint", "--port", issuer_port, "--dir", key_dir, "--exp", 7200,
                                        "--count", TOKENS], stdout=subprocess.PIPE, text=True).stdout)
@@ -99,12 +132,21 @@ def main():
         runs = {
             "origin, straight": drive(origin, origin_port, "/public/x"),
             "JavaScript pass-through (checks nothing)": drive(passthrough, passthrough_port, "/public/x"),
+            JOSE["public"]: drive(jose, jose_port, "/public/x"),
             "gateway, public rule": drive(gateway, gateway_port, "/public/x"),
+            JOSE["repeated"]: drive(jose, jose_port, "/private/x", repeated),
             "gateway, required rule, one token repeated": drive(gateway, gateway_port, "/private/x", repeated),
+            JOSE["distinct"]: drive(jose, jose_port, "/private/x", distinct),
             f"gateway, required rule, {TOKENS} distinct tokens": drive(gateway, gateway_port, "/private/x", distinct),
             MCP_FLOOR: drive(passthrough, passthrough_port, "/mcp", repeated, call),
             "gateway, MCP rule, tools/call, one token repeated": drive(gateway, gateway_port, "/mcp", mcp_repeated, call),
         }
+        if args.only:
+            wanted = [name for name in runs if args.only.lower() in name.lower()]
+            if not wanted:
+                raise SystemExit(f"gateway bench: no row's name holds {args.only!r}")
+            keep = {"origin, straight", *wanted, *map(floor_row, wanted), *filter(None, map(jose_row, wanted))}
+            runs = {name: run for name, run in runs.items() if name in keep}
         for run in runs.values():
             run(2)  # warm-up: keys fetched, tokens verified once, JIT warm
         results = {name: [] for name in runs}
@@ -120,24 +162,25 @@ def main():
             return {k: median([r[k] for r in results[name]]) for k in ("p50_us", "p99_us", "rps", "cpu_us",
                                                                           "background_cores")}
 
-        straight, floor = med("origin, straight"), med("JavaScript pass-through (checks nothing)")
+        straight = med("origin, straight")
         lines = [
             f"gateway hop, {args.rounds} rounds of {args.seconds} s, wrk 1 thread 8 connections, medians:",
             "",
-            "| path | req/s | vs pass-through | p50 | p99 | p50 added over the origin | p50 added over the pass-through "
-            "| workerd CPU/req | other cores |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| path | req/s | vs pass-through | vs jose gateway | p50 | p99 | p50 added over the origin "
+            "| p50 added over the pass-through | workerd CPU/req | other cores |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        mcp_floor = med(MCP_FLOOR)
         for name in runs:
             m = med(name)
             is_origin = name == "origin, straight"
-            floor = mcp_floor if "MCP rule" in name else med("JavaScript pass-through (checks nothing)")
+            floor = None if is_origin else med(floor_row(name))
+            jose_name = jose_row(name)
+            versus_jose = f"{m['rps'] / med(jose_name)['rps']:.2f}x" if jose_name in results else "-"
             lines.append(
                 f"| {name} | {m['rps']:,.0f} | " + ("-" if is_origin else f"{m['rps'] / floor['rps']:.2f}x")
-                + f" | {m['p50_us'] / 1000:.2f} ms | {m['p99_us'] / 1000:.2f} ms | "
+                + f" | {versus_jose} | {m['p50_us'] / 1000:.2f} ms | {m['p99_us'] / 1000:.2f} ms | "
                 + ("-" if is_origin else f"{(m['p50_us'] - straight['p50_us']) / 1000:+.2f} ms")
-                + " | " + ("-" if is_origin or name.startswith("JavaScript")
+                + " | " + ("-" if is_origin or not name.startswith("gateway")
                            else f"{(m['p50_us'] - floor['p50_us']) / 1000:+.2f} ms")
                 + " | " + ("- (not a worker)" if is_origin else f"{m['cpu_us']:.0f} us")
                 + f" | {m['background_cores']:.2f} |")

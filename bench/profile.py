@@ -1,6 +1,6 @@
 """Where a request's CPU goes: a V8 CPU profile of edge-auth on bare workerd under wrk load.
 
-Usage: python3 bench/profile.py [--gateway] [--token] [--seconds N] [PATH]
+Usage: python3 bench/profile.py [--gateway] [--token | --distinct | --mcp] [--seconds N] [PATH]
        (./scripts/bench.sh --profile ... does this)
 
 The worker is the release build with the wasm's function names kept (wasm-opt --debuginfo, the
@@ -8,7 +8,8 @@ same code as shipped), so wasm functions show by name beside JavaScript and the 
 work. workerd runs with its inspector on a loopback port; bench/profile.mjs samples every 50 us
 while wrk drives PATH (default /api/public, or /public/x with --gateway, which puts a local echo
 origin behind the worker). --token sends one valid token, repeated (the token cache's steady
-state). Prints each function's share of the samples by itself and with what it called, and
+state); --distinct sends 5,000 distinct tokens (a signature check each); --mcp (gateway) POSTs an
+MCP tools/call through an mcp rule with one token repeated (bench/gateway.py's MCP row). Prints each function's share of the samples by itself and with what it called, and
 writes the profile to target/bench-profile/out.cpuprofile (Chrome DevTools opens it). Sampling
 slows the worker down; compare shares, never its times with the benchmark's.
 """
@@ -25,9 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (the benchmark's build, bundle and process helpers)
+from gateway import MCP_CALL  # noqa: E402  (the gateway bench's MCP row sends the same call)
 
 WORK = bench.WORK.parent / "bench-profile"
-ROUTES = '[{"path": "/public/*", "auth": "public"}, {"path": "/private/*"}]'
+
+ROUTES = '[{"path": "/public/*", "auth": "public"}, {"path": "/private/*"}, ' \
+    '{"path": "/mcp", "methods": ["POST"], "resource": "RESOURCE", "scopes": ["mcp:tools"], "mcp": {}}]'
 
 
 
@@ -64,11 +68,16 @@ def main():
     parser.add_argument("path", nargs="?")
     parser.add_argument("--gateway", action="store_true", help="ROUTES in front of a local echo origin")
     parser.add_argument("--token", action="store_true", help="send one valid token, repeated")
+    parser.add_argument("--distinct", action="store_true", help="send 5,000 distinct valid tokens")
+    parser.add_argument("--mcp", action="store_true", help="(with --gateway) an MCP tools/call POST, one token")
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
-    path = args.path or ("/private/x" if args.gateway and args.token else "/public/x" if args.gateway
-                         else "/api/private" if args.token else "/api/public")
+    if args.mcp and not args.gateway:
+        parser.error("--mcp profiles the gateway's MCP rule: add --gateway")
+    token = args.token or args.distinct or args.mcp
+    path = args.path or ("/mcp" if args.mcp else "/private/x" if args.gateway and token else "/public/x"
+                         if args.gateway else "/api/private" if token else "/api/public")
     WORK.mkdir(parents=True, exist_ok=True)
     date, flags = bench.compatibility()
     # scripts/build.sh's own build, with the wasm's names kept (EDGE_AUTH_BUILD_NAMES), beside build/.
@@ -83,31 +92,36 @@ def main():
         key_dir = WORK / "issuer"
         issuer = procs.start([bench.ISSUER_BIN, "serve", "--port", issuer_port, "--dir", key_dir], WORK / "issuer.log")
         bench.wait_until_serving(issuer, issuer_port, "/.well-known/jwks.json", WORK / "issuer.log")
-        bindings = {"AUTH0_DOMAIN": f"127.0.0.1:{issuer_port}", "AUTH0_AUDIENCE": bench.AUDIENCE}
+        port, inspector = bench.free_port(), bench.free_port()
+        resource = f"http://127.0.0.1:{port}/mcp"
+        bindings = {"AUTH0_DOMAIN": f"127.0.0.1:{issuer_port}", "AUTH0_AUDIENCE": f"{bench.AUDIENCE},{resource}"}
         if args.gateway:
             origin_port = bench.free_port()
             origin = procs.start([bench.ISSUER_BIN, "origin", "--port", origin_port], WORK / "origin.log")
             bench.wait_until_serving(origin, origin_port, "/public/x", WORK / "origin.log")
-            bindings.update(ORIGIN_URL=f"http://127.0.0.1:{origin_port}", ROUTES=ROUTES)
-        tokens = None
-        if args.token:
-            token = bench.run([bench.ISSUER_BIN, "mint", "--port", issuer_port, "--dir", key_dir, "--exp", 7200],
-                              stdout=subprocess.PIPE, text=True).stdout.strip()
+            bindings.update(ORIGIN_URL=f"http://127.0.0.1:{origin_port}", ROUTES=ROUTES.replace("RESOURCE", resource))
+        tokens, body = None, None
+        if token:
+            mint = [bench.ISSUER_BIN, "mint", "--port", issuer_port, "--dir", key_dir, "--exp", 7200]
+            mint += ["--count", 5000] if args.distinct else ["--aud", resource, "--scope", "mcp:tools"] if args.mcp else []
             tokens = WORK / "tokens.txt"
-            tokens.write_text(token + "\n")
-        port, inspector = bench.free_port(), bench.free_port()
+            tokens.write_text(bench.run(mint, stdout=subprocess.PIPE, text=True).stdout)
+        if args.mcp:
+            body = WORK / "mcp-call.json"
+            body.write_text(MCP_CALL)
+        method = "POST" if body else "GET"
         config = WORK / "profile.capnp"
         bench.capnp_config(config, modules, bindings, port, date, flags)
         worker = procs.start([bench.workerd_binary(), "serve", config, f"--inspector-addr=127.0.0.1:{inspector}"],
                              WORK / "worker.log")
         bench.wait_until_serving(worker, port, "/api/public" if not args.gateway else "/public/x", WORK / "worker.log")
-        bench.drive(worker, port, path, tokens, 2, 1, 8)  # warm: keys fetched, code tiered up
+        bench.drive(worker, port, path, tokens, 2, 1, 8, method=method, body=body)  # warm: keys fetched, code tiered up
         out = WORK / "out.cpuprofile"
         out.unlink(missing_ok=True)
         sampler = subprocess.Popen([bench.ROOT / "node_modules" / ".bin" / "node", bench.ROOT / "bench" / "profile.mjs",
                                     str(inspector), str(args.seconds + 1), out])
         time.sleep(0.5)
-        load = bench.drive(worker, port, path, tokens, args.seconds, 1, 8)
+        load = bench.drive(worker, port, path, tokens, args.seconds, 1, 8, method=method, body=body)
         if sampler.wait(timeout=60) != 0 or not out.exists():
             raise SystemExit("bench: the profiler got no profile")
     finally:
