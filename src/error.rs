@@ -40,6 +40,9 @@ pub enum ApiError {
     /// The deny list was never read by this isolate and cannot be read now: refused, since
     /// revocation must not fail open.
     DenylistUnavailable,
+    /// `DPOP_REPLAY=fleet`: the fleet's memory of used proofs cannot be asked, or refuses to hold
+    /// more for the key. Refused: single use must not fail open.
+    ReplayStoreUnavailable,
     /// No usable keys anywhere and the issuer cannot be reached right now.
     KeysUnavailable {
         retry_after_secs: u64,

@@ -262,6 +262,12 @@ pub fn error_response(error: &ApiError, challenge: Option<&Challenge<'_>>) -> Ht
             "Too many requests; retry after the time in Retry-After".into(),
             vec![("retry-after", retry_after_secs.to_string())],
         ),
+        ApiError::ReplayStoreUnavailable => (
+            503,
+            "temporarily_unavailable",
+            "The proof's single use cannot be checked right now".into(),
+            vec![("retry-after", "1".to_string())],
+        ),
         ApiError::DenylistUnavailable => (
             503,
             "temporarily_unavailable",

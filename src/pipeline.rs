@@ -11,17 +11,17 @@ use serde_json::json;
 use crate::{
     config::Config,
     dpop::nonce,
-    dpop::policy::DpopMode,
+    dpop::policy::{DpopMode, ReplayScope},
     dpop::proof::{self, ProofError, ProofRequest, ProofVerifier},
-    dpop::replay::{Remembered, ReplayCache},
+    dpop::replay::{FleetReplay, FleetUse, Remembered, ReplayCache},
     error::{ApiError, ConfigError, ConfigProblem, ProofProblem, RequestProblem, TokenProblem},
     gateway::limits::{self, RateLimiter},
-    gateway::rules::{self, Auth, Match, Responder, Rules},
+    gateway::rules::{self, Auth, Match, Responder, Revocation, Rules},
     gateway::{forward, mcp},
     http::{self, Challenge, HttpResponse},
     keys::store::KeyIo,
     operate::decision::{self, CacheUse, Decision, Reason},
-    operate::denylist::{DenyIo, DenyList, Snapshot, TokenIds},
+    operate::denylist::{DenyIo, DenyList, FleetCopy, FleetRevocationIo, Snapshot, TokenIds, FLEET_COPY_MS},
     outline::outline,
     token::cache::{TokenCache, Verified},
     token::claims::{self, Binding, ClaimsPolicy, Principal},
@@ -97,6 +97,8 @@ pub struct Keys<'a, I, V> {
     pub proofs: &'a RefCell<ReplayCache>,
     /// The isolate's copy of the deny list, when a `DENYLIST` is bound.
     pub denylist: Option<&'a RefCell<DenyList>>,
+    /// The isolate's copy of the fleet's revocations, when a rule reads them.
+    pub fleet: Option<&'a RefCell<FleetCopy>>,
 }
 
 /// What the pipeline runs on once the configuration was read: it, its compiled rule table, and
@@ -109,9 +111,10 @@ pub struct Setup<'a, I, V> {
 
 /// Changes whenever an issuer's key set or the deny list's copy is replaced: an answer kept for
 /// its head ([`Outcome::kept_until`]) holds only while this stays what it was.
-pub fn installed(issuers: &Issuers, denylist: Option<&RefCell<DenyList>>) -> u64 {
+pub fn installed(issuers: &Issuers, denylist: Option<&RefCell<DenyList>>, fleet: Option<&RefCell<FleetCopy>>) -> u64 {
     let keys = issuers.iter().fold(0u64, |sum, issuer| sum.wrapping_add(issuer.store.installed()));
-    keys.wrapping_add(denylist.map_or(0, |list| list.borrow().installed()))
+    let fleet = fleet.map_or(0, |copy| copy.borrow().installed());
+    keys.wrapping_add(denylist.map_or(0, |list| list.borrow().installed())).wrapping_add(fleet)
 }
 
 /// The rule table a configuration asks for: the user's `ROUTES` in gateway mode, else the demo
@@ -204,12 +207,100 @@ pub struct Forward {
 }
 
 /// How long a relayed WebSocket may live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relay {
     /// When the edge closes both sockets with 1008, in ms since the epoch: the `exp` of the token
     /// that opened it plus the clock skew (`CLOCK_SKEW_SECONDS`), the moment a request with that
     /// token would be refused. `None` for a socket opened without a token (a public rule).
     pub close_at_ms: Option<u64>,
+    /// For a socket opened with a token that a revocation list judged: what the edge checks again
+    /// while the socket is open, so that a revoked token's socket is closed (1008) too.
+    pub revocation: Option<RelayRevocation>,
+}
+
+/// What an open relay is judged by again, every `every_ms`: the token's ids, against the deny
+/// list's copy (listed again when due) and, with `fleet`, the fleet's (at most a second old).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RelayRevocation {
+    pub every_ms: u64,
+    pub kv: bool,
+    pub fleet: bool,
+    pub subject: Option<String>,
+    pub jti: Option<String>,
+    pub client: Option<String>,
+    pub issuer: Option<String>,
+}
+
+impl RelayRevocation {
+    /// As JSON, which carries any claim text (line breaks, NUL) through the plan unharmed.
+    pub fn to_json(&self) -> String {
+        crate::json::ObjectWriter::default()
+            .number("every", self.every_ms)
+            .boolean("kv", self.kv)
+            .boolean("fleet", self.fleet)
+            .maybe_text("sub", self.subject.as_deref())
+            .maybe_text("jti", self.jti.as_deref())
+            .maybe_text("client", self.client.as_deref())
+            .maybe_text("iss", self.issuer.as_deref())
+            .finish()
+    }
+
+    pub fn from_json(text: &str) -> Option<RelayRevocation> {
+        let value = crate::json::parse(text.as_bytes()).ok()?;
+        let text = |name: &str| value.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+        Some(RelayRevocation {
+            every_ms: value.get("every")?.as_u64()?,
+            kv: value.get("kv")?.as_bool()?,
+            fleet: value.get("fleet")?.as_bool()?,
+            subject: text("sub"),
+            jti: text("jti"),
+            client: text("client"),
+            issuer: text("iss"),
+        })
+    }
+}
+
+/// Whether an open relay's token is revoked now (see [`RelayRevocation`]). A deny list copy that
+/// is due is listed again first; a listing that fails keeps the last copy (the socket was
+/// admitted; the failure is logged), as a request's background listing does.
+pub async fn relay_revoked<I: Io>(
+    check: &RelayRevocation,
+    denylist: Option<&RefCell<DenyList>>,
+    fleet: Option<&RefCell<FleetCopy>>,
+    io: &I,
+    now_ms: u64,
+) -> bool {
+    let ids = TokenIds {
+        subject: check.subject.as_deref(),
+        jti: check.jti.as_deref(),
+        client: check.client.as_deref(),
+        issuer: check.issuer.as_deref(),
+    };
+    if let Some(list) = denylist.filter(|_| check.kv) {
+        if list.borrow_mut().claim_refresh(now_ms) {
+            refresh_denylist(list, io, now_ms).await;
+        }
+        if list.borrow().copy().is_some_and(|copy| copy.matches(&ids).is_some()) {
+            return true;
+        }
+    }
+    if let Some(fleet) = fleet.filter(|_| check.fleet) {
+        let fresh = fleet.borrow().fresh(now_ms);
+        let copy = match fresh {
+            Some(copy) => Some(copy),
+            None => match io.list_revoked().await {
+                Ok((version, entries)) => Some(fleet.borrow_mut().install(version, entries, now_ms)),
+                Err(reason) => {
+                    io.log("denylist_unreadable", &fleet_line("denylist_unreadable", Some(&reason), None));
+                    fleet.borrow().copy_any()
+                }
+            },
+        };
+        if copy.is_some_and(|copy| copy.matches(&ids).is_some()) {
+            return true;
+        }
+    }
+    false
 }
 
 enum Answer {
@@ -276,8 +367,8 @@ pub trait Verifier: SignatureVerifier + ProofVerifier {}
 impl<T: SignatureVerifier + ProofVerifier> Verifier for T {}
 
 /// The runtime's I/O the pipeline may need: keys, the deny list and the rate limiters.
-pub trait Io: KeyIo + DenyIo + RateLimiter {}
-impl<T: KeyIo + DenyIo + RateLimiter> Io for T {}
+pub trait Io: KeyIo + DenyIo + RateLimiter + FleetReplay + FleetRevocationIo {}
+impl<T: KeyIo + DenyIo + RateLimiter + FleetReplay + FleetRevocationIo> Io for T {}
 
 pub async fn handle<I: Io, V: Verifier>(
     request: &Incoming<'_>,
@@ -475,6 +566,12 @@ async fn respond<I: Io, V: Verifier>(
     if let Some(list) = keys.denylist {
         outline(check_denylist(&principal, list, keys.io, now_ms, facts)).await?;
     }
+    if rule.revocation == Revocation::Fleet {
+        // The edge refuses to start without the binding a fleet rule needs (see `compile_rules`'s
+        // caller); a missing copy here is a store that cannot be read.
+        let fleet = keys.fleet.ok_or(ApiError::DenylistUnavailable)?;
+        outline(check_fleet_revocations(&principal, fleet, keys.io, now_ms, facts)).await?;
+    }
     if !rule.is_satisfied_by(|scope| principal.has_scope(scope)) {
         return Err(ApiError::InsufficientScope { required: rule.scope_requirement() });
     }
@@ -489,7 +586,21 @@ async fn respond<I: Io, V: Verifier>(
         outline(spend(limit, facts.issuer.as_deref(), Some(&principal), request, keys.io)).await?;
     }
     facts.kept_until = kept_until(rule, request, &principal, config, now_ms, facts);
-    answer(rule, Some((principal.as_ref(), token)), facts.scheme, setup, request)
+    let mut answered = answer(rule, Some((principal.as_ref(), token)), facts.scheme, setup, request)?;
+    if let Answer::Forward(Forward { relay: Some(relay), .. }) = &mut answered {
+        let kv = keys.denylist.is_some();
+        let fleet = rule.revocation == Revocation::Fleet;
+        relay.revocation = (kv || fleet).then(|| RelayRevocation {
+            every_ms: if fleet { FLEET_COPY_MS } else { config.denylist_refresh_secs.saturating_mul(1000) },
+            kv,
+            fleet,
+            subject: principal.subject.clone(),
+            jti: principal.jti.clone(),
+            client: principal.client.clone(),
+            issuer: facts.issuer.as_deref().map(str::to_owned),
+        });
+    }
+    Ok(answered)
 }
 
 /// How long an admitted token's answer holds for its head (see [`Outcome::kept_until`]). Only for
@@ -643,6 +754,7 @@ fn answer<I, V>(
                     let leeway = i64::try_from(setup.config.leeway_secs).unwrap_or(i64::MAX);
                     u64::try_from(principal.expires.saturating_add(leeway)).unwrap_or(0).saturating_mul(1000)
                 }),
+                revocation: None,
             });
             let claim_headers = match (gateway, identity) {
                 (Some(gateway), Some((principal, _))) => gateway.claim_headers(principal),
@@ -871,19 +983,64 @@ async fn check_denylist<I: Io>(
         },
     };
     facts.steady_until(Some(list.borrow().due_at_ms()));
-    let ids = TokenIds {
-        subject: principal.subject.as_deref(),
-        jti: principal.jti.as_deref(),
-        client: principal.client.as_deref(),
-        issuer: facts.issuer.as_deref(),
-    };
-    if let Some(found) = copy.matches(&ids) {
+    if let Some(found) = copy.matches(&token_ids(principal, facts)) {
         // The operator's reason is for the log only; the client is told "revoked".
         let line = json!({ "component": "edge-auth.denylist", "event": "revoked", "entry": found.kind, "reason": found.reason });
         io.log("revoked", &line.to_string());
         return Err(ApiError::InvalidToken(TokenProblem::Revoked));
     }
     Ok(())
+}
+
+fn token_ids<'a>(principal: &'a Principal, facts: &'a Facts) -> TokenIds<'a> {
+    TokenIds {
+        subject: principal.subject.as_deref(),
+        jti: principal.jti.as_deref(),
+        client: principal.client.as_deref(),
+        issuer: facts.issuer.as_deref(),
+    }
+}
+
+/// A rule with `"revocation": "fleet"`: the token is judged by a copy of the fleet's revocations at
+/// most [`FLEET_COPY_MS`] old, listed now when the isolate's is older. Never fails open: a copy
+/// that cannot be listed refuses the request (503).
+async fn check_fleet_revocations<I: Io>(
+    principal: &Principal,
+    fleet: &RefCell<FleetCopy>,
+    io: &I,
+    now_ms: u64,
+    facts: &mut Facts,
+) -> Result<(), ApiError> {
+    let fresh = fleet.borrow().fresh(now_ms);
+    let copy = match fresh {
+        Some(copy) => copy,
+        None => match io.list_revoked().await {
+            Ok((version, entries)) => fleet.borrow_mut().install(version, entries, now_ms),
+            Err(reason) => {
+                io.log("denylist_unreadable", &fleet_line("denylist_unreadable", Some(&reason), None));
+                return Err(ApiError::DenylistUnavailable);
+            }
+        },
+    };
+    // A kept answer holds no longer than the copy that judged it.
+    facts.steady_until(Some(fleet.borrow().good_until_ms()));
+    if let Some(found) = copy.matches(&token_ids(principal, facts)) {
+        io.log("revoked", &fleet_line("revoked", found.reason, Some(found.kind)));
+        return Err(ApiError::InvalidToken(TokenProblem::Revoked));
+    }
+    Ok(())
+}
+
+/// A log line about the fleet's revocations (written without `json!`, whose expansion per line
+/// costs the wasm more than the line is worth).
+fn fleet_line(event: &str, reason: Option<&str>, entry: Option<&str>) -> String {
+    crate::json::ObjectWriter::default()
+        .text("component", "edge-auth.denylist")
+        .text("event", event)
+        .text("store", "fleet")
+        .maybe_text("entry", entry)
+        .maybe_text("reason", reason)
+        .finish()
 }
 
 /// Lists the deny list after a response and installs the copy; a failure keeps the last copy.
@@ -942,16 +1099,58 @@ async fn check_proof<I: Io, V: Verifier>(
         // challenge lets an honest client retry with a proof remembered for a shorter time.
         Remembered::Full => {
             keys.io.log("replay_memory_full", r#"{"component":"edge-auth.dpop","event":"replay_memory_full"}"#);
-            return Err(match &config.dpop.nonce {
-                Some(nonces) => ApiError::UseDpopNonce { nonce: nonce::issue(nonces, now_secs) },
-                None => ApiError::InvalidDpopProof(ProofProblem::ReplayMemoryFull),
-            });
+            return Err(replay_full(config, now_secs));
         }
+    }
+    // New to this isolate; with `fleet`, it must be new to every other too.
+    if config.dpop.replay == ReplayScope::Fleet {
+        outline(use_in_fleet(&checked.thumbprint, &checked.jti, keep_through, config, keys.io, now_secs)).await?;
     }
     if checked.nonce_aging {
         facts.nonce = config.dpop.nonce.as_ref().map(|n| nonce::issue(n, now_secs));
     }
     Ok(())
+}
+
+/// `DPOP_REPLAY=fleet`: the proof's `jti` recorded in the fleet's store for its key, refused when
+/// any isolate used it before, and refused (503) when the store cannot be asked.
+async fn use_in_fleet<I: Io>(
+    thumbprint: &str,
+    jti: &str,
+    keep_through: i64,
+    config: &Config,
+    io: &I,
+    now_secs: i64,
+) -> Result<(), ApiError> {
+    match io.use_jti(thumbprint, jti, keep_through).await {
+        Ok(FleetUse::Fresh) => Ok(()),
+        Ok(FleetUse::Used) => Err(ApiError::InvalidDpopProof(ProofProblem::Replayed)),
+        Ok(FleetUse::Full) => {
+            io.log(
+                "replay_memory_full",
+                r#"{"component":"edge-auth.dpop","event":"replay_memory_full","store":"fleet"}"#,
+            );
+            Err(replay_full(config, now_secs))
+        }
+        Err(reason) => {
+            let line = crate::json::ObjectWriter::default()
+                .text("component", "edge-auth.dpop")
+                .text("event", "replay_store_unavailable")
+                .text("reason", &reason)
+                .finish();
+            io.log("replay_store_unavailable", &line);
+            Err(ApiError::ReplayStoreUnavailable)
+        }
+    }
+}
+
+/// A proof refused because a memory of used proofs has no room for it. A nonce challenge lets an
+/// honest client retry with a proof remembered for a shorter time.
+fn replay_full(config: &Config, now_secs: i64) -> ApiError {
+    match &config.dpop.nonce {
+        Some(nonces) => ApiError::UseDpopNonce { nonce: nonce::issue(nonces, now_secs) },
+        None => ApiError::InvalidDpopProof(ProofProblem::ReplayMemoryFull),
+    }
 }
 
 /// The error answer for a failure after the pipeline (the origin down or slow), shaped like

@@ -179,6 +179,7 @@ impl Isolate {
             tokens: &self.tokens,
             proofs: &self.proofs,
             denylist: None,
+            fleet: None,
         };
         let setup = Setup { config: &self.config, rules: &self.rules, keys };
         block_on(pipeline::handle(&request, Ok(setup), NOW as u64 * 1000))

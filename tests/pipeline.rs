@@ -21,7 +21,7 @@ use edge_auth::{
     keys::jwks::VerificationKey,
     keys::store::FetchError,
     operate::decision::CacheUse,
-    operate::denylist::{DeniedEntry, DenyList},
+    operate::denylist::{DeniedEntry, DenyList, FleetCopy},
     pipeline::{self, Body, Broken, Incoming, Keys, Outcome, Setup},
     token::cache::TokenCache,
     token::extract::Scheme,
@@ -42,6 +42,8 @@ struct World {
     proofs: RefCell<ReplayCache>,
     /// Bound only by the deny-list tests.
     denylist: Option<RefCell<DenyList>>,
+    /// The isolate's copy of the fleet's revocations (read only by a rule that asks for them).
+    fleet: RefCell<FleetCopy>,
     verifier: CountingRsa,
     /// The clock, in milliseconds; tests move it by hand.
     now: Cell<u64>,
@@ -88,6 +90,7 @@ fn world_with(vars: &[(&str, &str)], published: &[&SigningKey]) -> World {
         tokens: RefCell::default(),
         proofs: RefCell::default(),
         denylist: None,
+        fleet: RefCell::default(),
         verifier: CountingRsa::default(),
         now: Cell::new(NOW as u64 * 1000),
     }
@@ -110,6 +113,7 @@ impl World {
             tokens: &self.tokens,
             proofs: &self.proofs,
             denylist: self.denylist.as_ref(),
+            fleet: Some(&self.fleet),
         };
         let setup = match &self.config {
             Ok((config, rules)) => Ok(Setup { config, rules, keys }),
@@ -1354,12 +1358,15 @@ fn an_upgrade_is_refused_unless_its_rule_allows_a_websocket() {
     }
     // Allowed: relayed by the edge. A public socket has no deadline.
     let public = upgrade("GET", "/live", "WebSocket", None).forward.expect("relayed");
-    assert_eq!(public.relay, Some(pipeline::Relay { close_at_ms: None }));
+    assert_eq!(public.relay, Some(pipeline::Relay { close_at_ms: None, revocation: None }));
     // A socket opened with a token closes when a request with it would be refused: exp + leeway.
     assert_error(&upgrade("GET", "/feed", "websocket", None).response, 401, "missing_authorization");
     let short = format!("Bearer {}", token_with(|c| c["exp"] = json!(NOW + 60)));
     let relayed = upgrade("GET", "/feed", "websocket", Some(short.as_str())).forward.expect("relayed");
-    assert_eq!(relayed.relay, Some(pipeline::Relay { close_at_ms: Some((NOW as u64 + 60 + 30) * 1000) }));
+    assert_eq!(
+        relayed.relay,
+        Some(pipeline::Relay { close_at_ms: Some((NOW as u64 + 60 + 30) * 1000), revocation: None })
+    );
     let strict = gateway_world(&[("CLOCK_SKEW_SECONDS", "0")]);
     let outcome = strict.send(&Incoming {
         method: "GET",
@@ -1368,7 +1375,10 @@ fn an_upgrade_is_refused_unless_its_rule_allows_a_websocket() {
         authorization: Some(&short),
         ..Incoming::default()
     });
-    assert_eq!(outcome.forward.unwrap().relay, Some(pipeline::Relay { close_at_ms: Some((NOW as u64 + 60) * 1000) }));
+    assert_eq!(
+        outcome.forward.unwrap().relay,
+        Some(pipeline::Relay { close_at_ms: Some((NOW as u64 + 60) * 1000), revocation: None })
+    );
     // Without an Upgrade, a WebSocket rule is plain HTTP.
     assert_eq!(w.call("GET", "/live", None, None).forward.unwrap().relay, None);
 }
@@ -1618,6 +1628,41 @@ fn claims_are_read_only_when_a_rule_or_claim_header_names_them() {
     assert_eq!(kept, ["org_id"]);
 }
 
+/// `DPOP_REPLAY=fleet`: a proof accepted by one isolate is refused by another (two worlds, two
+/// isolates, sharing one fleet store), and a store that cannot be asked refuses (fail closed).
+#[test]
+fn with_fleet_replay_a_proof_used_in_one_isolate_is_refused_in_another_and_an_unreachable_store_refuses() {
+    let first = world_with(&[("DPOP_REPLAY", "fleet")], &[key(1)]);
+    let second = world_with(&[("DPOP_REPLAY", "fleet")], &[key(1)]);
+    *second.io.fleet_used.borrow_mut() = first.io.fleet_used.borrow().clone();
+    let k = ProofKey::es256();
+    let token = bound_token(&k);
+    let proof = Proof::new(&k, "GET", URL, &token, first.now_secs(), "fleet-once").sign(&k);
+    let authorization = format!("DPoP {token}");
+    assert_eq!(first.dpop("GET", URL, &authorization, Some(&proof)).response.status, 200);
+    assert_eq!(first.io.fleet_calls.get(), 1);
+    // The same proof at another isolate: new to it, used in the fleet.
+    assert_proof_error(&second.dpop("GET", URL, &authorization, Some(&proof)), "The DPoP proof was already used");
+    // A replay to the first isolate is refused by its own memory, without asking the fleet.
+    assert_proof_error(&first.dpop("GET", URL, &authorization, Some(&proof)), "The DPoP proof was already used");
+    assert_eq!(first.io.fleet_calls.get(), 1);
+    // Without `fleet`, the second isolate would have taken it: the default is per isolate.
+    let isolated = world();
+    assert_eq!(isolated.dpop("GET", URL, &authorization, Some(&proof)).response.status, 200);
+    assert_eq!(isolated.io.fleet_calls.get(), 0);
+    // The store down: refused with 503, the proof not taken (a retry once it is back passes).
+    *second.io.fleet_used.borrow_mut() = None;
+    let fresh = Proof::new(&k, "GET", URL, &token, second.now_secs(), "fleet-two").sign(&k);
+    let outcome = second.dpop("GET", URL, &authorization, Some(&fresh));
+    assert_error(&outcome.response, 503, "temporarily_unavailable");
+    assert_eq!(outcome.response.header("retry-after"), Some("1"));
+    assert_eq!(outcome.decision.reason.as_str(), "replay_store_unavailable");
+    assert!(second.io.events().contains(&"replay_store_unavailable".to_owned()));
+    // A misspelt setting is a configuration error, not the default.
+    let w = world_with(&[("DPOP_REPLAY", "global")], &[key(1)]);
+    assert_error(&w.get("/api/private", &valid_token()), 500, "server_misconfigured");
+}
+
 // ---- revoking now: the deny list ----
 
 fn denying(entries: &[(&str, Option<&str>)]) -> World {
@@ -1680,6 +1725,95 @@ fn a_token_the_deny_list_names_is_revoked_cached_or_not_and_the_reason_is_only_l
 fn the_issuer_entry_revokes_every_token_of_that_issuer() {
     let w = denying(&[("iss:https://tenant.example.auth0.com/", Some("tenant compromised"))]);
     assert_revoked(&w.call("GET", "/api/private", Some(&format!("Bearer {}", valid_token())), None));
+}
+
+/// `"revocation": "fleet"`: the rule judges tokens by a copy of the fleet's revocations at most a
+/// second old, listed in the foreground; kept answers last no longer than the copy; a store that
+/// cannot be listed refuses. Other rules never read it.
+#[test]
+fn a_fleet_revocation_rule_reads_a_copy_at_most_a_second_old_and_fails_closed() {
+    let routes = r#"[{"path": "/now/*", "revocation": "fleet"}, {"path": "/later/*"}]"#;
+    let w = gateway_world(&[("ROUTES", routes)]);
+    let token = valid_token();
+    let bearer = format!("Bearer {token}");
+    assert_eq!(w.call("GET", "/now/x", Some(&bearer), None).response.status, 200);
+    assert_eq!(w.io.fleet_lists.get(), 1);
+    // Cached token: kept no longer than the copy that judged it.
+    let outcome = w.call("GET", "/now/x", Some(&bearer), None);
+    assert_eq!(outcome.response.status, 200);
+    let copy_end = w.now.get() + 1000;
+    assert!(outcome.kept_until.is_some_and(|until| until <= copy_end), "{:?}", outcome.kept_until);
+    assert_eq!(w.io.fleet_lists.get(), 1, "a copy under a second old is used as it is");
+    // The operator revokes the subject: the next request a second later sees it.
+    *w.io.fleet_revoked.borrow_mut() =
+        Ok((2, vec![DeniedEntry { key: format!("sub:{}", mint().claims()["sub"].as_str().unwrap()), reason: None }]));
+    w.now.set(w.now.get() + 999);
+    assert_eq!(w.call("GET", "/now/x", Some(&bearer), None).response.status, 200);
+    w.now.set(w.now.get() + 1);
+    assert_revoked(&w.call("GET", "/now/x", Some(&bearer), None));
+    assert_eq!(w.io.fleet_lists.get(), 2);
+    // A rule on the KV list (none bound here) is not judged by the fleet's copy.
+    assert_eq!(w.call("GET", "/later/x", Some(&bearer), None).response.status, 200);
+    // The store cannot be listed once the copy is a second old: refused, never let through.
+    *w.io.fleet_revoked.borrow_mut() = Err("unreachable".into());
+    w.now.set(w.now.get() + 1000);
+    let outcome = w.call("GET", "/now/x", Some(&format!("Bearer {}", valid_token())), None);
+    assert_error(&outcome.response, 503, "temporarily_unavailable");
+    assert_eq!(outcome.decision.reason.as_str(), "denylist_unavailable");
+    // Not on a public rule: it has no token to judge.
+    let w = gateway_world(&[("ROUTES", r#"[{"path": "/*", "auth": "public", "revocation": "fleet"}]"#)]);
+    assert_error(&w.call("GET", "/x", None, None).response, 500, "server_misconfigured");
+}
+
+/// Review finding 5: a socket relayed for a token stayed open after the token was revoked. Now the
+/// relay carries the token's ids and is judged again while open: by the deny list's copy (listed
+/// again when due) and, on a fleet rule, by the fleet's.
+#[test]
+fn an_open_relay_is_judged_again_and_a_revoked_tokens_socket_is_to_be_closed() {
+    let routes =
+        r#"[{"path": "/feed", "websocket": true}, {"path": "/now", "websocket": true, "revocation": "fleet"}]"#;
+    let mut w = gateway_world(&[("ROUTES", routes)]);
+    w.denylist = Some(RefCell::new(DenyList::new(30)));
+    let token = format!("Bearer {}", valid_token());
+    let open = |path: &'static str| {
+        let outcome = w.send(&Incoming {
+            method: "GET",
+            path,
+            upgrade: Some("websocket"),
+            authorization: Some(&token),
+            ..Incoming::default()
+        });
+        outcome.forward.and_then(|f| f.relay).and_then(|r| r.revocation).expect("a relay judged by a list")
+    };
+    let kv_check = open("/feed");
+    assert_eq!((kv_check.every_ms, kv_check.kv, kv_check.fleet), (30_000, true, false));
+    let fleet_check = open("/now");
+    assert_eq!((fleet_check.every_ms, fleet_check.kv, fleet_check.fleet), (1000, true, true));
+    assert_eq!(pipeline::RelayRevocation::from_json(&fleet_check.to_json()).as_ref(), Some(&fleet_check));
+    let revoked = |check: &pipeline::RelayRevocation| {
+        block_on(pipeline::relay_revoked(check, w.denylist.as_ref(), Some(&w.fleet), &w.io, w.now.get()))
+    };
+    assert!(!revoked(&kv_check) && !revoked(&fleet_check));
+    let subject = format!("sub:{}", mint().claims()["sub"].as_str().unwrap());
+    // Written to KV: the copy is listed again once due, and the socket is then to be closed.
+    *w.io.denied.borrow_mut() = Ok(vec![DeniedEntry { key: subject.clone(), reason: None }]);
+    assert!(!revoked(&kv_check), "the copy is not due yet");
+    w.now.set(w.now.get() + 30_000);
+    assert!(revoked(&kv_check));
+    // Written to the fleet: a second later at most.
+    *w.io.denied.borrow_mut() = Ok(Vec::new());
+    w.now.set(w.now.get() + 30_000);
+    assert!(!revoked(&fleet_check));
+    *w.io.fleet_revoked.borrow_mut() = Ok((9, vec![DeniedEntry { key: subject, reason: None }]));
+    w.now.set(w.now.get() + 1000);
+    assert!(revoked(&fleet_check));
+    // A listing that fails keeps the last copy.
+    *w.io.fleet_revoked.borrow_mut() = Err("unreachable".into());
+    w.now.set(w.now.get() + 1000);
+    assert!(revoked(&fleet_check));
+    // A public socket has nothing to judge.
+    let public = w.send(&Incoming { method: "GET", path: "/feed", upgrade: Some("websocket"), ..Incoming::default() });
+    assert_error(&public.response, 401, "missing_authorization");
 }
 
 #[test]
@@ -1830,7 +1964,7 @@ fn only_public_answers_and_forwards_are_fixed_by_the_request_head() {
 // ---- answers kept for their head a while: an admitted Bearer token ----
 
 fn installed(w: &World) -> u64 {
-    pipeline::installed(&w.issuers, w.denylist.as_ref())
+    pipeline::installed(&w.issuers, w.denylist.as_ref(), Some(&w.fleet))
 }
 
 #[test]

@@ -10,7 +10,7 @@ use common::{
     dpop::{Proof, ProofKey},
 };
 use edge_auth::{
-    dpop::policy::{DpopMode, DpopPolicy},
+    dpop::policy::{DpopMode, DpopPolicy, ReplayScope},
     dpop::proof::{self, ProofError, ProofRequest},
     error::ProofProblem,
     token::verify::RustRsa,
@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 #[test]
 fn the_host_engines_give_every_proof_vector_its_verdict() {
     let corpus: Value = serde_json::from_str(include_str!("vectors/proofs.json")).unwrap();
-    let policy = DpopPolicy { mode: DpopMode::Allowed, max_age_secs: 300, nonce: None };
+    let policy = DpopPolicy { mode: DpopMode::Allowed, max_age_secs: 300, nonce: None, replay: ReplayScope::Isolate };
     let vectors = corpus["vectors"].as_array().unwrap();
     assert!(vectors.len() > 60, "the corpus is there");
     for vector in vectors {
@@ -74,7 +74,7 @@ dEtmeFWLJYE3h22trKEq/w==
 ";
 
 fn check_at(proof: &str, corpus: &Value) -> Result<proof::CheckedProof, ProofError> {
-    let policy = DpopPolicy { mode: DpopMode::Allowed, max_age_secs: 300, nonce: None };
+    let policy = DpopPolicy { mode: DpopMode::Allowed, max_age_secs: 300, nonce: None, replay: ReplayScope::Isolate };
     let request = ProofRequest {
         header: Some(proof),
         method: "GET",

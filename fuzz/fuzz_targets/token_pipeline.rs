@@ -156,7 +156,7 @@ fuzz_target!(|data: &[u8]| {
     let tokens = RefCell::new(TokenCache::default());
     let send = || {
         let keys =
-            Keys { issuers: &issuers, io: &io, verifier: &RustRsa, tokens: &tokens, proofs: &proofs, denylist: None };
+            Keys { issuers: &issuers, io: &io, verifier: &RustRsa, tokens: &tokens, proofs: &proofs, denylist: None, fleet: None };
         block_on(pipeline::handle(&request, Ok(Setup { config, rules: &mode.rules, keys }), FIXTURE.now_ms()))
     };
     let first = send();

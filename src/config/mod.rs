@@ -85,7 +85,11 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{dpop::policy::DpopMode, error::ConfigProblem, operate::decision::DecisionLog};
+    use crate::{
+        dpop::policy::{DpopMode, ReplayScope},
+        error::ConfigProblem,
+        operate::decision::DecisionLog,
+    };
     use serde_json::json;
     use std::collections::HashMap;
 
@@ -547,7 +551,10 @@ mod tests {
     #[test]
     fn dpop_settings_default_to_allowed_without_nonces() {
         let c = with(&[]).unwrap();
-        assert_eq!(c.dpop, DpopPolicy { mode: DpopMode::Allowed, max_age_secs: 300, nonce: None });
+        assert_eq!(
+            c.dpop,
+            DpopPolicy { mode: DpopMode::Allowed, max_age_secs: 300, nonce: None, replay: ReplayScope::Isolate }
+        );
         let c = with(&[
             ("DPOP", "required"),
             ("DPOP_MAX_AGE_SECONDS", "60"),

@@ -13,6 +13,15 @@ pub enum DpopMode {
     Off,
 }
 
+/// Where a proof's `jti` is remembered (`DPOP_REPLAY`): always in the isolate that saw it, and
+/// with `fleet` also in the fleet's Durable Object for the proof's key, so a second use anywhere
+/// is refused (RFC 9449 §11.1), not only a second use in the same isolate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayScope {
+    Isolate,
+    Fleet,
+}
+
 /// How DPoP proofs are judged (RFC 9449).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DpopPolicy {
@@ -21,6 +30,7 @@ pub struct DpopPolicy {
     pub max_age_secs: u64,
     /// `DPOP_NONCE_SECRET`: when set, every proof carries a nonce the edge issued (RFC 9449 §9).
     pub nonce: Option<NoncePolicy>,
+    pub replay: ReplayScope,
 }
 
 pub const DEFAULT_DPOP_MAX_AGE_SECONDS: u64 = 300;
@@ -35,6 +45,11 @@ impl DpopPolicy {
         )?;
         let max_age_secs = vars.seconds("DPOP_MAX_AGE_SECONDS", DEFAULT_DPOP_MAX_AGE_SECONDS, 1, 3600)?;
         let nonce = NoncePolicy::from_vars(vars)?;
-        Ok(DpopPolicy { mode, max_age_secs, nonce })
+        let replay = vars.choice(
+            "DPOP_REPLAY",
+            "isolate or fleet",
+            &[("isolate", ReplayScope::Isolate), ("fleet", ReplayScope::Fleet)],
+        )?;
+        Ok(DpopPolicy { mode, max_age_secs, nonce, replay })
     }
 }

@@ -14,6 +14,7 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
+    future::Future,
     rc::Rc,
 };
 
@@ -22,6 +23,26 @@ pub const TOTAL: usize = 32 * 1024;
 
 /// One remembered proof: its key's thumbprint and its `jti`.
 type Entry = (Rc<str>, Rc<str>);
+
+/// The fleet's memory of used `jti`s (`DPOP_REPLAY=fleet`): a Durable Object per proof key, shared
+/// by every isolate in every location. Asked after the isolate's own memory took the proof, so
+/// a replay to the same isolate never costs a call.
+pub trait FleetReplay {
+    /// Records `jti` for `thumbprint` until the second `keep_through`. `Err` holds a short reason
+    /// for the log: the store could not be asked or answered oddly, and the proof is refused.
+    fn use_jti(&self, thumbprint: &str, jti: &str, keep_through: i64)
+        -> impl Future<Output = Result<FleetUse, String>>;
+}
+
+/// The fleet store's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetUse {
+    Fresh,
+    /// Used before, in this isolate or another.
+    Used,
+    /// The key's store refuses to hold more (it never forgets an unexpired `jti` to make room).
+    Full,
+}
 
 #[derive(Debug, Default)]
 pub struct ReplayCache {

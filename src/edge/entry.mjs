@@ -82,7 +82,7 @@ function send(request, known, answer, now, env, ctx, body) {
   if (mark !== 61 && mark !== 126) {
     if (isWire(answer)) return respond(answer);
     gateway = true;
-    return forward(request, parsePlan(answer), glue, undefined, body);
+    return forward(request, parsePlan(answer), glue, undefined, body, env);
   }
   let entry;
   if (mark === 61) {

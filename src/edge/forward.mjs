@@ -5,7 +5,7 @@
 // (`drop`, `add`), the target, the timeout, the relay's deadline, CORS ownership.
 //
 // plan: one string from wasm, NUL-separated: url, drop, add, timeoutMs, withBody, relayAt,
-//   corsPrefix, corsAdd, origin, held; `forward` takes it as `parsePlan` reads it (a fixed plan is
+//   corsPrefix, corsAdd, origin, held, relayCheck; `forward` takes it as `parsePlan` reads it (a fixed plan is
 //   read once, entry.mjs keeps it so).
 //   drop     header names to remove, one a line          add      name and value on alternate lines
 //   withBody "1": the client's body is sent              relayAt  "": not a relayed WebSocket handshake;
@@ -13,15 +13,17 @@
 //   corsPrefix  when set, origin headers starting with it are removed (the edge owns CORS)
 //   corsAdd  the edge's CORS headers, as add;  origin   the request's Origin ("": none), for an error's CORS
 //   held     "": nothing to record; else the id of the decision wasm holds until the origin answers
+//   relayCheck  "": a relay no list judges; else JSON ({"every": ms, ...}) handed back to
+//            relay_revoked(check, env) every `every` ms while the relay is open
 // kept: for a plan kept for the request's head (entry.mjs), { head, made, installed }: a failure
 //   hands them back, and the decision is made again from them (it was not held).
 // edge: the wasm exports origin_failed(kind, origin, held, ms, head, made, installed) (the edge's
-//   answer, see respond.mjs)
-//   and origin_answered(held, status, ms).
+//   answer, see respond.mjs), origin_answered(held, status, ms) and relay_revoked(check, env).
+// env: the worker's bindings, for relay_revoked.
 import { respond } from "./respond.mjs";
 
 export function parsePlan(plan) {
-  const [url, drop, add, ms, withBody, deadline, corsPrefix, corsAdd, origin, held] = plan.split("\0");
+  const [url, drop, add, ms, withBody, deadline, corsPrefix, corsAdd, origin, held, relayCheck] = plan.split("\0");
   return {
     url,
     drop: drop.split("\n").filter((name) => name !== ""),
@@ -33,6 +35,7 @@ export function parsePlan(plan) {
     corsAdd: pairs(corsAdd),
     origin: origin || undefined,
     held: held === "" ? undefined : Number(held),
+    relayCheck: relayCheck || undefined,
   };
 }
 
@@ -45,7 +48,7 @@ function pairs(lines) {
 }
 
 // body: the bytes entry.mjs read for the pipeline (an MCP rule's POST), sent as they are.
-export function forward(request, plan, edge, kept, body) {
+export function forward(request, plan, edge, kept, body, env) {
   const { url, held, relayAt, corsPrefix, corsAdd } = plan;
   const started = held === undefined && kept === undefined ? 0 : Date.now();
   const headers = new Headers(request.headers);
@@ -83,7 +86,7 @@ export function forward(request, plan, edge, kept, body) {
       clearTimeout(timer);
       if (state) state.answered = true;
       if (held !== undefined) edge.origin_answered(held, response.status, Date.now() - started);
-      if (relayAt !== null && response.status === 101) return relay(response, relayAt);
+      if (relayAt !== null && response.status === 101) return relay(response, relayAt, plan.relayCheck, edge, env);
       if (!corsPrefix && corsAdd.length === 0) return response;
       // The runtime's response headers are immutable: re-wrap the same body stream, passing the
       // response itself as the init (status, status text and every header, each Set-Cookie kept).
@@ -143,7 +146,7 @@ function watchedBody(body, contentLength, state, controller) {
 // accepted, in JavaScript: no frame crosses into wasm. Both are closed with 1008 at closeAt (ms
 // since the epoch; negative: never), and either side's close closes the other. An origin that
 // did not accept the upgrade has its answer handed back as it is.
-function relay(response, closeAt) {
+function relay(response, closeAt, check, wasm, env) {
   const upstream = response.webSocket;
   if (!upstream) return response;
   const [client, edge] = Object.values(new WebSocketPair());
@@ -151,10 +154,12 @@ function relay(response, closeAt) {
   edge.accept();
   let open = true;
   let timer;
+  let judge;
   const close = (code, reason) => {
     if (!open) return;
     open = false;
     clearTimeout(timer);
+    clearInterval(judge);
     for (const socket of [edge, upstream]) {
       try {
         socket.close(code, reason);
@@ -199,6 +204,23 @@ function relay(response, closeAt) {
       else timer = setTimeout(arm, Math.min(left, 2147483647));
     };
     arm();
+  }
+  // A token revoked while its socket is open: judged again every `every` ms (the deny list's
+  // refresh interval, or a second for the fleet's), closed with 1008 once revoked.
+  if (check !== undefined) {
+    const every = JSON.parse(check).every;
+    let asking = false;
+    judge = setInterval(() => {
+      if (asking || !open) return;
+      asking = true;
+      wasm
+        .relay_revoked(check, env)
+        .then((revoked) => {
+          if (revoked) close(1008, "token revoked");
+        })
+        .catch(() => {})
+        .finally(() => (asking = false));
+    }, every);
   }
   const headers = new Headers();
   const protocol = response.headers.get("sec-websocket-protocol");

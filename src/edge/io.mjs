@@ -111,3 +111,28 @@ export async function fetch_jwks(url, timeoutMs, cap) {
 export function wait_until(ctx, promise) {
   ctx.waitUntil(promise);
 }
+
+// The fleet's Durable Objects (fleet/, a Worker of its own bound by `script_name`): a proof key's
+// memory of used `jti`s, and the revocations. Each answers JSON; a status the object does not
+// give (or a throw) is for io.rs to refuse on. The host name is never resolved: a stub's fetch
+// goes to the object.
+export async function fleet_use(namespace, thumbprint, jti, until) {
+  const stub = namespace.get(namespace.idFromName(thumbprint));
+  const response = await stub.fetch("https://fleet/use", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ jti, until }),
+  });
+  await response.body?.cancel();
+  return response.status;
+}
+
+export async function fleet_list(namespace, name) {
+  const stub = namespace.get(namespace.idFromName(name));
+  const response = await stub.fetch("https://fleet/list");
+  if (response.status !== 200) {
+    await response.body?.cancel();
+    throw new Error(`the revocations object answered ${response.status}`);
+  }
+  return response.text();
+}

@@ -6,8 +6,9 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::{
     config::Config,
+    dpop::replay::{FleetReplay, FleetUse},
     keys::store::{FetchError, JwksSource, KeyIo, SharedTier},
-    operate::denylist::{DeniedEntry, DenyIo},
+    operate::denylist::{DeniedEntry, DenyIo, FleetRevocationIo},
 };
 
 #[wasm_bindgen(module = "/src/edge/io.mjs")]
@@ -18,6 +19,8 @@ extern "C" {
     fn kv_put(binding: &JsValue, key: &str, value: &str, ttl: f64) -> Promise;
     fn kv_list_all(binding: &JsValue, max_pages: u32) -> Promise;
     fn fetch_jwks(url: &str, timeout_ms: f64, cap: u32) -> Promise;
+    fn fleet_use(namespace: &JsValue, thumbprint: &str, jti: &str, until: f64) -> Promise;
+    fn fleet_list(namespace: &JsValue, name: &str) -> Promise;
     /// `ctx.waitUntil(promise)`.
     pub fn wait_until(ctx: &JsValue, promise: &Promise);
 }
@@ -26,6 +29,14 @@ extern "C" {
 pub const KV_BINDING: &str = "JWKS_KV";
 /// The deny list's KV namespace. Optional: without it nothing is revoked at the edge.
 pub const DENYLIST_BINDING: &str = "DENYLIST";
+/// The fleet's Durable Object namespaces (fleet/wrangler.toml's classes, bound with `script_name`):
+/// needed by `DPOP_REPLAY=fleet` and by a rule with `"revocation": "fleet"`.
+pub const FLEET_REPLAY_BINDING: &str = "FLEET_REPLAY";
+pub const FLEET_REVOCATIONS_BINDING: &str = "FLEET_REVOCATIONS";
+/// The one object that holds the revocations (fleet/src/lib.rs names it so too).
+const REVOCATIONS_OBJECT: &str = "revocations";
+/// The most revocations the fleet's list may hold that this isolate keeps.
+const MAX_FLEET_ENTRIES: usize = 100_000;
 /// KV lists at most 1,000 keys a page; a deny list longer than this many pages is cut (and logged).
 const MAX_DENYLIST_PAGES: u32 = 100;
 /// A JWKS is a few KiB; anything past this is not one.
@@ -55,6 +66,8 @@ fn describe(error: &JsValue) -> String {
 pub struct WorkerIo {
     kv: Option<JsValue>,
     denylist: Option<JsValue>,
+    fleet_replay: Option<JsValue>,
+    fleet_revocations: Option<JsValue>,
     fetch_timeout_ms: u64,
     /// How long shared copies are worth keeping: max-age plus stale-if-error.
     keep_secs: u64,
@@ -65,6 +78,8 @@ impl WorkerIo {
         WorkerIo {
             kv: binding(env, KV_BINDING),
             denylist: binding(env, DENYLIST_BINDING),
+            fleet_replay: binding(env, FLEET_REPLAY_BINDING),
+            fleet_revocations: binding(env, FLEET_REVOCATIONS_BINDING),
             fetch_timeout_ms: config.jwks.fetch_timeout_ms,
             keep_secs: (config.jwks.max_age_ms + config.jwks.stale_if_error_ms) / 1000,
         }
@@ -161,4 +176,47 @@ fn percent_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+impl FleetReplay for WorkerIo {
+    /// 200 fresh, 409 used, 503 full (fleet/src/replay.rs); anything else is the store failing.
+    async fn use_jti(&self, thumbprint: &str, jti: &str, keep_through: i64) -> Result<FleetUse, String> {
+        let namespace = self.fleet_replay.as_ref().ok_or("no FLEET_REPLAY binding")?;
+        let status = JsFuture::from(fleet_use(namespace, thumbprint, jti, keep_through as f64))
+            .await
+            .map_err(|e| describe(&e))?;
+        match status.as_f64() {
+            Some(200.0) => Ok(FleetUse::Fresh),
+            Some(409.0) => Ok(FleetUse::Used),
+            Some(503.0) => Ok(FleetUse::Full),
+            // An integer's formatting: a float's would bring ~25 KB of formatting code into the wasm.
+            other => Err(format!("the replay object answered {}", other.map_or(-1, |status| status as i64))),
+        }
+    }
+}
+
+impl FleetRevocationIo for WorkerIo {
+    /// `{"version": n, "entries": [{"kind", "value", "reason"?}, ...]}` (fleet/src/revocations.rs).
+    async fn list_revoked(&self) -> Result<(u64, Vec<DeniedEntry>), String> {
+        let namespace = self.fleet_revocations.as_ref().ok_or("no FLEET_REVOCATIONS binding")?;
+        let text = JsFuture::from(fleet_list(namespace, REVOCATIONS_OBJECT)).await.map_err(|e| describe(&e))?;
+        let text = text.as_string().ok_or("list answered no text")?;
+        let listed = crate::json::parse(text.as_bytes()).map_err(|_| "list answered no JSON")?;
+        let version = listed.get("version").and_then(serde_json::Value::as_u64).ok_or("list answered no version")?;
+        let entries = listed.get("entries").and_then(serde_json::Value::as_array).ok_or("list answered no entries")?;
+        if entries.len() > MAX_FLEET_ENTRIES {
+            return Err(format!("more than {MAX_FLEET_ENTRIES} revocations"));
+        }
+        let entry = |entry: &serde_json::Value| {
+            let kind = entry.get("kind")?.as_str()?;
+            let value = entry.get("value")?.as_str()?;
+            let reason = entry.get("reason").and_then(serde_json::Value::as_str).map(str::to_owned);
+            Some(DeniedEntry { key: crate::operate::denylist::key(kind, value), reason })
+        };
+        entries
+            .iter()
+            .map(|e| entry(e).ok_or_else(|| "list answered an odd entry".to_owned()))
+            .collect::<Result<_, _>>()
+            .map(|e| (version, e))
+    }
 }

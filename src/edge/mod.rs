@@ -35,12 +35,15 @@ use web_sys::Request;
 
 use crate::{
     config::Config,
-    dpop::replay::ReplayCache,
-    error::ConfigError,
+    dpop::{
+        policy::ReplayScope,
+        replay::{FleetReplay, FleetUse, ReplayCache},
+    },
+    error::{ConfigError, ConfigProblem},
     gateway::rules::Rules,
     http::HttpResponse,
     keys::store::{FetchError, JwksSource, KeyIo, SharedTier},
-    operate::denylist::{DeniedEntry, DenyIo, DenyList},
+    operate::denylist::{DeniedEntry, DenyIo, DenyList, FleetCopy, FleetRevocationIo},
     pipeline::{self, Body, Broken, Incoming, Keys, Setup},
     token::cache::TokenCache,
     token::issuers::Issuers,
@@ -56,6 +59,8 @@ struct Ready {
     proofs: RefCell<ReplayCache>,
     /// The deny list's copy, when a `DENYLIST` namespace is bound.
     denylist: Option<RefCell<DenyList>>,
+    /// The fleet's revocations' copy, when a rule reads them.
+    fleet: Option<RefCell<FleetCopy>>,
     verifier: webcrypto::WebCrypto,
     /// Where this instance's count of installs starts (see `installed`), drawn when first needed.
     salt: OnceCell<u64>,
@@ -71,6 +76,7 @@ impl Ready {
             tokens: &self.tokens,
             proofs: &self.proofs,
             denylist: self.denylist.as_ref(),
+            fleet: self.fleet.as_ref(),
         };
         Setup { config: &self.config, rules: &self.rules, keys }
     }
@@ -93,8 +99,31 @@ impl Ready {
     }
 
     fn installs(&self) -> u64 {
-        pipeline::installed(&self.issuers, self.denylist.as_ref())
+        pipeline::installed(&self.issuers, self.denylist.as_ref(), self.fleet.as_ref())
     }
+}
+
+/// What asks for the fleet's Durable Objects must have them bound: otherwise every request it
+/// judges would be refused, so the configuration is refused as a whole, naming what asked.
+fn check_fleet_bindings(config: &Config, rules: &Rules, env: &JsValue) -> Result<(), ConfigError> {
+    let missing = |name| io::binding(env, name).is_none();
+    if config.dpop.replay == ReplayScope::Fleet && missing(io::FLEET_REPLAY_BINDING) {
+        return Err(ConfigError {
+            variable: "DPOP_REPLAY",
+            problem: ConfigProblem::Invalid("fleet needs the FLEET_REPLAY Durable Object binding (docs/dpop.md)"),
+        });
+    }
+    if let Some(index) = rules.fleet_revocation().filter(|_| missing(io::FLEET_REVOCATIONS_BINDING)) {
+        return Err(ConfigError {
+            variable: "ROUTES",
+            problem: ConfigProblem::InvalidRule {
+                index: Some(index),
+                detail: "revocation \"fleet\" needs the FLEET_REVOCATIONS Durable Object binding (docs/operating.md)"
+                    .into(),
+            },
+        });
+    }
+    Ok(())
 }
 
 /// A configuration that cannot be read, and whether it asked for a gateway.
@@ -117,12 +146,14 @@ fn isolate(env: &JsValue) -> Rc<Isolate> {
                 observe::init(config.observe.lines_per_minute);
                 let rules = pipeline::compile_rules(&config)?;
                 crate::gateway::limits::check_bindings(&rules, |name| rate_limiter(env, name).is_some())?;
+                check_fleet_bindings(&config, &rules, env)?;
                 Ok(Rc::new(Ready {
                     issuers: Rc::new(config.trusted_issuers()),
                     tokens: RefCell::default(),
                     proofs: RefCell::default(),
                     denylist: io::binding(env, io::DENYLIST_BINDING)
                         .map(|_| RefCell::new(DenyList::new(config.denylist_refresh_secs))),
+                    fleet: rules.fleet_revocation().map(|_| RefCell::default()),
                     verifier: webcrypto::WebCrypto::new(),
                     salt: OnceCell::new(),
                     rules,
@@ -488,6 +519,16 @@ fn kept_decision(
 }
 
 /// The isolate's configuration, if it was read (for answers made outside a request's pipeline).
+/// Whether the token an open relay was admitted with is revoked now (`forward.mjs` asks every
+/// `every` ms of the check it was given, and closes both sockets with 1008 when it is).
+#[wasm_bindgen]
+pub async fn relay_revoked(check: String, env: JsValue) -> bool {
+    let (Some(ready), Some(check)) = (ready(), pipeline::RelayRevocation::from_json(&check)) else { return false };
+    let io = LazyIo { env, ready: ready.clone(), io: OnceCell::new() };
+    let now = js_sys::Date::now() as u64;
+    pipeline::relay_revoked(&check, ready.denylist.as_ref(), ready.fleet.as_ref(), &io, now).await
+}
+
 fn ready() -> Option<Rc<Ready>> {
     ISOLATE.with(|cell| cell.get().and_then(|isolate| isolate.as_ref().as_ref().ok().cloned()))
 }
@@ -554,6 +595,18 @@ impl crate::gateway::limits::RateLimiter for LazyIo {
 impl DenyIo for LazyIo {
     async fn list_denied(&self) -> Result<Vec<DeniedEntry>, String> {
         self.get().list_denied().await
+    }
+}
+
+impl FleetReplay for LazyIo {
+    async fn use_jti(&self, thumbprint: &str, jti: &str, keep_through: i64) -> Result<FleetUse, String> {
+        self.get().use_jti(thumbprint, jti, keep_through).await
+    }
+}
+
+impl FleetRevocationIo for LazyIo {
+    async fn list_revoked(&self) -> Result<(u64, Vec<DeniedEntry>), String> {
+        self.get().list_revoked().await
     }
 }
 

@@ -35,7 +35,7 @@ pub struct Cors<'a> {
 
 /// What `forward.mjs` needs to send an admitted request to the origin at `path_and_query`, as one
 /// string of NUL-separated fields (one crossing): `url, drop, add, timeoutMs, withBody, relayAt,
-/// corsPrefix, corsAdd, origin, held` (see there). `held`: the decision waiting for the origin's
+/// corsPrefix, corsAdd, origin, held, relayCheck` (see there). `held`: the decision waiting for the origin's
 /// answer to be recorded ([`super::observe::hold`]), if any. `None` if a header value the core made could not
 /// travel (none holds a line break or a NUL). `names`: the request's header names, when its head
 /// carried them.
@@ -66,7 +66,7 @@ pub fn plan(
         drop.push('\n');
     }
     let target = gateway.target(path_and_query);
-    let relay_at = forward.relay.map(|relay| relay.close_at_ms.map_or(-1, |ms| ms as i64).to_string());
+    let relay_at = forward.relay.as_ref().map(|relay| relay.close_at_ms.map_or(-1, |ms| ms as i64).to_string());
     let mut add = lines(&forward.headers)?;
     for (name, value) in &forward.claim_headers {
         if value.contains(['\n', '\r']) || name.contains(['\n', '\r']) {
@@ -75,6 +75,7 @@ pub fn plan(
         add.push_str(&format!("{name}\n{value}\n"));
     }
     let held = held.map(|id| id.to_string());
+    let relay_check = forward.relay.as_ref().and_then(|relay| relay.revocation.as_ref()).map(|check| check.to_json());
     let fields = [
         target.as_str(),
         &drop,
@@ -86,6 +87,7 @@ pub fn plan(
         &lines(cors.headers)?,
         incoming.origin.unwrap_or(""),
         held.as_deref().unwrap_or(""),
+        relay_check.as_deref().unwrap_or(""),
     ];
     if fields.iter().any(|field| field.contains('\0')) {
         return None;

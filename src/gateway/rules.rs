@@ -173,7 +173,20 @@ pub struct Rule {
     pub resource: Option<Resource>,
     /// An MCP endpoint: a POST's JSON-RPC body decides the scopes on top of `scopes`.
     pub mcp: Option<McpScopes>,
+    /// Where its tokens' revocations are read (`"revocation"`).
+    pub revocation: Revocation,
     pub responder: Responder,
+}
+
+/// `"revocation"`: `"kv"` (the default) judges a token by the isolate's copy of the `DENYLIST`
+/// namespace (its refresh interval plus KV's propagation, up to about a minute across locations);
+/// `"fleet"` by a copy at most a second old of the fleet's Durable Object, which `deny.sh` writes
+/// to beside KV (see `operate::denylist::FleetRevocationIo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Revocation {
+    #[default]
+    Kv,
+    Fleet,
 }
 
 /// `"rate_limit": {"binding": "NAME", "key": "subject", "period": 60}`: a Workers Rate Limiting
@@ -321,8 +334,19 @@ impl std::fmt::Display for RulesError {
 }
 
 /// The members a rule may have.
-const RULE_FIELDS: [&str; 10] =
-    ["path", "methods", "auth", "scopes", "any_scopes", "websocket", "claims", "rate_limit", "resource", "mcp"];
+const RULE_FIELDS: [&str; 11] = [
+    "path",
+    "methods",
+    "auth",
+    "scopes",
+    "any_scopes",
+    "websocket",
+    "claims",
+    "rate_limit",
+    "resource",
+    "mcp",
+    "revocation",
+];
 
 /// Methods no rule may list: TRACE and TRACK echo the request, headers the edge adds included
 /// (`X-Edge-Auth-Secret`), and CONNECT asks for a tunnel the gateway does not make.
@@ -352,6 +376,7 @@ impl Rules {
             rate_limit: None,
             resource: None,
             mcp: None,
+            revocation: Revocation::Kv,
             responder: Responder::Message(format!("{{\"message\":{}}}", crate::json::string_literal(message)).into()),
         };
         Rules {
@@ -390,6 +415,12 @@ impl Rules {
 
     /// Each rule's rate-limit binding, with the rule's index: the edge checks at start-up that
     /// each is bound and is a rate limiter.
+    /// The first rule that reads the fleet's revocations, if one does (the edge then needs their
+    /// binding).
+    pub fn fleet_revocation(&self) -> Option<usize> {
+        self.rules.iter().position(|r| r.revocation == Revocation::Fleet)
+    }
+
     pub fn rate_limit_bindings(&self) -> impl Iterator<Item = (usize, &str)> {
         self.rules.iter().enumerate().filter_map(|(i, r)| r.rate_limit.as_ref().map(|l| (i, &*l.binding)))
     }
@@ -466,6 +497,14 @@ impl Rules {
         if mcp.is_some() && websocket {
             return Err("an mcp rule streams over HTTP (SSE), not a WebSocket".into());
         }
+        let revocation = match raw.string("revocation")? {
+            None | Some("kv") => Revocation::Kv,
+            Some("fleet") if auth == Auth::Public => {
+                return Err("revocation \"fleet\" needs a token: not on a public rule".into());
+            }
+            Some("fleet") => Revocation::Fleet,
+            Some(other) => return Err(format!("revocation must be \"kv\" or \"fleet\", not {other:?}")),
+        };
         let mut rule = Rule {
             path: path.into(),
             pattern,
@@ -478,6 +517,7 @@ impl Rules {
             rate_limit,
             resource,
             mcp,
+            revocation,
             responder: Responder::Origin,
         };
         // Once per isolate: every challenge of the rule names it.

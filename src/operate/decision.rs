@@ -59,6 +59,8 @@ pub enum Reason {
     NoKeys,
     /// The deny list was never read by this isolate and cannot be read now (refused, never let through).
     DenylistUnavailable,
+    /// The fleet's memory of used DPoP proofs cannot be asked (refused, never let through).
+    ReplayStoreUnavailable,
     Misconfigured,
     NotFound,
     MethodNotAllowed,
@@ -76,7 +78,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the order docs/operating.md lists them.
-    pub const ALL: [Reason; 35] = [
+    pub const ALL: [Reason; 36] = [
         Reason::Ok,
         Reason::Public,
         Reason::Anonymous,
@@ -102,6 +104,7 @@ impl Reason {
         Reason::ClientBodyFailed,
         Reason::NoKeys,
         Reason::DenylistUnavailable,
+        Reason::ReplayStoreUnavailable,
         Reason::Misconfigured,
         Reason::NotFound,
         Reason::MethodNotAllowed,
@@ -141,6 +144,7 @@ impl Reason {
             Reason::ClientBodyFailed => "client_body_failed",
             Reason::NoKeys => "no_keys",
             Reason::DenylistUnavailable => "denylist_unavailable",
+            Reason::ReplayStoreUnavailable => "replay_store_unavailable",
             Reason::Misconfigured => "misconfigured",
             Reason::NotFound => "not_found",
             Reason::MethodNotAllowed => "method_not_allowed",
@@ -196,6 +200,7 @@ impl Reason {
             ApiError::ClaimMismatch { .. } => Reason::ClaimMismatch,
             ApiError::KeysUnavailable { .. } => Reason::NoKeys,
             ApiError::DenylistUnavailable => Reason::DenylistUnavailable,
+            ApiError::ReplayStoreUnavailable => Reason::ReplayStoreUnavailable,
             ApiError::RateLimited { .. } => Reason::RateLimited,
             ApiError::OriginUnreachable => Reason::OriginUnreachable,
             ApiError::OriginTimeout => Reason::OriginTimeout,
@@ -548,6 +553,7 @@ mod tests {
             (ApiError::InvalidToken(T::KeyBindingMismatch), "token_binding"),
             (ApiError::InvalidToken(T::Revoked), "revoked"),
             (ApiError::DenylistUnavailable, "denylist_unavailable"),
+            (ApiError::ReplayStoreUnavailable, "replay_store_unavailable"),
             (ApiError::RateLimited { retry_after_secs: 60 }, "rate_limited"),
             (ApiError::InvalidDpopProof(ProofProblem::Replayed), "invalid_dpop_proof"),
             (ApiError::UseDpopNonce { nonce: "n".into() }, "use_dpop_nonce"),

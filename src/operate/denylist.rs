@@ -157,6 +157,67 @@ impl DenyList {
     }
 }
 
+/// The fleet's revocations (`"revocation": "fleet"` on a rule): the same entries, kept by one
+/// Durable Object that `scripts/deny.sh` writes to beside KV, so an entry holds everywhere as soon
+/// as it is written, with no KV propagation. An isolate keeps a listed copy at most
+/// [`FLEET_COPY_MS`] and lists it again in the foreground when it is older: the bound is ~1 s.
+pub trait FleetRevocationIo {
+    /// The object's entries and its version (one more per change). `Err` holds a short reason
+    /// for the log; the request is then refused (503), never let through.
+    fn list_revoked(&self) -> impl Future<Output = Result<(u64, Vec<DeniedEntry>), String>>;
+}
+
+/// How old an isolate's copy of the fleet's revocations may be when a request is judged by it.
+pub const FLEET_COPY_MS: u64 = 1000;
+
+/// The isolate's copy of the fleet's revocations.
+#[derive(Debug, Default)]
+pub struct FleetCopy {
+    copy: Option<Rc<Snapshot>>,
+    version: Option<u64>,
+    listed_at_ms: u64,
+    /// Changes when a copy of another version is installed (a listing of the same version only
+    /// renews the copy's age, so kept answers do not all go each second).
+    installed: u64,
+}
+
+impl FleetCopy {
+    /// The copy, when it was listed less than [`FLEET_COPY_MS`] ago.
+    pub fn fresh(&self, now_ms: u64) -> Option<Rc<Snapshot>> {
+        self.copy.clone().filter(|_| now_ms.saturating_sub(self.listed_at_ms) < FLEET_COPY_MS)
+    }
+
+    /// The last copy listed, however old (an open relay keeps being judged by it when a listing
+    /// fails).
+    pub fn copy_any(&self) -> Option<Rc<Snapshot>> {
+        self.copy.clone()
+    }
+
+    /// Until when an answer judged by the fresh copy may be kept: the copy's end.
+    pub fn good_until_ms(&self) -> u64 {
+        self.listed_at_ms.saturating_add(FLEET_COPY_MS)
+    }
+
+    pub fn install(&mut self, version: u64, entries: Vec<DeniedEntry>, listed_at_ms: u64) -> Rc<Snapshot> {
+        // A listing that finished after a newer one (two requests listed at once) keeps the newer.
+        if self.version.is_some_and(|v| v > version) {
+            self.listed_at_ms = self.listed_at_ms.max(listed_at_ms);
+            return self.copy.clone().unwrap_or_default();
+        }
+        if self.version != Some(version) || self.copy.is_none() {
+            self.copy = Some(Rc::new(Snapshot::new(entries)));
+            self.installed = self.installed.wrapping_add(1);
+        }
+        self.version = Some(version);
+        self.listed_at_ms = listed_at_ms;
+        self.copy.clone().unwrap_or_default()
+    }
+
+    pub fn installed(&self) -> u64 {
+        self.installed
+    }
+}
+
 /// The KV key an operator writes for an entry (`scripts/deny.sh` builds the same).
 pub fn key(kind: &str, value: &str) -> String {
     format!("{kind}:{value}")
@@ -168,6 +229,26 @@ mod tests {
 
     fn entry(key: &str, reason: Option<&str>) -> DeniedEntry {
         DeniedEntry { key: key.into(), reason: reason.map(str::to_owned) }
+    }
+
+    #[test]
+    fn a_fleet_copy_is_used_for_one_second_and_only_a_new_version_counts_as_installed() {
+        let mut fleet = FleetCopy::default();
+        assert!(fleet.fresh(0).is_none(), "an isolate that never listed knows nothing");
+        fleet.install(3, vec![entry("sub:alice", None)], 10_000);
+        assert!(fleet.fresh(10_999).is_some_and(|c| c.len() == 1));
+        assert!(fleet.fresh(11_000).is_none(), "a copy a second old is listed again");
+        assert_eq!(fleet.good_until_ms(), 11_000);
+        let installed = fleet.installed();
+        fleet.install(3, vec![entry("sub:alice", None)], 11_000);
+        assert_eq!(fleet.installed(), installed, "the same version renews the copy's age only");
+        assert!(fleet.fresh(11_500).is_some());
+        fleet.install(4, vec![], 11_600);
+        assert_ne!(fleet.installed(), installed);
+        assert!(fleet.fresh(11_700).is_some_and(|c| c.is_empty()));
+        // An older listing that lands late does not bring an entry back.
+        fleet.install(3, vec![entry("sub:alice", None)], 11_650);
+        assert!(fleet.fresh(11_700).is_some_and(|c| c.is_empty()));
     }
 
     #[test]

@@ -8,16 +8,19 @@ pub mod dpop;
 
 use std::{
     cell::{Cell, RefCell},
+    collections::HashSet,
     future::{poll_fn, Future},
     pin::pin,
+    rc::Rc,
     sync::OnceLock,
     task::{Context, Poll, Waker},
 };
 
 use edge_auth::{
+    dpop::replay::{FleetReplay, FleetUse},
     gateway::limits::RateLimiter,
     keys::store::{FetchError, JwksSource, KeyIo, SharedTier},
-    operate::denylist::{DeniedEntry, DenyIo},
+    operate::denylist::{DeniedEntry, DenyIo, FleetRevocationIo},
 };
 use edge_auth_dev_issuer::SigningKey;
 
@@ -70,6 +73,9 @@ pub fn small_key() -> &'static SigningKey {
     KEY.get_or_init(|| SigningKey::generate("small", 1024))
 }
 
+/// The fleet's used proofs, (thumbprint, jti), shared by the fakes of two isolates.
+pub type FleetStore = Rc<RefCell<HashSet<(String, String)>>>;
+
 /// The runtime side of the key store, in memory, counting what the policy does.
 pub struct FakeIo {
     pub cache: RefCell<Option<String>>,
@@ -99,6 +105,12 @@ pub struct FakeIo {
     /// and what was spent: (binding, key).
     pub rate_limit: Cell<usize>,
     pub spent: RefCell<Vec<(String, String)>>,
+    /// The fleet's Durable Objects: used `jti`s by thumbprint (an `Rc`, so that two fakes, two
+    /// isolates, share one), `None` when the store cannot be reached; its revocations and version.
+    pub fleet_used: RefCell<Option<FleetStore>>,
+    pub fleet_revoked: RefCell<Result<(u64, Vec<DeniedEntry>), String>>,
+    pub fleet_calls: Cell<usize>,
+    pub fleet_lists: Cell<usize>,
 }
 
 impl FakeIo {
@@ -123,6 +135,10 @@ impl FakeIo {
             deny_lists: Cell::new(0),
             rate_limit: Cell::new(usize::MAX),
             spent: RefCell::new(Vec::new()),
+            fleet_used: RefCell::new(Some(Rc::default())),
+            fleet_revoked: RefCell::new(Ok((1, Vec::new()))),
+            fleet_calls: Cell::new(0),
+            fleet_lists: Cell::new(0),
         }
     }
 
@@ -219,6 +235,22 @@ impl RateLimiter for FakeIo {
         let mut spent = self.spent.borrow_mut();
         spent.push((binding.to_owned(), key.to_owned()));
         Ok(spent.iter().filter(|(b, k)| b == binding && k == key).count() <= self.rate_limit.get())
+    }
+}
+
+impl FleetReplay for FakeIo {
+    async fn use_jti(&self, thumbprint: &str, jti: &str, _keep_through: i64) -> Result<FleetUse, String> {
+        self.fleet_calls.set(self.fleet_calls.get() + 1);
+        let store = self.fleet_used.borrow().clone().ok_or("unreachable")?;
+        let fresh = store.borrow_mut().insert((thumbprint.to_owned(), jti.to_owned()));
+        Ok(if fresh { FleetUse::Fresh } else { FleetUse::Used })
+    }
+}
+
+impl FleetRevocationIo for FakeIo {
+    async fn list_revoked(&self) -> Result<(u64, Vec<DeniedEntry>), String> {
+        self.fleet_lists.set(self.fleet_lists.get() + 1);
+        self.fleet_revoked.borrow().clone()
     }
 }
 
