@@ -146,6 +146,19 @@ impl Worker {
         config: Option<&Path>,
         ready: impl Fn(u16) -> bool,
     ) -> Worker {
+        Self::launch_in(issuer, extra, state, config, &[], &[], ready)
+    }
+
+    /// With `env` for wrangler and `args` after wrangler's own.
+    fn launch_in(
+        issuer: &MockIssuer,
+        extra: &[(&str, &str)],
+        state: &Path,
+        config: Option<&Path>,
+        env: &[(&str, &str)],
+        args: &[&str],
+        ready: impl Fn(u16) -> bool,
+    ) -> Worker {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         assert!(root.join("build/worker.mjs").exists(), "no built worker: {NEEDS}");
         let wrangler = root.join("node_modules/.bin/wrangler");
@@ -192,6 +205,7 @@ impl Worker {
             if let Some(config) = config {
                 command.arg("--config").arg(config);
             }
+            command.args(args).envs(env.iter().copied());
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
             let child = command.spawn().expect("start wrangler dev");
             let mut worker = Worker::capture(child, port);
@@ -2137,6 +2151,138 @@ fn an_entry_written_with_deny_sh_refuses_the_next_requests_within_the_refresh_bo
     assert!(took <= Duration::from_secs(refresh + 2), "took {took:?}");
     assert_eq!(w.get("/api/private", &staying).status, 200);
     w.expect_line("a revoked line with the reason", |v| v["event"] == "revoked" && v["reason"] == "left the company");
+}
+
+// ---------------------------------------------------------------- the fleet (fleet/)
+
+/// edge-auth's bindings to the fleet's objects (wrangler.toml holds them commented out).
+const FLEET_BINDINGS: &str = "
+[[durable_objects.bindings]]
+name = \"FLEET_REPLAY\"
+class_name = \"ReplayShard\"
+script_name = \"edge-auth-fleet\"
+
+[[durable_objects.bindings]]
+name = \"FLEET_REVOCATIONS\"
+class_name = \"Revocations\"
+script_name = \"edge-auth-fleet\"
+";
+
+/// The fleet's Worker in its own `wrangler dev`, found by edge-auth's through the dev registry.
+fn start_fleet(issuer: &MockIssuer, state: &Path, env: &[(&str, &str)], admin: &str) -> Worker {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("fleet/wrangler.toml");
+    assert!(config.with_file_name("build").join("index.js").exists(), "no built fleet: {NEEDS}");
+    let ready = |port| request(port, "GET", "/list", &[]).status == 401;
+    Worker::launch_in(issuer, &[("FLEET_ADMIN_TOKEN", admin)], state, Some(&config), env, &[], ready)
+}
+
+fn fleet_admin(fleet: &Worker, admin: &str, path: &str, body: &Value) -> Reply {
+    let authorization = format!("Bearer {admin}");
+    let headers = [("Authorization", authorization.as_str()), ("Content-Type", "application/json")];
+    send(fleet.port, "POST", path, &headers, body.to_string().as_bytes())
+}
+
+/// Review finding 5 and issue #27: two edge-auth processes (two isolates that share nothing but
+/// the fleet's objects) refuse a DPoP proof the other accepted; a subject revoked in the fleet is
+/// refused by both within about a second and its open socket is closed with 1008; and after the
+/// fleet and edge-auth restart (state kept with --persist-to), a fresh isolate still refuses the
+/// used proof.
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn fleet_replay_and_revocation_hold_across_two_worker_processes_and_a_restart() {
+    use tungstenite::{protocol::frame::coding::CloseCode, Message};
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let origin = MockOrigin::start().unwrap();
+    let registry = temp_dir("fleet-registry");
+    let env = [("WRANGLER_REGISTRY_PATH", registry.to_str().unwrap()), ("FLEET_PREBUILT", "1")];
+    let admin = "e2e-fleet-admin";
+    let fleet_state = temp_dir("fleet-state");
+    let fleet = start_fleet(&issuer, &fleet_state, &env, admin);
+    let config = test_config("fleet-edge", FLEET_BINDINGS);
+    let base = format!("{}/base/", origin.url());
+    let vars = [
+        ("ORIGIN_URL", base.as_str()),
+        ("ROUTES", r#"[{"path": "/now/*", "revocation": "fleet", "websocket": true}, {"path": "/*"}]"#),
+        ("DPOP_REPLAY", "fleet"),
+    ];
+    // One host for both processes, as one hostname is served by many isolates: a proof's htu
+    // names it, and holds at either.
+    let args = ["--local-upstream", "api.example.test"];
+    let start_edge = |name: &str| {
+        let ready = |port| request(port, "OPTIONS", "/", &[]).status != 0;
+        Worker::launch_in(&issuer, &vars, &temp_dir(name), Some(&config), &env, &args, ready)
+    };
+    let (a, b) = (start_edge("fleet-a"), start_edge("fleet-b"));
+    let k = ProofKey::es256();
+    let token = bound_token(&issuer, &k);
+    let url = "http://api.example.test/orders/1";
+    let proof = |jti: &str| Proof::new(&k, "GET", url, &token, unix_now(), jti).sign(&k);
+    // The registry connects each process to the fleet a moment after it starts.
+    for w in [&a, &b] {
+        let mut attempt = 0;
+        wait_until("edge-auth to reach the fleet", Duration::from_secs(30), || {
+            attempt += 1;
+            dpop_get(w, "/orders/1", &token, &proof(&format!("warm-{}-{attempt}", w.port))).status == 200
+        });
+    }
+
+    let used = proof("fleet-once");
+    let at_a = dpop_get(&a, "/orders/1", &token, &used);
+    assert_eq!(at_a.status, 200, "{}\n{}", at_a.body, a.log());
+    for (w, name) in [(&b, "the other process"), (&a, "the same process")] {
+        let again = dpop_get(w, "/orders/1", &token, &used);
+        assert_eq!((again.status, again.error().as_str()), (401, "invalid_dpop_proof"), "{name}: {}", again.body);
+        assert_eq!(again.json()["error_description"], json!("The DPoP proof was already used"), "{name}");
+    }
+
+    // Revoked in the fleet: both processes refuse the subject within about a second, the KV rule
+    // does not read it, and a socket opened with the token is closed.
+    let leaving = Mint { subject: "auth0|fleet-leaving".into(), ..Mint::new(&issuer.issuer(), AUDIENCE) }.sign(key(1));
+    for w in [&a, &b] {
+        assert_eq!(w.get("/now/x", &leaving).status, 200, "{}", w.log());
+    }
+    let mut socket = connect(a.port, "/now/feed", &[("Authorization", &format!("Bearer {leaving}"))])
+        .expect("a socket with a token");
+    assert_eq!(handshake_seen(&mut socket).header("x-auth-subject").as_deref(), Some("auth0|fleet-leaving"));
+    assert_eq!(echo(&mut socket, Message::text("before")), Message::text("before"));
+    let revoke = json!({ "kind": "sub", "value": "auth0|fleet-leaving", "until": null, "reason": "e2e" });
+    assert_eq!(fleet_admin(&fleet, admin, "/revoke", &revoke).status, 200);
+    let written = Instant::now();
+    let mut took = [None, None];
+    while written.elapsed() < Duration::from_secs(6) && took.iter().any(Option::is_none) {
+        for (i, w) in [&a, &b].into_iter().enumerate() {
+            if took[i].is_none() && w.get("/now/x", &leaving).status == 401 {
+                took[i] = Some(written.elapsed());
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("fleet revocation took effect after {:?} and {:?} in the two processes", took[0], took[1]);
+    assert!(took.iter().all(|t| t.is_some_and(|t| t <= Duration::from_millis(2500))), "{took:?}");
+    let r = b.get("/now/x", &leaving);
+    assert_eq!((r.status, r.error().as_str()), (401, "invalid_token"), "{}", r.body);
+    assert_eq!(r.json()["error_description"], json!("The token is revoked"));
+    assert_eq!(a.get("/elsewhere", &leaving).status, 200, "a kv rule is not judged by the fleet");
+    let closed = match socket.read() {
+        Ok(Message::Close(frame)) => frame,
+        other => panic!("expected the relay to close, got {other:?}"),
+    };
+    eprintln!("the revoked token's socket was closed {:?} after the revocation was written", written.elapsed());
+    assert_eq!(closed.as_ref().map(|f| f.code), Some(CloseCode::Policy), "{closed:?}");
+
+    // Both restart on the state they kept: a fresh isolate still refuses the used proof.
+    drop((a, b, fleet));
+    let fleet = start_fleet(&issuer, &fleet_state, &env, admin);
+    let c = start_edge("fleet-c");
+    let mut attempt = 0;
+    wait_until("the restarted edge-auth to reach the fleet", Duration::from_secs(30), || {
+        attempt += 1;
+        dpop_get(&c, "/orders/1", &token, &proof(&format!("warm-c-{attempt}"))).status == 200
+    });
+    let again = dpop_get(&c, "/orders/1", &token, &used);
+    assert_eq!((again.status, again.error().as_str()), (401, "invalid_dpop_proof"), "{}", again.body);
+    assert_eq!(c.get("/now/x", &leaving).status, 401, "the revocation outlived the restart");
+    drop(fleet);
 }
 
 // ---------------------------------------------------------------- limits per caller
