@@ -189,6 +189,16 @@ pub struct Outcome {
     /// (origin, token, rule scopes), so on a rule that needs a token no one without a valid one
     /// makes the edge read a body.
     pub needs_body: Option<u64>,
+    /// With `kept_until` on an MCP rule's POST: what each later body of the same head is checked
+    /// against ([`admits_kept_body`]) before the kept plan is used again.
+    pub kept_body: Option<KeptBody>,
+}
+
+/// The rule (its index in the table) and the verified caller a kept MCP plan was made for.
+#[derive(Debug, Clone)]
+pub struct KeptBody {
+    pub rule: usize,
+    pub principal: Rc<Principal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,6 +345,8 @@ struct Facts {
     steady_until: Option<u64>,
     /// See [`Outcome::kept_until`].
     kept_until: Option<u64>,
+    /// See [`Outcome::kept_body`].
+    kept_body: Option<KeptBody>,
     /// See [`Outcome::needs_body`].
     needs_body: Option<u64>,
     /// A protected resource's rule: its metadata URL and scopes go in every challenge.
@@ -415,6 +427,7 @@ pub async fn handle<I: Io, V: Verifier>(
         fixed: facts.fixed,
         kept_until: facts.kept_until,
         needs_body: facts.needs_body,
+        kept_body: facts.kept_body.take().filter(|_| facts.kept_until.is_some()),
         response,
         forward,
         background_refresh: facts.refresh,
@@ -586,6 +599,9 @@ async fn respond<I: Io, V: Verifier>(
         outline(spend(limit, facts.issuer.as_deref(), Some(&principal), request, keys.io)).await?;
     }
     facts.kept_until = kept_until(rule, request, &principal, config, now_ms, facts);
+    if facts.kept_until.is_some() && rule.mcp.is_some() && request.body.is_some() {
+        facts.kept_body = table.index_of(rule).map(|rule| KeptBody { rule, principal: principal.clone() });
+    }
     let mut answered = answer(rule, Some((principal.as_ref(), token)), facts.scheme, setup, request)?;
     if let Answer::Forward(Forward { relay: Some(relay), .. }) = &mut answered {
         let kv = keys.denylist.is_some();
@@ -618,7 +634,7 @@ fn kept_until(
     facts: &Facts,
 ) -> Option<u64> {
     // A body is read for an MCP rule only, whose kept plan has every later body checked again
-    // ([`admits_body`]); any other body would make the answer its own.
+    // ([`admits_kept_body`]); any other body would make the answer its own.
     if rule.rate_limit.is_some()
         || request.upgrade.is_some()
         || (request.body.is_some() && rule.mcp.is_none())
@@ -680,20 +696,15 @@ fn mcp_body(
     Ok(false)
 }
 
-/// For a plan kept for its head on an MCP rule (a token's answer, [`Outcome::kept_until`]): whether
-/// this request's body is admitted as the kept one's was, by the same rule for the same cached
-/// token: `false` when it is not, or when the rule or the token is no longer what it was (the
-/// caller then runs the whole pipeline with the body, which answers and records the refusal). The
-/// head's own checks held when the plan was kept, and hold while it is kept.
-pub fn admits_body(request: &Incoming<'_>, config: &Config, rules: &Rules, tokens: &RefCell<TokenCache>) -> bool {
-    let Match::Rule(rule) = rules.find(request.method, request.path) else { return false };
-    if rule.mcp.is_none() || request.body.is_none() {
-        return false;
-    }
-    let Ok((Scheme::Bearer, raw)) = extract::credential(request.authorization, config.dpop.mode) else { return false };
-    let Some(verified) = tokens.borrow().get(raw) else { return false };
-    let mut facts = Facts::default();
-    matches!(mcp_body(rule, request, config, Some(&verified.principal), &mut facts), Ok(false))
+/// For a plan kept for its head on an MCP rule ([`Outcome::kept_body`]): whether this request's body
+/// is admitted as the kept one's was, by the same rule for the same caller. `false` sends the
+/// request through the whole pipeline, which answers and records the refusal. The head's own
+/// checks held when the plan was kept, and hold while it is kept (the edge drops it at its time,
+/// and when a key set or a deny list's copy is replaced).
+pub fn admits_kept_body(kept: &KeptBody, body: Body<'_>, config: &Config, rules: &Rules) -> bool {
+    let Some(rule) = rules.get(kept.rule).filter(|rule| rule.mcp.is_some()) else { return false };
+    let request = Incoming { method: "POST", body: Some(body), ..Incoming::default() };
+    matches!(mcp_body(rule, &request, config, Some(&kept.principal), &mut Facts::default()), Ok(false))
 }
 
 /// RFC 9728 §2: the resource, who issues its tokens, the scopes its rule and `mcp` map name, how a

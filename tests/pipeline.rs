@@ -2465,21 +2465,24 @@ fn a_kept_mcp_plan_admits_only_bodies_its_token_may_send() {
     let kept = w.mcp_post("/mcp", Some(&authorization), None, &tool_call("echo"));
     assert!(kept.kept_until.is_some(), "an admitted MCP POST's plan is kept for its head");
     let (config, rules) = w.config.as_ref().unwrap();
-    let request = Incoming { method: "POST", path: "/mcp", authorization: Some(&authorization), ..Incoming::default() };
-    let admits = |text: &str, media_type: Option<&str>| {
+    let held = kept.kept_body.expect("a kept MCP plan holds what checks its next body");
+    let admits = |held: &pipeline::KeptBody, text: &str, media_type: Option<&str>| {
         let body = Body { bytes: text.as_bytes(), media_type, ..Body::default() };
-        pipeline::admits_body(&Incoming { body: Some(body), ..request }, config, rules, &w.tokens)
+        pipeline::admits_kept_body(held, body, config, rules)
     };
-    assert!(admits(&tool_call("echo"), Some("application/json")));
-    assert!(!admits(&tool_call("delete_repo"), Some("application/json")), "a tool needing more scope");
-    assert!(!admits("not json", Some("application/json")));
-    assert!(!admits(&tool_call("echo"), Some("application/json; charset=utf-7")));
-    // Another token (not cached) or another path: the pipeline decides afresh.
-    let other = format!("Bearer {}", mcp_token("mcp:use mcp:tools repo:admin"));
-    let echo = tool_call("echo");
-    let body = Body { bytes: echo.as_bytes(), media_type: Some("application/json"), ..Body::default() };
-    let unknown = Incoming { authorization: Some(&other), body: Some(body), ..request };
-    assert!(!pipeline::admits_body(&unknown, config, rules, &w.tokens));
-    let elsewhere = Incoming { path: "/api/x", body: Some(body), ..request };
-    assert!(!pipeline::admits_body(&elsewhere, config, rules, &w.tokens));
+    assert!(admits(&held, &tool_call("echo"), Some("application/json")));
+    assert!(!admits(&held, &tool_call("delete_repo"), Some("application/json")), "a tool needing more scope");
+    assert!(!admits(&held, "not json", Some("application/json")));
+    assert!(!admits(&held, &tool_call("echo"), Some("application/json; charset=utf-7")));
+    // What it holds is the caller's scopes: another caller's kept plan admits what that one may.
+    let admin = format!("Bearer {}", mcp_token("mcp:use mcp:tools repo:admin"));
+    w.mcp_post("/mcp", Some(&admin), None, &tool_call("echo"));
+    let other = w.mcp_post("/mcp", Some(&admin), None, &tool_call("echo")).kept_body.unwrap();
+    assert!(admits(&other, &tool_call("delete_repo"), Some("application/json")));
+    // A rule that is not an MCP rule (`/api/*`, two below) admits nothing.
+    let elsewhere = pipeline::KeptBody { rule: held.rule + 2, ..held.clone() };
+    assert!(!admits(&elsewhere, &tool_call("echo"), Some("application/json")));
+    // Only a plan made with its body holds one.
+    let token = format!("Bearer {}", valid_token());
+    assert!(w.call("GET", "/api/x", Some(&token), None).kept_body.is_none());
 }

@@ -89,9 +89,10 @@ function send(request, known, answer, now, env, ctx, body) {
     entry = { value: open(answer.slice(1)), until: Infinity, installed: undefined, head: known, made: now };
   } else {
     const end = answer.indexOf("\n");
-    const [made, until, installed, limit] = answer.slice(1, end).split(",").map(Number);
-    // `limit`: a plan for an MCP rule, whose every body is checked before the plan is used again.
-    entry = { value: open(answer.slice(end + 1)), until, installed, head: known, made, limit };
+    const [made, until, installed, limit, body] = answer.slice(1, end).split(",").map(Number);
+    // `limit`: a plan for an MCP rule, whose every body is checked (against what wasm keeps as
+    // `body`) before the plan is used again.
+    entry = { value: open(answer.slice(end + 1)), until, installed, head: known, made, limit, body };
   }
   if (known.length <= MAX_KEPT_HEAD) {
     if (KEPT.size >= MAX_KEPT && !KEPT.has(known)) KEPT.delete(KEPT.keys().next().value);
@@ -106,7 +107,7 @@ function send(request, known, answer, now, env, ctx, body) {
 async function againWithBody(request, entry, known, now, env, ctx) {
   const read = await readBody(request, entry.limit);
   if (read === null) return respond(BODY_FAILED);
-  if (glue.admits_body(known, read.body, read.info)) return forward(request, entry.value, glue, entry, read.body);
+  if (glue.admits_body(entry.body, read.body, read.info)) return forward(request, entry.value, glue, entry, read.body);
   KEPT.delete(known);
   return answerWithBody(request, known, read, now, env, ctx);
 }

@@ -381,8 +381,13 @@ async fn serve(
                 // pipeline's answer to the same head again (`kept_decision`).
                 let names = parts.get(Parts::NAMES);
                 let mark = names.filter(|_| observe::records_nothing(&env, policy, &decision)).and_then(|_| {
-                    let limit = incoming.body.and(Some(gateway.mcp_max_body_bytes));
-                    keep_mark(outcome.fixed, outcome.kept_until, ready, installs_before, now, limit)
+                    // A plan made with a body is kept only with what checks the next body.
+                    let body = match (incoming.body, outcome.kept_body.clone()) {
+                        (None, _) => None,
+                        (Some(_), Some(kept)) => Some((gateway.mcp_max_body_bytes, kept)),
+                        (Some(_), None) => return None,
+                    };
+                    keep_mark(outcome.fixed, outcome.kept_until, ready, installs_before, now, body)
                 });
                 // Otherwise the origin's answer comes back in JavaScript (forward.mjs), and the
                 // decision waits for it there when it is to be recorded (see `observe::hold`).
@@ -432,38 +437,71 @@ async fn serve(
 /// key set or the deny list's copy was replaced while it was being made (`installs_before`): it
 /// was judged on what was there before.
 /// A plan kept for an MCP rule's head says, after `installed`, the body limit: each later body is
-/// read and checked ([`admits_body`]) before the plan is used again.
+/// read and checked ([`admits_body`]) against what wasm keeps under the mark's last number, its id.
 fn keep_mark(
     fixed: bool,
     kept_until: Option<u64>,
     ready: &Ready,
     installs_before: u64,
     now: u64,
-    body_limit: Option<u64>,
+    body: Option<(u64, pipeline::KeptBody)>,
 ) -> Option<String> {
     if fixed {
         return Some(FIXED.to_string());
     }
     let until = kept_until.filter(|_| ready.installs() == installs_before)?;
     let installed = ready.installed();
-    Some(match body_limit {
-        Some(limit) => format!("{KEPT}{now},{until},{installed},{limit}\n"),
+    Some(match body {
+        Some((limit, kept)) => {
+            let id = KEPT_BODIES.with(|kept_bodies| kept_bodies.borrow_mut().keep(kept));
+            format!("{KEPT}{now},{until},{installed},{limit},{id}\n")
+        }
         None => format!("{KEPT}{now},{until},{installed}\n"),
     })
 }
 
-/// Whether `body` passes the MCP rule of the plan kept for `head` (see `pipeline::admits_body`);
-/// `info` as `fetch` takes it.
+/// What kept MCP plans are checked against, by the id their mark gives `entry.mjs`: the rule and
+/// caller ([`pipeline::KeptBody`]), so that a later body is checked without the head being sent,
+/// parsed and its token looked up again. As many as `entry.mjs` keeps plans; the oldest goes first,
+/// and an id no longer here is answered "no" (the pipeline then runs whole).
+#[derive(Default)]
+struct KeptBodies {
+    next: u32,
+    kept: std::collections::VecDeque<(u32, pipeline::KeptBody)>,
+}
+
+const MAX_KEPT_BODIES: usize = 256;
+
+impl KeptBodies {
+    fn keep(&mut self, kept: pipeline::KeptBody) -> u32 {
+        self.next = self.next.wrapping_add(1);
+        if self.kept.len() >= MAX_KEPT_BODIES {
+            self.kept.pop_front();
+        }
+        self.kept.push_back((self.next, kept));
+        self.next
+    }
+
+    fn get(&self, id: u32) -> Option<&pipeline::KeptBody> {
+        self.kept.iter().rev().find(|(kept, _)| *kept == id).map(|(_, kept)| kept)
+    }
+}
+
+thread_local! {
+    static KEPT_BODIES: RefCell<KeptBodies> = RefCell::default();
+}
+
+/// Whether `body` passes the MCP rule of the plan kept under `id` (see
+/// `pipeline::admits_kept_body`); `info` as `fetch` takes it.
 #[wasm_bindgen]
-pub fn admits_body(head: String, body: Vec<u8>, info: String) -> bool {
+pub fn admits_body(id: u32, body: Vec<u8>, info: String) -> bool {
     let Some(ready) = ready() else { return false };
-    let parts = Parts::parse(head);
-    let (incoming, _) = parts.incoming();
     let mut lines = info.split('\n');
     let mut next = || lines.next().filter(|line| !line.is_empty());
     let body = Body { bytes: &body, media_type: next(), encoding: next(), declared_over: next() == Some("1") };
-    let incoming = Incoming { body: Some(body), ..incoming };
-    pipeline::admits_body(&incoming, &ready.config, &ready.rules, &ready.tokens)
+    KEPT_BODIES.with(|kept| {
+        kept.borrow().get(id).is_some_and(|kept| pipeline::admits_kept_body(kept, body, &ready.config, &ready.rules))
+    })
 }
 
 /// What a kept token answer is checked against in `entry.mjs` on each use: changes whenever an

@@ -415,6 +415,16 @@ impl Rules {
 
     /// Each rule's rate-limit binding, with the rule's index: the edge checks at start-up that
     /// each is bound and is a rate limiter.
+    /// The rule at `index` of the table.
+    pub fn get(&self, index: usize) -> Option<&Rule> {
+        self.rules.get(index)
+    }
+
+    /// Where `rule` (one of this table's) sits in it.
+    pub fn index_of(&self, rule: &Rule) -> Option<usize> {
+        self.rules.iter().position(|r| std::ptr::eq(r, rule))
+    }
+
     /// The first rule that reads the fleet's revocations, if one does (the edge then needs their
     /// binding).
     pub fn fleet_revocation(&self) -> Option<usize> {
