@@ -16,8 +16,10 @@
 //! 8. `keys/` — the issuers' keys and their store
 //! 9. `operate/` — decisions, their reasons and log limits; the deny list's policy
 //! 10. `config::vars` — typed reading of variables, shared by every part for its own settings
-//! 11. `error`, `json`, `outline` — typed errors, the one JSON reader, cold-path outlining
+//! 11. `error`, `json`, `outline`, `base64url` — typed errors, the one JSON reader, cold-path
+//!     outlining, a token's segments decoded
 
+pub mod base64url;
 pub mod config;
 pub mod dpop;
 pub mod error;

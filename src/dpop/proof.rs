@@ -215,7 +215,7 @@ fn split(proof: &str) -> Option<Parts> {
     if parts.next().is_some() {
         return None;
     }
-    let object = |segment: &str| crate::json::parse_object(&Base64UrlUnpadded::decode_vec(segment).ok()?).ok();
+    let object = |segment: &str| crate::json::parse_object(&crate::base64url::decode(segment)?).ok();
     // Absent and `null` alike are no member.
     let take = |members: &mut Map<String, Value>, name: &str| members.remove(name).filter(|v| !v.is_null());
     let mut members = object(h)?;
@@ -235,7 +235,7 @@ fn split(proof: &str) -> Option<Parts> {
         ath: take("ath"),
         nonce: take("nonce"),
     };
-    let signature = Base64UrlUnpadded::decode_vec(s).ok()?;
+    let signature = crate::base64url::decode(s)?;
     Some((header, payload, signature, format!("{h}.{p}")))
 }
 

@@ -300,8 +300,7 @@ pub fn validate(
 /// standard claims are read by [`TokenClaims::parse`], these by a second read of the same payload
 /// (which that parse found to be an object of distinct names).
 pub fn select(payload: &str, names: &[Rc<str>]) -> Vec<(Rc<str>, serde_json::Value)> {
-    use base64ct::{Base64UrlUnpadded, Encoding};
-    let Ok(bytes) = Base64UrlUnpadded::decode_vec(payload) else { return Vec::new() };
+    let Some(bytes) = crate::base64url::decode(payload) else { return Vec::new() };
     let Ok(mut all) = crate::json::parse_object(&bytes) else {
         return Vec::new();
     };

@@ -1,7 +1,6 @@
 //! Parsing a compact JWS into an [`UnverifiedToken`] and enforcing the header rules that must hold
 //! before any key is looked up.
 
-use base64ct::{Base64UrlUnpadded, Encoding};
 use serde_json::Value;
 
 use crate::{error::TokenProblem, token::claims::TokenClaims};
@@ -35,7 +34,7 @@ impl<'a> UnverifiedToken<'a> {
         else {
             return Err(TokenProblem::Malformed);
         };
-        let decode = |segment: &str| Base64UrlUnpadded::decode_vec(segment).map_err(|_| TokenProblem::Malformed);
+        let decode = |segment: &str| crate::base64url::decode(segment).ok_or(TokenProblem::Malformed);
         let (header, payload, signature) = (decode(header)?, decode(payload)?, decode(signature)?);
         let header = crate::json::parse_object(&header).map_err(|_| TokenProblem::Malformed)?;
         let text = |name: &str| match header.get(name) {
@@ -107,9 +106,9 @@ fn is_thumbprint(text: &str, digest_len: usize) -> bool {
     let text = text.strip_suffix('=').unwrap_or(text);
     match (text.len() * 3 / 4).cmp(&digest_len) {
         std::cmp::Ordering::Less => false,
-        std::cmp::Ordering::Equal => Base64UrlUnpadded::decode_vec(text).is_ok_and(|bytes| bytes.len() == digest_len),
+        std::cmp::Ordering::Equal => crate::base64url::decode(text).is_some_and(|bytes| bytes.len() == digest_len),
         std::cmp::Ordering::Greater => {
-            Base64UrlUnpadded::decode_vec(text).is_ok_and(|bytes| String::from_utf8(bytes).is_ok())
+            crate::base64url::decode(text).is_some_and(|bytes| String::from_utf8(bytes).is_ok())
         }
     }
 }
