@@ -128,8 +128,7 @@ async function withBody(request, known, limit, now, env, ctx) {
 }
 
 async function answerWithBody(request, known, read, now, env, ctx) {
-  let answer = glue.fetch(request, env, ctx, known, now, read.body, read.info);
-  if (answer instanceof Promise) answer = await answer;
+  const answer = await settle(glue.fetch(request, env, ctx, known, now, read.body, read.info));
   if (answer.charCodeAt(0) === 63) throw new Error("body asked twice");
   // A refusal: the head is no longer one whose body is worth reading first.
   if (isWire(answer)) BODY_FIRST.delete(known);
@@ -188,6 +187,25 @@ async function readAtMost(request, most, declared) {
   return bytes;
 }
 
+// The pipeline's answer once it is one: `[promise, id]` is a wait handed over by wasm (a signature
+// check, see src/edge/handoff.rs), awaited here and resumed with how it settled; a promise is
+// another wait, driven by wasm-bindgen-futures.
+async function settle(answer) {
+  while (Array.isArray(answer)) {
+    const [promise, id] = answer;
+    let ok = true;
+    let value;
+    try {
+      value = await promise;
+    } catch (error) {
+      ok = false;
+      value = error;
+    }
+    answer = glue.resume(id, ok, value);
+  }
+  return answer;
+}
+
 // A kept answer is prepared once, a kept plan read once.
 function open(text) {
   return isWire(text) ? prepare(text) : parsePlan(text);
@@ -224,8 +242,9 @@ export default {
       const limit = BODY_FIRST.get(known);
       if (limit !== undefined) return withBody(request, known, limit, now, env, ctx).catch(failed);
       const answer = glue.fetch(request, env, ctx, known, now, undefined, undefined);
-      // A promise when the answer had to wait for I/O (a key fetch, a rate limit).
-      if (answer instanceof Promise) return answer.then((a) => send(request, known, a, now, env, ctx)).catch(failed);
+      // Not a string when the answer waits: on a signature check, or other I/O (a key fetch, a
+      // rate limit).
+      if (typeof answer !== "string") return settle(answer).then((a) => send(request, known, a, now, env, ctx)).catch(failed);
       const sent = send(request, known, answer, now, env, ctx);
       return sent instanceof Promise ? sent.catch(failed) : sent;
     } catch (error) {

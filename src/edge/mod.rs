@@ -17,6 +17,7 @@
 //!
 //! KV, the Cache API and the issuer fetch are a few plain JavaScript calls (`io.mjs`, awaited by `io`).
 
+mod handoff;
 mod io;
 mod observe;
 mod origin;
@@ -215,14 +216,22 @@ pub fn fetch(
     let isolate = isolate(&env);
     let parts = Parts::parse(head);
     let body = body.map(|bytes| (bytes, body_info.unwrap_or_default()));
-    let mut answer = Box::pin(serve(request, parts, body, isolate, env, ctx, now));
-    // Poll once in place: most answers (public routes, refusals, cached tokens) need no I/O and are
-    // returned without a promise. A future that pends is polled again by the promise's executor,
-    // and the Future contract has it wake that later waker, not this no-op one. (worker's `Delay`
-    // breaks that contract by keeping its first waker; `timer.rs` is ours for that reason.)
-    match answer.as_mut().poll(&mut TaskContext::from_waker(Waker::noop())) {
-        Poll::Ready(answer) => answer,
-        Poll::Pending => wasm_bindgen_futures::future_to_promise(async move { Ok(answer.await) }).into(),
+    let answer: handoff::Task = Box::pin(serve(request, parts, body, isolate, env, ctx, now));
+    // Polled once in place: most answers (public routes, refusals, cached tokens) need no I/O and
+    // are returned without a promise; a signature check is handed to entry.mjs to await
+    // (`handoff`); any other wait makes a promise whose executor polls again, and the Future
+    // contract has it wake that later waker, not this no-op one. (worker's `Delay` breaks that
+    // contract by keeping its first waker; `timer.rs` is ours for that reason.)
+    handoff::drive(answer, None).unwrap_or_else(|waiting| waiting)
+}
+
+/// The pipeline waiting under `id` (a `[promise, id]` that `fetch` or `resume` returned), resumed
+/// with how its promise settled; returns as `fetch` does.
+#[wasm_bindgen]
+pub fn resume(id: u32, ok: bool, value: JsValue) -> JsValue {
+    match handoff::settled(id, if ok { Ok(value) } else { Err(value) }) {
+        Some(task) => handoff::drive(task, Some(id)).unwrap_or_else(|waiting| waiting),
+        None => JsValue::from_str(&fallback()),
     }
 }
 

@@ -107,7 +107,7 @@ impl SignatureVerifier for WebCrypto {
         ) else {
             return false;
         };
-        JsFuture::from(promise).await.ok().and_then(|verdict| verdict.as_bool()).unwrap_or(false)
+        super::handoff::wait(promise).await.ok().and_then(|verdict| verdict.as_bool()).unwrap_or(false)
     }
 }
 
