@@ -9,39 +9,67 @@
 #                                             at the dev issuer and calls the worker cross-origin
 #   ./scripts/dev.sh --mcp                    an example MCP server (the official SDK) on 8791 behind
 #                                             the gateway as an OAuth protected resource
+#   ./scripts/dev.sh [MODE] --fleet           also the fleet worker (fleet/, its Durable Objects) on
+#                                             8789: DPOP_REPLAY=fleet, and the example rules read the
+#                                             fleet's revocations; alone, the gateway in front of echo
 #
-# WORKER_PORT, ISSUER_PORT, PAGE_PORT, MCP_PORT and INSPECTOR_PORT move the servers (the browser and
-# MCP tests do).
+# WORKER_PORT, ISSUER_PORT, ECHO_PORT, PAGE_PORT, MCP_PORT, FLEET_PORT and INSPECTOR_PORT move the
+# servers (the browser and MCP tests do). DPOP_REPLAY (isolate or fleet) is passed on to the
+# worker; ROUTES replaces --gateway's example rules. DPOP_REPLAY=fleet, or a rule with
+# "revocation": "fleet", starts the fleet as --fleet does.
 set -eu
 . "$(dirname "$0")/tools.sh"
 cd "$ROOT"
 WORKER_PORT="${WORKER_PORT:-8787}"
 ISSUER_PORT="${ISSUER_PORT:-8788}"  # .dev.vars's AUTH0_DOMAIN points at 8788; another port is passed on
-ECHO_PORT=8790
+ECHO_PORT="${ECHO_PORT:-8790}"
 PAGE_PORT="${PAGE_PORT:-8790}"
 MCP_PORT="${MCP_PORT:-8791}"
 export WRANGLER_SEND_METRICS=false
 
+FLEET_PORT="${FLEET_PORT:-8789}"
+
 ORIGIN=""
 DEMO=""
 MCP=""
-case "${1:-}" in
-    "") ;;
-    --gateway)
-        ORIGIN="${2:?--gateway needs an origin URL such as http://127.0.0.1:3000, or echo}"
-        ;;
-    --demo) DEMO=1 ;;
-    --mcp) MCP=1 ;;
-    *) say "usage: $0 [--gateway URL|echo | --demo | --mcp]"; exit 2 ;;
-esac
+FLEET=""
+modes=0
+usage() { say "usage: $0 [--gateway URL|echo | --demo | --mcp] [--fleet]"; exit 2; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --gateway)
+            ORIGIN="${2:?--gateway needs an origin URL such as http://127.0.0.1:3000, or echo}"
+            modes=$((modes + 1))
+            shift
+            ;;
+        --demo) DEMO=1; modes=$((modes + 1)) ;;
+        --mcp) MCP=1; modes=$((modes + 1)) ;;
+        --fleet) FLEET=1 ;;
+        "") ;;
+        *) usage ;;
+    esac
+    shift
+done
+[ "$modes" -le 1 ] || usage
+# The fleet's revocations are a gateway rule's setting (the demo routes read KV's deny list), so
+# --fleet alone puts the gateway with its example rules in front of the echo origin.
+[ -n "$FLEET" ] && [ "$modes" = 0 ] && ORIGIN="echo"
+DPOP_REPLAY="${DPOP_REPLAY:-}"
+if [ -n "$FLEET" ]; then
+    DPOP_REPLAY="${DPOP_REPLAY:-fleet}"
+    REVOCATION=', "revocation": "fleet"'
+else
+    REVOCATION=""
+fi
 
 # An example rule table for the gateway: a public prefix, reads for any valid token, writes
-# for tokens holding write:api; everything else is denied.
-ROUTES='[
+# for tokens holding write:api; everything else is denied. ROUTES in the environment replaces it.
+EXAMPLE_ROUTES='[
   {"path": "/public/*", "auth": "public"},
-  {"path": "/api/*", "methods": ["GET"]},
-  {"path": "/api/*", "methods": ["POST", "PUT", "PATCH", "DELETE"], "scopes": ["write:api"]}
+  {"path": "/api/*", "methods": ["GET"]'"$REVOCATION"'},
+  {"path": "/api/*", "methods": ["POST", "PUT", "PATCH", "DELETE"], "scopes": ["write:api"]'"$REVOCATION"'}
 ]'
+ROUTES="${ROUTES:-$EXAMPLE_ROUTES}"
 
 ensure_tools
 say "building the dev issuer"
@@ -80,15 +108,68 @@ if [ -n "$MCP" ]; then
     pids="$pids $!"
     ORIGIN="http://127.0.0.1:$MCP_PORT"
     ROUTES='[{"path": "/mcp", "methods": ["GET", "POST", "DELETE"], "resource": "'"$URL"'/mcp",
-              "scopes": ["mcp:tools"], "mcp": {"tools/call:delete_repo": ["repo:admin"]}}]'
+              "scopes": ["mcp:tools"], "mcp": {"tools/call:delete_repo": ["repo:admin"]}'"$REVOCATION"'}]'
 fi
 if [ "$ORIGIN" = echo ]; then
     "$ISSUER" origin --port "$ECHO_PORT" &
     pids="$pids $!"
     ORIGIN="http://127.0.0.1:$ECHO_PORT"
 fi
+
+# The fleet, when anything asks for it: DPOP_REPLAY=fleet (here or in .dev.vars), or a rule that
+# reads the fleet's revocations.
+if [ "$DPOP_REPLAY" = fleet ] || grep -Eq '^[[:space:]]*DPOP_REPLAY[[:space:]]*=[[:space:]]*"?fleet' .dev.vars 2>/dev/null ||
+    { [ -n "$ORIGIN" ] && printf '%s' "$ROUTES" | tr '\n' ' ' | grep -Eq '"revocation"[[:space:]]*:[[:space:]]*"fleet"'; }; then
+    FLEET=1
+fi
+EDGE_CONFIG=""
+if [ -n "$FLEET" ]; then
+    # Everything of the fleet's in one git-ignored folder: its state (kept across restarts, so a
+    # used proof stays used), the dev registry, and edge-auth's configuration with the bindings.
+    DEV_FLEET="$ROOT/.wrangler/dev-fleet"
+    FLEET_URL="http://127.0.0.1:$FLEET_PORT"
+    say "building the fleet worker (fleet/; the first build compiles the worker crate, a few minutes)"
+    sh fleet/build.sh
+    mkdir -p "$DEV_FLEET"
+    # The two wrangler dev processes find each other through wrangler's dev registry: this
+    # script's own, so that no other wrangler dev on the machine answers for either worker.
+    export WRANGLER_REGISTRY_PATH="$DEV_FLEET/registry"
+    FLEET_ADMIN_TOKEN="$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+    say "starting the fleet worker on $FLEET_URL (wrangler dev -c fleet/wrangler.toml)"
+    # Its own process: a second config in edge-auth's wrangler dev would get no port and no --var.
+    FLEET_PREBUILT=1 wrangler dev -c fleet/wrangler.toml --ip 127.0.0.1 --port "$FLEET_PORT" \
+        --show-interactive-dev-session=false --persist-to "$DEV_FLEET/state" \
+        --var "FLEET_ADMIN_TOKEN:$FLEET_ADMIN_TOKEN" &
+    fleet_pid=$!
+    pids="$pids $fleet_pid"
+
+    # edge-auth's wrangler.toml plus the bindings it lacks (they are commented out there, so that
+    # a plain deploy needs no fleet). wrangler reads main, [build]'s watch_dir and .dev.vars
+    # relative to a configuration's folder; the build command still runs here, in the root.
+    EDGE_CONFIG="$DEV_FLEET/wrangler.toml"
+    awk '/^main = "/ { sub(/^main = "/, "main = \"../../") } { print } /^\[build\]/ { print "watch_dir = \"../../src\"" }' \
+        wrangler.toml >"$EDGE_CONFIG"
+    for binding in FLEET_REPLAY:ReplayShard FLEET_REVOCATIONS:Revocations; do
+        grep -q "^name = \"${binding%%:*}\"" wrangler.toml ||
+            printf '\n[[durable_objects.bindings]]\nname = "%s"\nclass_name = "%s"\nscript_name = "edge-auth-fleet"\n' \
+                "${binding%%:*}" "${binding#*:}" >>"$EDGE_CONFIG"
+    done
+    ln -sf ../../.dev.vars "$DEV_FLEET/.dev.vars"
+
+    i=0
+    until [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $FLEET_ADMIN_TOKEN" "$FLEET_URL/list" 2>/dev/null)" = 200 ]; do
+        i=$((i + 1))
+        if ! kill -0 "$fleet_pid" 2>/dev/null; then say "the fleet's wrangler dev stopped; see its output above"; exit 1; fi
+        if [ "$i" -gt 120 ]; then say "the fleet worker did not start within 2 minutes"; exit 1; fi
+        sleep 1
+    done
+fi
+
 say "building and starting the worker (wrangler dev, workerd)"
 set -- --ip 127.0.0.1 --port "$WORKER_PORT" --show-interactive-dev-session=false
+# The generated configuration keeps the local state (JWKS_KV) where a plain run keeps it.
+[ -n "$EDGE_CONFIG" ] && set -- "$@" -c "$EDGE_CONFIG" --persist-to "$ROOT/.wrangler/state"
+[ -n "$DPOP_REPLAY" ] && set -- "$@" --var "DPOP_REPLAY:$DPOP_REPLAY"
 [ -n "${INSPECTOR_PORT:-}" ] && set -- "$@" --inspector-port "$INSPECTOR_PORT"
 [ "$ISSUER_PORT" != 8788 ] && set -- "$@" --var "AUTH0_DOMAIN:127.0.0.1:$ISSUER_PORT"
 [ -n "$ORIGIN" ] && set -- "$@" --var "ORIGIN_URL:$ORIGIN" --var "ROUTES:$ROUTES"
@@ -194,5 +275,55 @@ else
   Ctrl-C stops everything.
 
 MSG
+fi
+if [ -n "$FLEET" ]; then
+    cat <<MSG
+  The fleet (fleet/: the Durable Objects that edge-auth shares across isolates) runs at
+  $FLEET_URL as a wrangler dev of its own, its state in $DEV_FLEET/state
+  (kept across restarts), its admin token generated for this run. edge-auth binds it with
+  DPOP_REPLAY=${DPOP_REPLAY:-isolate}. Ctrl-C stops the fleet too.
+
+MSG
+    if [ "$DPOP_REPLAY" = fleet ] && [ -z "$MCP" ] && [ -z "$DEMO" ]; then
+        DPOP_PATH=/api/private
+        [ -n "$ORIGIN" ] && DPOP_PATH=/api/orders
+        BOUND="${BOUND:-$("$ISSUER" mint --port "$ISSUER_PORT" --dir "$STATE" --dpop-jkt "$("$ISSUER" jkt --dir "$STATE")")}"
+        cat <<MSG
+  A DPoP proof is good once in the whole fleet, not once per isolate. The same proof twice: the
+  second is 401 "The DPoP proof was already used" (restart this script within 5 minutes and send
+  it once more: still 401, from the fleet's memory, where a fresh isolate alone would admit it):
+
+  PROOF="\$($ISSUER proof --dir $STATE --method GET --url $URL$DPOP_PATH --token $BOUND)"
+  curl -i $URL$DPOP_PATH -H "Authorization: DPoP $BOUND" -H "DPoP: \$PROOF"
+  curl -i $URL$DPOP_PATH -H "Authorization: DPoP $BOUND" -H "DPoP: \$PROOF"    # 401
+
+MSG
+    fi
+    if [ -n "$ORIGIN" ] && printf '%s' "$ROUTES" | tr '\n' ' ' | grep -Eq '"revocation"[[:space:]]*:[[:space:]]*"fleet"'; then
+        SUBJECT="dev-user|1"
+        [ -n "$MCP" ] && SUBJECT="dev-user|3"
+        cat <<MSG
+  Rules with "revocation": "fleet" refuse a revoked token within about a second, everywhere.
+  Revoke $SUBJECT (the tokens above) in the fleet, and lift it again (--no-kv: this setup binds no
+  DENYLIST namespace; against a deployment, deny.sh writes KV too):
+
+  export FLEET_ADMIN_TOKEN=$FLEET_ADMIN_TOKEN
+  $ROOT/scripts/deny.sh add sub '$SUBJECT' --for 1h --reason "trying it" --fleet $FLEET_URL --no-kv
+MSG
+        [ -z "$MCP" ] && [ -z "$DEMO" ] && cat <<MSG
+  curl -i $URL/api/orders -H "Authorization: Bearer $TOKEN"    # 401: The token is revoked
+MSG
+        cat <<MSG
+  $ROOT/scripts/deny.sh list --fleet $FLEET_URL --no-kv
+  $ROOT/scripts/deny.sh remove sub '$SUBJECT' --fleet $FLEET_URL --no-kv
+
+MSG
+    else
+        cat <<MSG
+  No rule here reads the fleet's revocations (the demo routes read KV's deny list);
+  ./scripts/dev.sh --fleet has rules that do.
+
+MSG
+    fi
 fi
 wait
