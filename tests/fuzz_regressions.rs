@@ -61,8 +61,16 @@ fn gateway_public_double_slash_star_does_not_open_protected_routes() {
     let proofs = RefCell::new(ReplayCache::default());
     let io = FakeIo::serving(&json!({ "keys": [] }));
     let tokens = RefCell::new(TokenCache::default());
-    let keys =
-        Keys { issuers: &issuers, io: &io, verifier: &RustRsa, tokens: &tokens, proofs: &proofs, denylist: None };
+    let assertions = RefCell::default();
+    let keys = Keys {
+        issuers: &issuers,
+        io: &io,
+        verifier: &RustRsa,
+        tokens: &tokens,
+        proofs: &proofs,
+        denylist: None,
+        assertions: &assertions,
+    };
     let request = Incoming { method: "GET", path: "/admin/panel", ..Incoming::default() };
     let outcome =
         block_on(pipeline::handle(&request, Ok(Setup { config: &config, rules: &rules, keys }), NOW as u64 * 1000));

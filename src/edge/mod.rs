@@ -37,7 +37,7 @@ use crate::{
     config::Config,
     dpop::replay::ReplayCache,
     error::ConfigError,
-    gateway::rules::Rules,
+    gateway::{assertion::AssertionCache, rules::Rules},
     http::HttpResponse,
     keys::store::{FetchError, JwksSource, KeyIo, SharedTier},
     operate::denylist::{DeniedEntry, DenyIo, DenyList},
@@ -56,6 +56,8 @@ struct Ready {
     proofs: RefCell<ReplayCache>,
     /// The deny list's copy, when a `DENYLIST` namespace is bound.
     denylist: Option<RefCell<DenyList>>,
+    /// Identity assertions signed, while they may be sent again.
+    assertions: RefCell<AssertionCache>,
     verifier: webcrypto::WebCrypto,
     /// Where this instance's count of installs starts (see `installed`), drawn when first needed.
     salt: OnceCell<u64>,
@@ -71,6 +73,7 @@ impl Ready {
             tokens: &self.tokens,
             proofs: &self.proofs,
             denylist: self.denylist.as_ref(),
+            assertions: &self.assertions,
         };
         Setup { config: &self.config, rules: &self.rules, keys }
     }
@@ -123,6 +126,7 @@ fn isolate(env: &JsValue) -> Rc<Isolate> {
                     proofs: RefCell::default(),
                     denylist: io::binding(env, io::DENYLIST_BINDING)
                         .map(|_| RefCell::new(DenyList::new(config.denylist_refresh_secs))),
+                    assertions: RefCell::default(),
                     verifier: webcrypto::WebCrypto::new(),
                     salt: OnceCell::new(),
                     rules,

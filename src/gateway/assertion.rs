@@ -149,6 +149,14 @@ impl AssertionConfig {
                 None => Ok(None),
             };
         };
+        let claims: Vec<&Rc<str>> = claims.into_iter().collect();
+        Self::read(vars, value, origin, &claims).map(Some)
+    }
+
+    /// Kept out of [`AssertionConfig::from_vars`], which every gateway's isolate runs (and
+    /// compiles whole) once: only one with keys compiles this.
+    #[inline(never)]
+    fn read(vars: &Vars, value: Value, origin: &str, claims: &[&Rc<str>]) -> Result<AssertionConfig, ConfigError> {
         let keys = parse_keys(value)?;
         let issuer = printable(vars, "ASSERTION_ISSUER", ISSUER_EXPECTED)?.ok_or(missing("ASSERTION_ISSUER"))?;
         let audience = printable(vars, "ASSERTION_AUDIENCE", AUDIENCE_EXPECTED)?.unwrap_or_else(|| origin.to_owned());
@@ -158,19 +166,11 @@ impl AssertionConfig {
         let jwks = jwks_document(&keys);
         let mut carried: Vec<Rc<str>> = Vec::new();
         for claim in claims {
-            if !OWN_CLAIMS.contains(&&**claim) && !carried.contains(claim) {
-                carried.push(claim.clone());
+            if !OWN_CLAIMS.contains(&&***claim) && !carried.contains(claim) {
+                carried.push((*claim).clone());
             }
         }
-        Ok(Some(AssertionConfig {
-            header: b64(header.as_bytes()),
-            jwks,
-            keys,
-            issuer,
-            audience,
-            ttl_secs,
-            claims: carried,
-        }))
+        Ok(AssertionConfig { header: b64(header.as_bytes()), jwks, keys, issuer, audience, ttl_secs, claims: carried })
     }
 
     /// The key that signs: the first.
@@ -194,7 +194,7 @@ impl AssertionConfig {
         let mut out = Writer::default();
         out.text("iss", &self.issuer);
         out.text("aud", &self.audience);
-        out.number("iat", issued_at);
+        out.number("iat", seconds(issued_at));
         // Filled in below, once the token's `exp` is known: a placeholder keeps the order.
         let exp_at = out.0.len();
         out.text("htm", method);
@@ -223,7 +223,7 @@ impl AssertionConfig {
                 }
             }
         }
-        out.0.insert_str(exp_at, &format!(r#","exp":{expires}"#));
+        out.0.insert_str(exp_at, &format!(r#","exp":{}"#, seconds(expires)));
         Claims { payload: out.finish(), issued_at, expires }
     }
 
@@ -474,6 +474,12 @@ fn jwks_document(keys: &[AssertionKey]) -> String {
     out
 }
 
+/// A time as a JSON number. Never before the epoch here; written as `u64`, whose formatting the
+/// worker has anyway (an `i64`'s would be compiled in for this alone).
+fn seconds(time: i64) -> u64 {
+    u64::try_from(time).unwrap_or(0)
+}
+
 fn b64(bytes: &[u8]) -> String {
     Base64UrlUnpadded::encode_string(bytes)
 }
@@ -494,7 +500,7 @@ impl Writer {
         self.0.push_str(&string_literal(value));
     }
 
-    fn number(&mut self, name: &str, value: i64) {
+    fn number(&mut self, name: &str, value: u64) {
         self.member(name);
         self.0.push_str(&value.to_string());
     }
