@@ -1,10 +1,16 @@
 """The latency the gateway hop adds: the same request sent straight to a local origin, and sent
 through edge-auth in gateway mode (release bundle on bare workerd, never `wrangler dev`).
 
-Usage: python3 bench/gateway.py [seconds-per-run] [rounds] [--only TEXT]   (./scripts/bench.sh --gateway)
+Usage: python3 bench/gateway.py [seconds-per-run] [rounds] [--only TEXT] [--assertion [--assertion-alg EdDSA]]
+(./scripts/bench.sh --gateway ...)
 
 --only TEXT measures the rows whose name holds TEXT (and the floor each is compared with), for a
 quick look at one comparison while working on it.
+
+--assertion adds a second gateway, the same but with ASSERTION_KEYS set (one ES256 key, or EdDSA
+with --assertion-alg), driven on the public, repeated-token and distinct-token rows beside the
+rows without it, round by round; "with/without" is the median of the rounds' req/s ratios (the
+issue's musts: repeated >= 0.9x, distinct >= 0.85x).
 
 The origin is the dev issuer's echo origin (`edge-auth-dev-issuer origin`, HTTP/1.1 keep-alive,
 a thread per connection). wrk keeps its 8 connections open in both set-ups; workerd keeps its own
@@ -58,6 +64,21 @@ def floor_row(name):
     return MCP_FLOOR if "MCP rule" in name else "JavaScript pass-through (checks nothing)"
 
 
+ASSERTED = "gateway with assertion, "
+
+
+def plain_row(name):
+    """The row an assertion row is compared with: the same route through the gateway without keys."""
+    return "gateway, " + name[len(ASSERTED):] if name.startswith(ASSERTED) else None
+
+
+def assertion_keys(alg):
+    """A fresh ASSERTION_KEYS value, as `edge-auth-dev-issuer assertion-key` prints it."""
+    line = bench.run([bench.ISSUER_BIN, "assertion-key", "--alg", alg, "--kid", "bench"],
+                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+    return line[line.index("'[") + 1:line.rindex("]'") + 1]
+
+
 def median(values):
     values = sorted(values)
     return values[len(values) // 2]
@@ -68,6 +89,9 @@ def main():
     parser.add_argument("seconds", nargs="?", type=int, default=10)
     parser.add_argument("rounds", nargs="?", type=int, default=3)
     parser.add_argument("--only", help="measure the rows whose name holds this text, and their floors")
+    parser.add_argument("--assertion", action="store_true",
+                        help="add the gateway rows with ASSERTION_KEYS set, beside the same rows without")
+    parser.add_argument("--assertion-alg", choices=["ES256", "EdDSA"], default="ES256")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     date, flags = bench.compatibility()
@@ -104,6 +128,16 @@ def main():
         passthrough = procs.start([bench.workerd_binary(), "serve", passthrough_config], WORK / "passthrough.log")
         bench.wait_until_serving(passthrough, passthrough_port, "/public/x", WORK / "passthrough.log")
 
+        if args.assertion:
+            asserted_port = bench.free_port()
+            asserted_config = WORK / "gateway-assertion.capnp"
+            asserted_bindings = dict(bindings, ASSERTION_KEYS=assertion_keys(args.assertion_alg),
+                                     ASSERTION_ISSUER=f"http://127.0.0.1:{gateway_port}")
+            bench.capnp_config(asserted_config, bench.modules_of(ours_dir, bench.main_stem()), asserted_bindings,
+                               asserted_port, date, flags)
+            asserted = procs.start([bench.workerd_binary(), "serve", asserted_config], WORK / "gateway-assertion.log")
+            bench.wait_until_serving(asserted, asserted_port, "/public/x", WORK / "gateway-assertion.log")
+
         jose_dir = bench.bundle_peer(WORK, bench.ROOT / "bench" / "peer" / "jose-gateway.js", "jose-gateway")
         jose_port = bench.free_port()
         jose_config = WORK / "jose-gateway.capnp"
@@ -138,6 +172,21 @@ def main():
             "gateway, required rule, one token repeated": drive(gateway, gateway_port, "/private/x", repeated),
             JOSE["distinct"]: drive(jose, jose_port, "/private/x", distinct),
             f"gateway, required rule, {TOKENS} distinct tokens": drive(gateway, gateway_port, "/private/x", distinct),
+        }
+        if args.assertion:
+            # Each right after the same row without keys: a pair runs back to back in every round.
+            with_keys = {
+                ASSERTED + "public rule": drive(asserted, asserted_port, "/public/x"),
+                ASSERTED + "required rule, one token repeated": drive(asserted, asserted_port, "/private/x", repeated),
+                ASSERTED + f"required rule, {TOKENS} distinct tokens":
+                    drive(asserted, asserted_port, "/private/x", distinct),
+            }
+            ordered = {}
+            for name, run in runs.items():
+                ordered[name] = run
+                ordered.update({k: v for k, v in with_keys.items() if plain_row(k) == name})
+            runs = ordered
+        runs |= {
             MCP_FLOOR: drive(passthrough, passthrough_port, "/mcp", repeated, call),
             "gateway, MCP rule, tools/call, one token repeated": drive(gateway, gateway_port, "/mcp", mcp_repeated, call),
         }
@@ -145,7 +194,8 @@ def main():
             wanted = [name for name in runs if args.only.lower() in name.lower()]
             if not wanted:
                 raise SystemExit(f"gateway bench: no row's name holds {args.only!r}")
-            keep = {"origin, straight", *wanted, *map(floor_row, wanted), *filter(None, map(jose_row, wanted))}
+            keep = {"origin, straight", *wanted, *map(floor_row, wanted), *filter(None, map(jose_row, wanted)),
+                    *filter(None, map(plain_row, wanted))}
             runs = {name: run for name, run in runs.items() if name in keep}
         for run in runs.values():
             run(2)  # warm-up: keys fetched, tokens verified once, JIT warm
@@ -184,6 +234,16 @@ def main():
                            else f"{(m['p50_us'] - floor['p50_us']) / 1000:+.2f} ms")
                 + " | " + ("- (not a worker)" if is_origin else f"{m['cpu_us']:.0f} us")
                 + f" | {m['background_cores']:.2f} |")
+        paired = [name for name in runs if plain_row(name) in results]
+        if paired:
+            lines += ["", f"with ASSERTION_KEYS ({args.assertion_alg}) / without, req/s, median of the rounds' ratios "
+                      "(CPU/req: the difference of the medians):", ""]
+            for name in paired:
+                plain = plain_row(name)
+                ratios = [a["rps"] / b["rps"] for a, b in zip(results[name], results[plain])]
+                extra_cpu = med(name)["cpu_us"] - med(plain)["cpu_us"]
+                lines.append(f"- {name[len(ASSERTED):]}: {median(ratios):.2f}x "
+                             f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}), {extra_cpu:+.0f} us CPU/req")
         lines += ["", "req/s vs pass-through is the gateway's req/s over the JavaScript pass-through's, same rounds. "
                   "CPU/req is the workerd process's utime + stime over the run, over requests completed. \"other "
                   "cores\": CPU used meanwhile by anything but wrk and the process measured (above ~0.15, compare "

@@ -9,7 +9,8 @@
 //! 1. `edge/` — the Workers adapter: request in, answer out; KV, Cache, fetch, WebCrypto, timers
 //! 2. `pipeline` — route → authenticate → authorise → answer or forward, for every kind of rule
 //! 3. `config` — composes each part's own settings into one `Config`; only the two above import it
-//! 4. `gateway/` — the rule table and path safety, what the origin receives, per-caller limits
+//! 4. `gateway/` — the rule table and path safety, what the origin receives (the signed identity
+//!    assertion too), per-caller limits
 //! 5. `http` — answers as plain data, challenges, CORS
 //! 6. `token/` — extract, parse, verify, judge the claims; the trusted issuers; verified tokens
 //! 7. `dpop/` — DPoP proofs, nonces, replay memory

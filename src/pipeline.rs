@@ -15,6 +15,7 @@ use crate::{
     dpop::proof::{self, ProofError, ProofRequest, ProofVerifier},
     dpop::replay::{FleetReplay, FleetUse, Remembered, ReplayCache},
     error::{ApiError, ConfigError, ConfigProblem, ProofProblem, RequestProblem, TokenProblem},
+    gateway::assertion::{self, AssertionCache, AssertionSigner, Caller, Issued},
     gateway::limits::{self, RateLimiter},
     gateway::rules::{self, Auth, Match, Responder, Revocation, Rules},
     gateway::{forward, mcp},
@@ -99,6 +100,8 @@ pub struct Keys<'a, I, V> {
     pub denylist: Option<&'a RefCell<DenyList>>,
     /// The isolate's copy of the fleet's revocations, when a rule reads them.
     pub fleet: Option<&'a RefCell<FleetCopy>>,
+    /// Identity assertions this isolate signed, while they may be sent again.
+    pub assertions: &'a RefCell<AssertionCache>,
 }
 
 /// What the pipeline runs on once the configuration was read: it, its compiled rule table, and
@@ -128,6 +131,9 @@ pub fn compile_rules(config: &Config) -> Result<Rules, ConfigError> {
                 problem: ConfigProblem::InvalidRule { index: e.index, detail: e.reason },
             })?;
             rules.need_claims(gateway.claim_headers.iter().map(|(_, claim)| claim.clone()));
+            if gateway.assertion.is_some() {
+                rules.need_claims(assertion::TOKEN_CLAIMS.map(Rc::from));
+            }
             // A resource's tokens come from the issuers that list it among their audiences, and
             // only from them: one that no issuer lists could never be served.
             if let Some(orphan) =
@@ -176,13 +182,17 @@ pub struct Outcome {
     /// The answer (or forward) was made from the request's head alone (method, URL, the headers
     /// in `Incoming`; a forward also from the header names the edge reads) and this isolate's
     /// configuration: no token, clock, limit or state was consulted, so any request with the same
-    /// head gets the same answer and decision.
+    /// head gets the same answer and decision. Never a forward with an identity assertion (its
+    /// `iat` reads the clock): that one is kept for a while instead ([`Outcome::kept_until`]).
     pub fixed: bool,
     /// The answer (or forward) admitted a Bearer token, and any request with the same head gets
     /// the same answer and decision until this time (ms), as long as the isolate's key sets and
     /// deny list are not replaced ([`installed`]): it read the head, the clock (bounded by
-    /// the token's expiry), and keys and a deny list that ask for no refresh before then. Never
-    /// more than [`KEEP_MS`] ahead; `None` for any other answer.
+    /// the token's expiry), and keys and a deny list that ask for no refresh before then. Also a
+    /// forward that would be `fixed` but carries an identity assertion, which is made again. With
+    /// an assertion, never past the moment it may no longer be reused
+    /// ([`assertion::reusable_until_ms`]). Never more than [`KEEP_MS`] ahead; `None` for any
+    /// other answer.
     pub kept_until: Option<u64>,
     /// The answer depends on the body, which was not read: the edge reads at most this many bytes
     /// plus one and asks again with [`Incoming::body`]. Asked only once the head is admitted
@@ -359,6 +369,8 @@ struct Facts {
     /// An MCP POST's method and tool, for the decision.
     mcp_method: Option<Rc<str>>,
     mcp_tool: Option<Rc<str>>,
+    /// The verified caller of an admitted request, for the assertion its forward carries.
+    caller: Option<Rc<Principal>>,
 }
 
 impl Facts {
@@ -375,8 +387,10 @@ impl Facts {
     }
 }
 
-pub trait Verifier: SignatureVerifier + ProofVerifier {}
-impl<T: SignatureVerifier + ProofVerifier> Verifier for T {}
+/// The runtime's cryptography: tokens' and proofs' signatures checked, and the assertion to the
+/// origin signed (one engine does all three: WebCrypto at the edge).
+pub trait Verifier: SignatureVerifier + ProofVerifier + AssertionSigner {}
+impl<T: SignatureVerifier + ProofVerifier + AssertionSigner> Verifier for T {}
 
 /// The runtime's I/O the pipeline may need: keys, the deny list and the rate limiters.
 pub trait Io: KeyIo + DenyIo + RateLimiter + FleetReplay + FleetRevocationIo {}
@@ -389,6 +403,16 @@ pub async fn handle<I: Io, V: Verifier>(
 ) -> Outcome {
     let mut facts = Facts::default();
     let result = respond(request, &setup, now_ms, &mut facts).await;
+    // A forward with ASSERTION_KEYS set carries the edge's assertion; outlined, so that a gateway
+    // without them never compiles the step.
+    let signing =
+        setup.as_ref().ok().and_then(|ready| Some((ready, ready.config.gateway.as_ref()?.assertion.as_ref()?)));
+    let result = match (result, signing) {
+        (Ok(Answer::Forward(forward)), Some((ready, signing))) => {
+            outline(asserted(forward, signing, ready, request, now_ms, &mut facts)).await
+        }
+        (result, _) => result,
+    };
     let (response, forward, reason) = match result {
         Ok(Answer::Respond(response)) => (response, None, facts.admitted.unwrap_or(Reason::Ok)),
         // Not an answer: the edge reads the body and asks again; nothing is decided or recorded yet.
@@ -468,6 +492,29 @@ async fn respond<I: Io, V: Verifier>(
                 Ok(Answer::Respond(preflight(setup, request)))
             }
             _ => Err(ApiError::MethodNotAllowed(http::ALLOW.into())),
+        };
+    }
+    // The assertion's keys, for the origin to verify it with: the edge's own, whatever ROUTES says.
+    if let Some(signing) = setup
+        .as_ref()
+        .ok()
+        .and_then(|s| s.config.gateway.as_ref()?.assertion.as_ref())
+        .filter(|_| request.path == assertion::JWKS_PATH)
+    {
+        facts.rule = Some(assertion::JWKS_PATH.into());
+        return match request.method {
+            "GET" | "HEAD" => {
+                facts.admitted = Some(Reason::Public);
+                facts.fixed = true;
+                // Cached by origins and anything between: a new key is published this long before
+                // an origin that honours the cache sees it (docs/assertion.md, "Rotating keys").
+                Ok(Answer::Respond(
+                    HttpResponse::json_text(200, signing.jwks())
+                        .with_header("cache-control", "public, max-age=300")
+                        .with_header("access-control-allow-origin", "*"),
+                ))
+            }
+            _ => Err(ApiError::MethodNotAllowed("GET, HEAD".into())),
         };
     }
     // Match on exactly the path that will be forwarded, and only on a path that means one thing.
@@ -602,6 +649,7 @@ async fn respond<I: Io, V: Verifier>(
     if facts.kept_until.is_some() && rule.mcp.is_some() && request.body.is_some() {
         facts.kept_body = table.index_of(rule).map(|rule| KeptBody { rule, principal: principal.clone() });
     }
+    facts.caller = Some(principal.clone());
     let mut answered = answer(rule, Some((principal.as_ref(), token)), facts.scheme, setup, request)?;
     if let Answer::Forward(Forward { relay: Some(relay), .. }) = &mut answered {
         let kv = keys.denylist.is_some();
@@ -617,6 +665,66 @@ async fn respond<I: Io, V: Verifier>(
         });
     }
     Ok(answered)
+}
+
+/// A forward with `ASSERTION_KEYS` set gets the edge's signed assertion (`X-Auth-Assertion`): the
+/// one made for the same token, method and URL while it may be reused, else a new one. An answer
+/// kept for its head is kept no longer than its assertion may be reused: a plan fixed by its head
+/// (a public rule's) becomes one kept for a while. No assertion, no forward: a key that cannot
+/// sign is a configuration error, never a request sent without one.
+async fn asserted<I: Io, V: Verifier>(
+    mut forward: Forward,
+    signing: &assertion::AssertionConfig,
+    setup: &Setup<'_, I, V>,
+    request: &Incoming<'_>,
+    now_ms: u64,
+    facts: &mut Facts,
+) -> Result<Answer, ApiError> {
+    let Setup { config, keys, .. } = setup;
+    let Some(gateway) = &config.gateway else { return Ok(Answer::Forward(forward)) };
+    // The caller's token, as `authenticate` read it.
+    let identity = facts.caller.clone().and_then(|principal| {
+        let (_, token) = extract::credential(request.authorization, config.dpop.mode).ok()?;
+        Some((principal, token))
+    });
+    let identity = identity.as_ref().map(|(principal, token)| (principal.as_ref(), *token));
+    // Not fixed by the head whatever comes next: a new assertion reads the clock, and a refusal
+    // to sign is answered as it is found.
+    let fixed = std::mem::take(&mut facts.fixed);
+    let htu = gateway.target(request.path);
+    let key = AssertionCache::key(identity.map(|(_, token)| token), request.method, &htu);
+    let kept = keys.assertions.borrow().get(&key, now_ms);
+    let issued = match kept {
+        Some(issued) => issued,
+        None => {
+            let caller = identity
+                .map(|(principal, _)| Caller { principal, token_issuer: facts.issuer.as_deref().unwrap_or_default() });
+            let now_secs = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+            let claims = signing.claims(caller, request.method, &htu, now_secs);
+            let jws = signing.sign(&claims, keys.verifier).await.map_err(|error| {
+                let error = error.config_error();
+                // As the isolate logs a configuration it cannot read (`describe_config_error`).
+                let line = crate::json::ObjectWriter::default()
+                    .text("component", "edge-auth.config")
+                    .text("event", "misconfigured")
+                    .text("variable", error.variable)
+                    .text("problem", &error.to_string())
+                    .finish();
+                keys.io.log("misconfigured", &line);
+                ApiError::Misconfigured(error)
+            })?;
+            let issued = Issued { jws: jws.into(), reusable_until_ms: claims.reusable_until_ms() };
+            keys.assertions.borrow_mut().insert(key, issued.clone(), now_ms);
+            issued
+        }
+    };
+    forward.headers.push((assertion::HEADER, issued.jws.to_string()));
+    if fixed {
+        facts.kept_until = Some(now_ms.saturating_add(KEEP_MS));
+    }
+    facts.kept_until =
+        facts.kept_until.map(|until| until.min(issued.reusable_until_ms)).filter(|until| *until > now_ms);
+    Ok(Answer::Forward(forward))
 }
 
 /// How long an admitted token's answer holds for its head (see [`Outcome::kept_until`]). Only for

@@ -14,7 +14,7 @@ use common::{block_on, dpop, FakeIo, NOW};
 use edge_auth::{
     config::Config,
     dpop::replay::ReplayCache,
-    gateway::rules::Rules,
+    gateway::{assertion::AssertionCache, rules::Rules},
     pipeline::{self, Incoming, Keys, Outcome, Setup},
     token::cache::TokenCache,
     token::issuers::Issuers,
@@ -104,6 +104,7 @@ struct Isolate {
     proof_keys: Value,
     io: FakeIo,
     tokens: RefCell<TokenCache>,
+    assertions: RefCell<AssertionCache>,
 }
 
 impl Isolate {
@@ -126,6 +127,7 @@ impl Isolate {
             proof_keys: corpus["dpop_keys"].clone(),
             io: FakeIo::serving(&corpus["jwks"]),
             tokens: RefCell::default(),
+            assertions: RefCell::default(),
             config,
             rules,
         }
@@ -180,6 +182,7 @@ impl Isolate {
             proofs: &self.proofs,
             denylist: None,
             fleet: None,
+            assertions: &self.assertions,
         };
         let setup = Setup { config: &self.config, rules: &self.rules, keys };
         block_on(pipeline::handle(&request, Ok(setup), NOW as u64 * 1000))

@@ -2464,3 +2464,232 @@ fn an_mcp_rule_is_a_protected_resource_that_reads_the_json_rpc_body() {
     assert_eq!(preflight.status, 204);
     assert!(preflight.header("access-control-allow-headers").unwrap().contains("Mcp-Session-Id"));
 }
+
+// ---------------------------------------------------------------- the identity assertion
+
+const EDGE_ISSUER: &str = "https://edge.e2e.edge-auth.test";
+const JWKS_PATH: &str = "/.well-known/edge-auth/jwks.json";
+
+/// Checks assertions as an origin would, with the npm `jose` against the worker's published keys
+/// (tests/js/verify-assertion.mjs): one result per case, `ok` or the `code` jose (or the
+/// htm/htu check) failed with.
+fn jose_verify(cases: &[Value]) -> Vec<Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(root.join("node_modules/.bin/node"))
+        .arg(root.join("tests/js/verify-assertion.mjs"))
+        .current_dir(root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node and the jose package: run ./scripts/test.sh");
+    child.stdin.take().unwrap().write_all(Value::Array(cases.to_vec()).to_string().as_bytes()).unwrap();
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(child.wait().unwrap().success(), "verify-assertion.mjs failed: {out}");
+    let results: Vec<Value> = serde_json::from_str(&out).expect("a JSON array");
+    assert_eq!(results.len(), cases.len());
+    results
+}
+
+/// A case for [`jose_verify`]: `jwt`, checked as the origin of `origin` would for `method` and
+/// the URL `htu`, against worker `w`'s keys.
+fn case(w: &Worker, origin: &MockOrigin, jwt: &str, method: &str, htu: &str) -> Value {
+    json!({
+        "jwt": jwt,
+        "jwks": format!("http://127.0.0.1:{}{JWKS_PATH}", w.port),
+        "issuer": EDGE_ISSUER,
+        "audience": origin.url(),
+        "htm": method,
+        "htu": htu,
+    })
+}
+
+fn keys_var(keys: &[Value]) -> String {
+    Value::Array(keys.to_vec()).to_string()
+}
+
+/// A segment of a compact JWS as JSON, and back.
+fn segment(jwt: &str, index: usize) -> Value {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    serde_json::from_slice(&Base64UrlUnpadded::decode_vec(jwt.split('.').nth(index).unwrap()).unwrap()).unwrap()
+}
+
+fn with_segment(jwt: &str, index: usize, value: &Value) -> String {
+    let mut parts: Vec<String> = jwt.split('.').map(str::to_owned).collect();
+    parts[index] = b64(value.to_string().as_bytes());
+    parts.join(".")
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn the_origin_verifies_the_edges_assertion_with_jose_on_required_optional_and_public_rules() {
+    use edge_auth_dev_issuer::assertion::{assertion_key, public_half, AssertionAlg};
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let origin = MockOrigin::start().unwrap();
+    // Two keys, as in a rotation: the first signs, both are published.
+    let (first, second) =
+        (assertion_key(AssertionAlg::Es256, "edge-new"), assertion_key(AssertionAlg::EdDsa, "edge-old"));
+    let keys = keys_var(&[first.clone(), second.clone()]);
+    let w = gateway(&issuer, &origin, &[("ASSERTION_KEYS", &keys), ("ASSERTION_ISSUER", EDGE_ISSUER)], "gw-assert");
+    let base = format!("{}/base", origin.url());
+
+    let published = request(w.port, "GET", JWKS_PATH, &[("Origin", "https://anyone.example")]);
+    assert_eq!(published.status, 200, "{}", published.body);
+    assert_eq!(published.json(), json!({ "keys": [public_half(&first), public_half(&second)] }));
+    assert_eq!(published.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(published.header("cache-control"), Some("public, max-age=300"));
+    assert_eq!(origin.hits(), 0, "the keys are the edge's own answer");
+
+    let mint = Mint { scope: Some("read:orders".into()), expires_in: 20, ..Mint::new(&issuer.issuer(), AUDIENCE) };
+    let token_exp = mint.now + mint.expires_in;
+    let bearer = format!("Bearer {}", mint.sign(key(1)));
+    let forged = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.";
+    let assertion_of = |method: &str, path: &str, authorization: Option<&str>| {
+        let mut headers = vec![("X-Auth-Assertion", forged), ("x_auth_assertion", forged)];
+        headers.extend(authorization.map(|a| ("Authorization", a)));
+        let got = Received::of(&request(w.port, method, path, &headers));
+        let assertion = got.header("x-auth-assertion").expect("an assertion");
+        assert!(!assertion.contains(forged) && !assertion.contains(", "), "only the edge's: {assertion}");
+        assert_eq!(got.header("x_auth_assertion"), None);
+        assertion
+    };
+    let required = assertion_of("GET", "/orders/7?page=2", Some(&bearer));
+    let optional = assertion_of("GET", "/optional", None);
+    let public = assertion_of("POST", "/public/x", None);
+    let results = jose_verify(&[
+        case(&w, &origin, &required, "GET", &format!("{base}/orders/7")),
+        case(&w, &origin, &optional, "GET", &format!("{base}/optional")),
+        case(&w, &origin, &public, "POST", &format!("{base}/public/x")),
+    ]);
+    for result in &results {
+        assert_eq!(result["ok"], true, "{results:#?}");
+        assert_eq!(result["header"], json!({ "alg": "ES256", "kid": "edge-new", "typ": "edge-auth+jwt" }));
+    }
+    let claims = &results[0]["payload"];
+    assert_eq!(
+        (claims["sub"].as_str(), claims["token_iss"].as_str(), claims["scope"].as_str()),
+        (Some("dev-user|1"), Some(issuer.issuer().as_str()), Some("read:orders"))
+    );
+    assert_eq!(claims["exp"].as_i64(), Some(token_exp), "never past the token's exp (20 s left, TTL 60)");
+    for anonymous in [&results[1]["payload"], &results[2]["payload"]] {
+        let mut names: Vec<&str> = anonymous.as_object().unwrap().keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["aud", "exp", "htm", "htu", "iat", "iss"], "{anonymous}");
+        let life = anonymous["exp"].as_i64().unwrap() - anonymous["iat"].as_i64().unwrap();
+        assert_eq!(life, 60);
+    }
+
+    // A repeated token, method and URL get the same assertion (its plan is kept for its head from
+    // the second request on); another URL gets its own.
+    assert_eq!(assertion_of("GET", "/orders/7?page=3", Some(&bearer)), required);
+    assert_eq!(assertion_of("GET", "/orders/7", Some(&bearer)), required);
+    assert_ne!(assertion_of("GET", "/orders/8", Some(&bearer)), required);
+
+    // What an origin must refuse, jose refuses.
+    let mut altered = segment(&required, 1);
+    altered["sub"] = json!("admin");
+    let mut unpublished = segment(&required, 0);
+    unpublished["kid"] = json!("edge-unpublished");
+    let mut other_audience = case(&w, &origin, &required, "GET", &format!("{base}/orders/7"));
+    other_audience["audience"] = json!("https://another-origin.example");
+    let mut expired = case(&w, &origin, &required, "GET", &format!("{base}/orders/7"));
+    expired["now"] = json!(token_exp + 1);
+    let refused = jose_verify(&[
+        other_audience,
+        case(&w, &origin, &with_segment(&required, 1, &altered), "GET", &format!("{base}/orders/7")),
+        expired,
+        case(&w, &origin, &with_segment(&required, 0, &unpublished), "GET", &format!("{base}/orders/7")),
+        // Lifted from one request and sent with another.
+        case(&w, &origin, &required, "GET", &format!("{base}/orders/8")),
+        case(&w, &origin, &required, "DELETE", &format!("{base}/orders/7")),
+    ]);
+    let codes: Vec<(&str, &str)> =
+        refused.iter().map(|r| (r["code"].as_str().unwrap_or("ok"), r["claim"].as_str().unwrap_or(""))).collect();
+    assert_eq!(
+        codes,
+        [
+            ("ERR_JWT_CLAIM_VALIDATION_FAILED", "aud"),
+            ("ERR_JWS_SIGNATURE_VERIFICATION_FAILED", ""),
+            ("ERR_JWT_EXPIRED", "exp"),
+            ("ERR_JWKS_NO_MATCHING_KEY", ""),
+            ("htu_mismatch", "htu"),
+            ("htm_mismatch", "htm"),
+        ],
+        "{refused:#?}"
+    );
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn a_rotated_key_set_signs_with_the_new_key_and_still_publishes_the_old_one() {
+    use edge_auth_dev_issuer::assertion::{assertion_key, public_half, AssertionAlg};
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let origin = MockOrigin::start().unwrap();
+    let old = assertion_key(AssertionAlg::EdDsa, "edge-2026-11");
+    let new = assertion_key(AssertionAlg::Es256, "edge-2026-12");
+    let htu = format!("{}/base/public/x", origin.url());
+    let before = keys_var(std::slice::from_ref(&old));
+    let w = gateway(&issuer, &origin, &[("ASSERTION_KEYS", &before), ("ASSERTION_ISSUER", EDGE_ISSUER)], "gw-rotate-1");
+    let signed_by_old = Received::of(&request(w.port, "GET", "/public/x", &[])).header("x-auth-assertion").unwrap();
+    assert_eq!(jose_verify(&[case(&w, &origin, &signed_by_old, "GET", &htu)])[0]["header"]["alg"], "EdDSA");
+    drop(w);
+
+    // The new key first, the old one kept, published alone (as `assertion-key --keep` writes it).
+    let after = keys_var(&[new.clone(), public_half(&old)]);
+    let w = gateway(&issuer, &origin, &[("ASSERTION_KEYS", &after), ("ASSERTION_ISSUER", EDGE_ISSUER)], "gw-rotate-2");
+    let signed_by_new = Received::of(&request(w.port, "GET", "/public/x", &[])).header("x-auth-assertion").unwrap();
+    let results =
+        jose_verify(&[case(&w, &origin, &signed_by_new, "GET", &htu), case(&w, &origin, &signed_by_old, "GET", &htu)]);
+    assert_eq!(results[0]["header"]["kid"], "edge-2026-12", "{results:#?}");
+    assert_eq!(results[1]["ok"], true, "an assertion the old key signed still verifies: {results:#?}");
+    let kids: Vec<Value> = request(w.port, "GET", JWKS_PATH, &[]).json()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].clone())
+        .collect();
+    assert_eq!(kids, [json!("edge-2026-12"), json!("edge-2026-11")]);
+}
+
+#[test]
+#[ignore = "needs the built worker and wrangler: run ./scripts/test.sh"]
+fn a_bad_assertion_key_set_is_a_configuration_error_and_nothing_reaches_the_origin() {
+    use edge_auth_dev_issuer::assertion::{assertion_key, AssertionAlg};
+    let issuer = MockIssuer::start(&jwks(&[key(1)])).unwrap();
+    let origin = MockOrigin::start().unwrap();
+    let token = format!(
+        "Bearer {}",
+        Mint { scope: Some("read:orders".into()), ..Mint::new(&issuer.issuer(), AUDIENCE) }.sign(key(1))
+    );
+    // A key whose private half is not the published one's: WebCrypto imports it, and the probe
+    // signature it makes does not verify with its public half (for Ed25519, BoringSSL takes any x).
+    let mismatched = |alg: AssertionAlg| {
+        let mut key = assertion_key(alg, "edge-1");
+        key["x"] = assertion_key(alg, "other")["x"].clone();
+        key
+    };
+    // A key set that does not parse (one member short), and two that parse but cannot sign.
+    let mut unreadable = assertion_key(AssertionAlg::Es256, "edge-1");
+    unreadable.as_object_mut().unwrap().remove("y");
+    for (name, key) in [
+        ("gw-assert-unreadable", unreadable),
+        ("gw-assert-ec", mismatched(AssertionAlg::Es256)),
+        ("gw-assert-ed", mismatched(AssertionAlg::EdDsa)),
+    ] {
+        let keys = keys_var(std::slice::from_ref(&key));
+        let w = gateway(&issuer, &origin, &[("ASSERTION_KEYS", &keys), ("ASSERTION_ISSUER", EDGE_ISSUER)], name);
+        for (path, authorization) in [("/public/x", None), ("/orders/1", Some(token.as_str())), ("/public/x", None)] {
+            let headers: Vec<(&str, &str)> = authorization.map(|a| vec![("Authorization", a)]).unwrap_or_default();
+            let r = request(w.port, "GET", path, &headers);
+            assert_eq!((r.status, r.error().as_str()), (500, "server_misconfigured"), "{name} {path}: {}", r.body);
+            let description = r.json()["error_description"].as_str().unwrap_or_default().to_owned();
+            assert!(description.starts_with("ASSERTION_KEYS is invalid"), "{name}: {description}");
+            assert!(!r.body.contains("\"d\""), "{name}: {}", r.body);
+        }
+        assert_eq!(origin.hits(), 0, "{name}: forwarded without an assertion");
+        w.expect_line("the misconfiguration", |line| {
+            line["event"] == "misconfigured" && line["variable"] == "ASSERTION_KEYS"
+        });
+        assert!(!w.log().contains(key["d"].as_str().unwrap()), "{name}: key material in the log");
+    }
+}

@@ -24,6 +24,7 @@ fn gateway(forward_authorization: bool, forward_claims: bool, secret: Option<&st
         secret: secret.map(str::to_owned),
         claim_headers: Vec::new(),
         mcp_max_body_bytes: 1024,
+        assertion: None,
     }
 }
 
@@ -35,6 +36,9 @@ fn headers_that_speak_for_the_edge_never_pass_from_the_client() {
         "x-auth-scopes",
         "X-AUTH-CLAIMS",
         "X-Auth-Anything",
+        // A client's assertion is never the edge's (ASSERTION_KEYS set or not).
+        "X-Auth-Assertion",
+        "x_auth_assertion",
         "X_Auth_Subject",
         "x_auth_scopes",
         "X-Edge-Auth-Secret",

@@ -61,6 +61,7 @@ fn gateway_public_double_slash_star_does_not_open_protected_routes() {
     let proofs = RefCell::new(ReplayCache::default());
     let io = FakeIo::serving(&json!({ "keys": [] }));
     let tokens = RefCell::new(TokenCache::default());
+    let assertions = RefCell::default();
     let keys = Keys {
         issuers: &issuers,
         io: &io,
@@ -69,6 +70,7 @@ fn gateway_public_double_slash_star_does_not_open_protected_routes() {
         proofs: &proofs,
         denylist: None,
         fleet: None,
+        assertions: &assertions,
     };
     let request = Incoming { method: "GET", path: "/admin/panel", ..Incoming::default() };
     let outcome =

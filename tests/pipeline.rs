@@ -16,6 +16,7 @@ use edge_auth::{
     config::Config,
     dpop::proof::{self, access_token_hash, ProofVerifier},
     dpop::replay::{self, ReplayCache},
+    gateway::assertion::{AssertionCache, AssertionKey, AssertionSigner, SignError},
     gateway::rules::Rules,
     http::HttpResponse,
     keys::jwks::VerificationKey,
@@ -29,7 +30,10 @@ use edge_auth::{
     token::issuers::Issuers,
     token::verify::{RustRsa, SignatureVerifier},
 };
-use edge_auth_dev_issuer::{b64, jwks, sign, Mint, SigningKey};
+use edge_auth_dev_issuer::{
+    assertion::{assertion_key, public_half, AssertionAlg},
+    b64, jwks, sign, Mint, SigningKey,
+};
 use serde_json::{json, Value};
 
 struct World {
@@ -44,6 +48,7 @@ struct World {
     denylist: Option<RefCell<DenyList>>,
     /// The isolate's copy of the fleet's revocations (read only by a rule that asks for them).
     fleet: RefCell<FleetCopy>,
+    assertions: RefCell<AssertionCache>,
     verifier: CountingRsa,
     /// The clock, in milliseconds; tests move it by hand.
     now: Cell<u64>,
@@ -53,6 +58,8 @@ struct World {
 #[derive(Default)]
 struct CountingRsa {
     checks: Cell<usize>,
+    /// Identity assertions signed.
+    signatures: Cell<usize>,
 }
 
 impl SignatureVerifier for CountingRsa {
@@ -65,6 +72,14 @@ impl SignatureVerifier for CountingRsa {
 impl ProofVerifier for CountingRsa {
     async fn verify_proof(&self, key: &proof::ProofKey, signing_input: &[u8], signature: &[u8]) -> bool {
         RustRsa.verify_proof(key, signing_input, signature).await
+    }
+}
+
+/// Assertions are signed by the pure-Rust engines, counted.
+impl AssertionSigner for CountingRsa {
+    async fn sign_assertion(&self, key: &AssertionKey, input: &[u8]) -> Result<Vec<u8>, SignError> {
+        self.signatures.set(self.signatures.get() + 1);
+        RustRsa.sign_assertion(key, input).await
     }
 }
 
@@ -91,6 +106,7 @@ fn world_with(vars: &[(&str, &str)], published: &[&SigningKey]) -> World {
         proofs: RefCell::default(),
         denylist: None,
         fleet: RefCell::default(),
+        assertions: RefCell::default(),
         verifier: CountingRsa::default(),
         now: Cell::new(NOW as u64 * 1000),
     }
@@ -114,6 +130,7 @@ impl World {
             proofs: &self.proofs,
             denylist: self.denylist.as_ref(),
             fleet: Some(&self.fleet),
+            assertions: &self.assertions,
         };
         let setup = match &self.config {
             Ok((config, rules)) => Ok(Setup { config, rules, keys }),
@@ -2485,4 +2502,226 @@ fn a_kept_mcp_plan_admits_only_bodies_its_token_may_send() {
     // Only a plan made with its body holds one.
     let token = format!("Bearer {}", valid_token());
     assert!(w.call("GET", "/api/x", Some(&token), None).kept_body.is_none());
+}
+
+// ---- gateway: the identity assertion ----
+
+const ASSERTION_ROUTES: &str = r#"[
+    {"path": "/public/*", "auth": "public"},
+    {"path": "/optional", "auth": "optional"},
+    {"path": "/orders/:id", "scopes": ["read:orders"]},
+    {"path": "/*", "auth": "public"}
+]"#;
+const EDGE_ISSUER: &str = "https://edge.example.com";
+
+fn assertion_world(keys: &[Value], extra: &[(&str, &str)]) -> World {
+    let keys = Value::Array(keys.to_vec()).to_string();
+    let mut vars = vec![
+        ("ORIGIN_URL", "https://origin.example.com/v1"),
+        ("ROUTES", ASSERTION_ROUTES),
+        ("ASSERTION_KEYS", keys.as_str()),
+        ("ASSERTION_ISSUER", EDGE_ISSUER),
+    ];
+    vars.extend_from_slice(extra);
+    world_with(&vars, &[key(1)])
+}
+
+fn edge_key(alg: AssertionAlg) -> Value {
+    assertion_key(alg, "edge-1")
+}
+
+/// The assertion a forward carries (exactly one).
+fn assertion_of(outcome: &Outcome) -> String {
+    let forward = outcome.forward.as_ref().unwrap_or_else(|| panic!("not forwarded: {outcome:?}"));
+    let found: Vec<&String> =
+        forward.headers.iter().filter(|(n, _)| *n == "x-auth-assertion").map(|(_, v)| v).collect();
+    assert_eq!(found.len(), 1, "{forward:?}");
+    found[0].clone()
+}
+
+/// The claims of an assertion whose signature verifies with `edge`'s public half.
+fn verified_claims(jws: &str, edge: &Value) -> Value {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    let decode = |s: &str| Base64UrlUnpadded::decode_vec(s).unwrap();
+    let (input, signature) = jws.rsplit_once('.').unwrap();
+    let signature = decode(signature);
+    let ok = match edge["kty"].as_str() {
+        Some("EC") => {
+            use p256::ecdsa::{signature::Verifier, Signature, VerifyingKey};
+            let mut point = vec![4u8];
+            point.extend(decode(edge["x"].as_str().unwrap()));
+            point.extend(decode(edge["y"].as_str().unwrap()));
+            let public = VerifyingKey::from_sec1_bytes(&point).unwrap();
+            public.verify(input.as_bytes(), &Signature::from_slice(&signature).unwrap()).is_ok()
+        }
+        _ => {
+            let public = ed25519_compact::PublicKey::from_slice(&decode(edge["x"].as_str().unwrap())).unwrap();
+            public.verify(input.as_bytes(), &ed25519_compact::Signature::from_slice(&signature).unwrap()).is_ok()
+        }
+    };
+    assert!(ok, "the assertion does not verify with {}", edge["kid"]);
+    let (header, payload) = input.split_once('.').unwrap();
+    let header: Value = serde_json::from_slice(&decode(header)).unwrap();
+    assert_eq!(header, json!({ "alg": edge["alg"], "kid": edge["kid"], "typ": "edge-auth+jwt" }));
+    serde_json::from_slice(&decode(payload)).unwrap()
+}
+
+#[test]
+fn every_forward_carries_an_assertion_that_verifies_with_the_first_key() {
+    for alg in [AssertionAlg::Es256, AssertionAlg::EdDsa] {
+        let edge = edge_key(alg);
+        let w = assertion_world(std::slice::from_ref(&edge), &[]);
+        let token = Mint { scope: Some("read:orders".into()), ..mint() }.sign(key(1));
+        let bearer = format!("Bearer {token}");
+        let base = json!({ "iss": EDGE_ISSUER, "aud": "https://origin.example.com", "iat": NOW, "exp": NOW + 60 });
+        let with = |extra: Value| {
+            let mut claims = base.clone();
+            claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            claims
+        };
+        let required = verified_claims(&assertion_of(&w.call("GET", "/orders/7", Some(&bearer), None)), &edge);
+        assert_eq!(
+            required,
+            with(json!({
+                "htm": "GET", "htu": "https://origin.example.com/v1/orders/7",
+                "sub": "dev-user|1", "token_iss": ISSUER, "scope": "read:orders",
+            }))
+        );
+        let optional = verified_claims(&assertion_of(&w.call("POST", "/optional", None, None)), &edge);
+        assert_eq!(optional, with(json!({ "htm": "POST", "htu": "https://origin.example.com/v1/optional" })));
+        let public = verified_claims(&assertion_of(&w.call("GET", "/public/a", None, None)), &edge);
+        assert_eq!(public, with(json!({ "htm": "GET", "htu": "https://origin.example.com/v1/public/a" })));
+        // An optional rule with a token names its caller.
+        let named = verified_claims(&assertion_of(&w.call("GET", "/optional", Some(&bearer), None)), &edge);
+        assert_eq!(named["sub"], "dev-user|1");
+    }
+}
+
+#[test]
+fn the_assertion_is_bound_to_the_url_without_its_query() {
+    let edge = edge_key(AssertionAlg::Es256);
+    let w = assertion_world(std::slice::from_ref(&edge), &[]);
+    let request = Incoming {
+        method: "GET",
+        path: "/public/a",
+        url: "https://api.example.com/public/a?x=1",
+        ..Incoming::default()
+    };
+    let claims = verified_claims(&assertion_of(&w.send(&request)), &edge);
+    assert_eq!(claims["htu"], "https://origin.example.com/v1/public/a");
+}
+
+#[test]
+fn a_repeated_token_method_and_url_reuse_one_assertion_while_more_than_half_its_life_is_left() {
+    let edge = edge_key(AssertionAlg::Es256);
+    let w = assertion_world(std::slice::from_ref(&edge), &[]);
+    let bearer = format!("Bearer {}", Mint { scope: Some("read:orders".into()), ..mint() }.sign(key(1)));
+    let call = |path: &str| assertion_of(&w.call("GET", path, Some(&bearer), None));
+    let first = call("/orders/7");
+    assert_eq!(w.verifier.signatures.get(), 1);
+    w.now.set(w.now.get() + 29_999);
+    assert_eq!(call("/orders/7"), first, "reused with 30 s of its 60 left, and a little more");
+    assert_eq!(w.verifier.signatures.get(), 1);
+    // Another URL or method, another assertion.
+    assert_ne!(call("/orders/8"), first);
+    assert_ne!(assertion_of(&w.call("HEAD", "/orders/7", Some(&bearer), None)), first);
+    assert_eq!(w.verifier.signatures.get(), 3);
+    w.now.set(w.now.get() + 1);
+    let renewed = call("/orders/7");
+    assert_ne!(renewed, first, "half its life gone: made again");
+    assert_eq!(verified_claims(&renewed, &edge)["iat"], json!(NOW + 30));
+    assert_eq!(w.verifier.signatures.get(), 4);
+    // Without a token, per method and URL likewise.
+    let public = assertion_of(&w.call("GET", "/public/a", None, None));
+    assert_eq!(assertion_of(&w.call("GET", "/public/a", None, None)), public);
+    assert_eq!(w.verifier.signatures.get(), 5);
+}
+
+#[test]
+fn an_answer_kept_for_its_head_is_kept_no_longer_than_its_assertion_may_be_reused() {
+    let edge = edge_key(AssertionAlg::EdDsa);
+    let w = assertion_world(std::slice::from_ref(&edge), &[]);
+    let now = w.now.get();
+    // A public forward reads the clock now: no longer fixed by its head, kept for a while instead.
+    let public = w.call("GET", "/public/a", None, None);
+    assert!(!public.fixed, "an assertion's iat is the clock's");
+    assert_eq!(public.kept_until, Some(now + pipeline::KEEP_MS));
+    // A token seen before: kept, bounded by the second, and here by an assertion that may be
+    // reused for half a second only (the token expires one second from now).
+    let short = format!("Bearer {}", Mint { scope: Some("read:orders".into()), expires_in: 1, ..mint() }.sign(key(1)));
+    w.call("GET", "/orders/7", Some(&short), None);
+    let kept = w.call("GET", "/orders/7", Some(&short), None);
+    assert_eq!(kept.kept_until, Some(now + 500), "{kept:?}");
+    assert_eq!(verified_claims(&assertion_of(&kept), &edge)["exp"], json!(NOW + 1), "never past the token's exp");
+    // A token admitted within the clock skew after its exp: an assertion expired already, never
+    // reused, and the answer not kept.
+    w.now.set(now + 5_000);
+    let late = w.call("GET", "/orders/7", Some(&short), None);
+    let claims = verified_claims(&assertion_of(&late), &edge);
+    assert_eq!((claims["iat"].as_i64(), claims["exp"].as_i64()), (Some(NOW + 5), Some(NOW + 1)));
+    assert_eq!(late.kept_until, None);
+}
+
+#[test]
+fn the_published_keys_are_the_edges_own_route_whatever_routes_say() {
+    let (first, second) = (edge_key(AssertionAlg::Es256), assertion_key(AssertionAlg::EdDsa, "edge-0"));
+    let w = assertion_world(&[first.clone(), second.clone()], &[]);
+    let outcome = w.call("GET", "/.well-known/edge-auth/jwks.json", None, Some("https://elsewhere.example"));
+    assert!(outcome.forward.is_none(), "the catch-all public rule does not take it");
+    let r = outcome.response;
+    assert_eq!(r.status, 200);
+    assert_eq!(body(&r), json!({ "keys": [public_half(&first), public_half(&second)] }));
+    assert_eq!(r.header("cache-control"), Some("public, max-age=300"));
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(outcome.fixed);
+    assert_eq!(w.call("HEAD", "/.well-known/edge-auth/jwks.json", None, None).response.status, 200);
+    let post = w.call("POST", "/.well-known/edge-auth/jwks.json", None, None).response;
+    assert_error(&post, 405, "method_not_allowed");
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    // Without ASSERTION_KEYS the path is the rules' like any other.
+    let plain = world_with(&[("ORIGIN_URL", "https://origin.example.com"), ("ROUTES", ASSERTION_ROUTES)], &[key(1)]);
+    let forwarded = plain.call("GET", "/.well-known/edge-auth/jwks.json", None, None);
+    assert!(forwarded.forward.is_some_and(|f| f.headers.iter().all(|(n, _)| *n != "x-auth-assertion")));
+}
+
+#[test]
+fn a_first_key_that_cannot_sign_is_a_configuration_error_and_nothing_is_forwarded() {
+    let mut edge = edge_key(AssertionAlg::Es256);
+    edge["x"] = assertion_key(AssertionAlg::Es256, "other")["x"].clone();
+    let w = assertion_world(&[edge.clone()], &[]);
+    let bearer = format!("Bearer {}", Mint { scope: Some("read:orders".into()), ..mint() }.sign(key(1)));
+    for outcome in [w.call("GET", "/public/a", None, None), w.call("GET", "/orders/7", Some(&bearer), None)] {
+        assert!(outcome.forward.is_none(), "forwarded without an assertion: {outcome:?}");
+        assert_error(&outcome.response, 500, "server_misconfigured");
+        let description = body(&outcome.response)["error_description"].as_str().unwrap().to_owned();
+        assert!(description.starts_with("ASSERTION_KEYS is invalid"), "{description}");
+        assert!(!description.contains(edge["d"].as_str().unwrap()));
+        assert_eq!(outcome.kept_until, None);
+        assert!(!outcome.fixed);
+    }
+    assert!(w.io.logs.borrow().iter().any(|line| line.contains("ASSERTION_KEYS")), "{:?}", w.io.logs.borrow());
+    // A key set that does not parse is refused when the configuration is read, naming it.
+    let broken = assertion_world(&[json!({"kty": "EC", "kid": "k"})], &[]);
+    assert_eq!(broken.config.as_ref().err().map(|e| e.variable), Some("ASSERTION_KEYS"));
+    let r = broken.call("GET", "/public/a", None, None);
+    assert!(r.forward.is_none());
+    assert_error(&r.response, 500, "server_misconfigured");
+}
+
+#[test]
+fn the_token_claims_the_assertion_carries_are_read_once_per_verification() {
+    let edge = edge_key(AssertionAlg::Es256);
+    let w = assertion_world(std::slice::from_ref(&edge), &[("CLAIM_HEADERS", r#"{"X-Auth-Org": "org_id"}"#)]);
+    let token = token_with(|claims| {
+        claims["scope"] = json!("read:orders");
+        claims["permissions"] = json!(["read:orders", "admin"]);
+        claims["azp"] = json!("spa");
+        claims["org_id"] = json!("org_1");
+    });
+    let claims =
+        verified_claims(&assertion_of(&w.call("GET", "/orders/1", Some(&format!("Bearer {token}")), None)), &edge);
+    assert_eq!(claims["permissions"], json!(["read:orders", "admin"]));
+    assert_eq!((claims["azp"].as_str(), claims["org_id"].as_str()), (Some("spa"), Some("org_1")));
+    assert_eq!(claims.get("client_id"), None);
 }

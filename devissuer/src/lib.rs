@@ -1,6 +1,7 @@
 //! A local issuer for development and tests: RSA signing keys, their JWKS, tokens signed with them
 //! (well-formed or deliberately broken), and a tiny JWKS server that can be told to misbehave.
 
+pub mod assertion;
 pub mod dpop;
 pub mod oauth;
 pub mod origin;

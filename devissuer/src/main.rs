@@ -9,6 +9,8 @@
 //!   edge-auth-dev-issuer proof --method GET --url URL [--token TOKEN] [--nonce NONCE] [--dir DIR]
 //!                              [--count N]
 //!   edge-auth-dev-issuer jkt [--dir DIR]   (the thumbprint of the key `proof` signs with)
+//!   edge-auth-dev-issuer assertion-key [--alg ES256|EdDSA] [--kid K] [--keep JWKS]
+//!                              (a key for the worker's ASSERTION_KEYS, as a `wrangler secret put` line)
 //!   edge-auth-dev-issuer origin [--port 8790]   (an echo origin API for trying the gateway)
 //!   edge-auth-dev-issuer pages --dir DIR [--port 8790]   (static files, for the demo page)
 //!
@@ -59,6 +61,10 @@ const USAGE: &str = "usage:
                              [--count N]  (N proofs, one a line, each with its own jti)
                              (an ES256 DPoP proof made with the local key in --dir)
   edge-auth-dev-issuer jkt [--dir DIR]  (that key's RFC 7638 thumbprint, for mint --dpop-jkt)
+  edge-auth-dev-issuer assertion-key [--alg ES256|EdDSA] [--kid edge-YYYY-MM-DD]
+                                     [--keep JWKS]  (the JWKS the worker serves now, to rotate: its
+                                                     keys stay published after the new one)
+                                     (prints the line that stores a new key as ASSERTION_KEYS)
   edge-auth-dev-issuer origin [--port 8790]  (an origin API that answers with what it received)
   edge-auth-dev-issuer pages --dir DIR [--port 8790]  (serves the files in DIR, for the demo page)
 --dir DIR: where the keys are kept (default: the repository's .dev-issuer/, from any directory)";
@@ -109,6 +115,9 @@ fn run(args: &[String]) -> Result<(), String> {
     }
     if command == "proof" || command == "jkt" {
         return dpop_command(command, &flags, &dir);
+    }
+    if command == "assertion-key" {
+        return assertion_key_command(&flags);
     }
     let key = load_or_create_key(&dir, &flag("kid", KID))?;
     match command.as_str() {
@@ -234,6 +243,62 @@ fn dpop_command(command: &str, flags: &HashMap<String, String>, dir: &Path) -> R
     Ok(())
 }
 
+/// `assertion-key`: a new private JWK for the worker's `ASSERTION_KEYS`, printed as the shell line
+/// that stores it (stdout, so that it can be run or piped as is); what to do with it on stderr.
+/// The key is kept nowhere else: the secret is its only copy.
+fn assertion_key_command(flags: &HashMap<String, String>) -> Result<(), String> {
+    use edge_auth_dev_issuer::assertion::{self, AssertionAlg};
+    only_known(flags, &["alg", "kid", "keep"])?;
+    let alg = match flags.get("alg") {
+        None => AssertionAlg::Es256,
+        Some(name) => AssertionAlg::parse(name).ok_or("--alg takes ES256 or EdDSA")?,
+    };
+    let kid = flags.get("kid").cloned().unwrap_or_else(|| format!("edge-{}", date(unix_now())));
+    if !assertion::usable_kid(&kid) {
+        return Err("--kid takes 1 to 128 printable ASCII characters without spaces, quotes or backslashes".into());
+    }
+    let served = match flags.get("keep") {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_str::<serde_json::Value>(text)
+                .map_err(|_| "--keep takes the JWKS the worker serves, as JSON text")?,
+        ),
+    };
+    let new = assertion::assertion_key(alg, &kid);
+    let keys = assertion::rotated(new.clone(), served.as_ref())?;
+    println!("{}", assertion::secret_put_line(&keys));
+    let name = match alg {
+        AssertionAlg::Es256 => "ES256 (EC P-256)",
+        AssertionAlg::EdDsa => "EdDSA (Ed25519)",
+    };
+    eprintln!("edge-auth-dev-issuer: a new {name} key, kid {kid}; it signs every assertion once the secret is put.");
+    eprintln!("  The secret cannot be read back: keep this key's JSON where you keep secrets, rotating needs it.");
+    if keys.as_array().map_or(0, Vec::len) > 1 {
+        eprintln!("  The kept keys stay published, so assertions they signed still verify. Once those have expired");
+        eprintln!("  (ASSERTION_TTL_SECONDS, at most 300 s), retire them:");
+        eprintln!("  {}", assertion::secret_put_line(&serde_json::Value::Array(vec![new])));
+    } else {
+        eprintln!("  Set ASSERTION_ISSUER too. To rotate, run this again with");
+        eprintln!("  --keep \"$(curl -s https://YOUR-API/.well-known/edge-auth/jwks.json)\"");
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD` of a Unix time (UTC), for a kid that says when its key was made.
+fn date(unix: i64) -> String {
+    // Howard Hinnant's days-to-civil, for days since 1970-01-01.
+    let z = unix.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
 /// `--m2m-scopes a,b`: OAuth scope tokens (RFC 6749 §3.3: printable ASCII but space, `"` and `\`); an empty
 /// value grants nothing.
 fn m2m_scopes_flag(value: Option<&str>) -> Result<Vec<String>, String> {
@@ -312,6 +377,14 @@ fn load_or_create_key(dir: &Path, kid: &str) -> Result<SigningKey, String> {
 mod tests {
     use super::*;
     use edge_auth_dev_issuer::oauth::DEFAULT_M2M_SCOPES;
+
+    #[test]
+    fn a_kid_made_today_names_the_date() {
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(1_767_225_600), "2026-01-01");
+        assert_eq!(date(1_709_164_800), "2024-02-29");
+        assert_eq!(date(1_796_690_234), "2026-12-08");
+    }
 
     #[test]
     fn m2m_scopes_flag_takes_scope_names_separated_by_commas() {

@@ -154,9 +154,18 @@ fuzz_target!(|data: &[u8]| {
     let proofs = RefCell::new(ReplayCache::default());
     let io = FixedIo::default();
     let tokens = RefCell::new(TokenCache::default());
+    let assertions = RefCell::default();
     let send = || {
-        let keys =
-            Keys { issuers: &issuers, io: &io, verifier: &RustRsa, tokens: &tokens, proofs: &proofs, denylist: None, fleet: None };
+        let keys = Keys {
+            issuers: &issuers,
+            io: &io,
+            verifier: &RustRsa,
+            tokens: &tokens,
+            proofs: &proofs,
+            denylist: None,
+            fleet: None,
+            assertions: &assertions,
+        };
         block_on(pipeline::handle(&request, Ok(Setup { config, rules: &mode.rules, keys }), FIXTURE.now_ms()))
     };
     let first = send();

@@ -41,7 +41,7 @@ use crate::{
         replay::{FleetReplay, FleetUse, ReplayCache},
     },
     error::{ConfigError, ConfigProblem},
-    gateway::rules::Rules,
+    gateway::{assertion::AssertionCache, rules::Rules},
     http::HttpResponse,
     keys::store::{FetchError, JwksSource, KeyIo, SharedTier},
     operate::denylist::{DeniedEntry, DenyIo, DenyList, FleetCopy, FleetRevocationIo},
@@ -62,6 +62,8 @@ struct Ready {
     denylist: Option<RefCell<DenyList>>,
     /// The fleet's revocations' copy, when a rule reads them.
     fleet: Option<RefCell<FleetCopy>>,
+    /// Identity assertions signed, while they may be sent again.
+    assertions: RefCell<AssertionCache>,
     verifier: webcrypto::WebCrypto,
     /// Where this instance's count of installs starts (see `installed`), drawn when first needed.
     salt: OnceCell<u64>,
@@ -78,6 +80,7 @@ impl Ready {
             proofs: &self.proofs,
             denylist: self.denylist.as_ref(),
             fleet: self.fleet.as_ref(),
+            assertions: &self.assertions,
         };
         Setup { config: &self.config, rules: &self.rules, keys }
     }
@@ -155,6 +158,7 @@ fn isolate(env: &JsValue) -> Rc<Isolate> {
                     denylist: io::binding(env, io::DENYLIST_BINDING)
                         .map(|_| RefCell::new(DenyList::new(config.denylist_refresh_secs))),
                     fleet: rules.fleet_revocation().map(|_| RefCell::default()),
+                    assertions: RefCell::default(),
                     verifier: webcrypto::WebCrypto::new(),
                     salt: OnceCell::new(),
                     rules,

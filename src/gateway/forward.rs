@@ -17,7 +17,10 @@ use serde_json::Value;
 use crate::{
     config::vars::{invalid, is_loopback, missing, parse_bracketed_ipv6, parse_domain, Vars},
     error::ConfigError,
-    gateway::mcp::DEFAULT_MAX_BODY_BYTES,
+    gateway::{
+        assertion::{self, AssertionConfig},
+        mcp::DEFAULT_MAX_BODY_BYTES,
+    },
     token::{
         claims::{Binding, Principal},
         extract::Scheme,
@@ -31,7 +34,7 @@ pub const CLAIMS: &str = "x-auth-claims";
 pub const KEY_THUMBPRINT: &str = "x-auth-key-thumbprint";
 pub const SECRET: &str = "x-edge-auth-secret";
 /// The identity headers the edge writes itself: `CLAIM_HEADERS` may not name them.
-pub const EDGE_IDENTITY_HEADERS: [&str; 4] = [SUBJECT, SCOPES, CLAIMS, KEY_THUMBPRINT];
+pub const EDGE_IDENTITY_HEADERS: [&str; 5] = [SUBJECT, SCOPES, CLAIMS, KEY_THUMBPRINT, assertion::HEADER];
 pub const FORWARDED_HOST: &str = "x-forwarded-host";
 pub const FORWARDED_PROTO: &str = "x-forwarded-proto";
 pub const FORWARDED_FOR: &str = "x-forwarded-for";
@@ -54,6 +57,8 @@ pub struct GatewayConfig {
     pub claim_headers: Vec<ClaimHeader>,
     /// `MCP_MAX_BODY_BYTES`: the longest body a POST on an MCP rule may have (it is read whole).
     pub mcp_max_body_bytes: u64,
+    /// `ASSERTION_KEYS` and its companions: every forwarded request carries a signed assertion.
+    pub assertion: Option<AssertionConfig>,
 }
 
 /// One `CLAIM_HEADERS` entry: the header's name (lower case) and the claim it carries.
@@ -79,11 +84,14 @@ const SECRET_EXPECTED: &str = "a string of printable ASCII (it is sent as a head
 
 impl GatewayConfig {
     /// `ORIGIN_URL` (none: not a gateway), `ROUTES` (kept as given), `ORIGIN_TIMEOUT_SECONDS`,
-    /// `FORWARD_AUTHORIZATION`, `FORWARD_CLAIMS`, `ORIGIN_SECRET` and `CLAIM_HEADERS`.
+    /// `FORWARD_AUTHORIZATION`, `FORWARD_CLAIMS`, `ORIGIN_SECRET`, `CLAIM_HEADERS` and the
+    /// assertion's (`ASSERTION_*`, read by [`AssertionConfig::from_vars`]).
     pub fn from_vars(vars: &Vars) -> Result<Option<GatewayConfig>, ConfigError> {
         let Some(url) = vars.text("ORIGIN_URL", ORIGIN_EXPECTED)? else {
-            if vars.get("CLAIM_HEADERS").is_some() {
-                return Err(invalid("CLAIM_HEADERS", "used only in gateway mode: set ORIGIN_URL too"));
+            for only_here in ["CLAIM_HEADERS", "ASSERTION_KEYS"] {
+                if vars.get(only_here).is_some() {
+                    return Err(invalid(only_here, "used only in gateway mode: set ORIGIN_URL too"));
+                }
             }
             return match vars.get("ROUTES") {
                 Some(_) => Err(invalid("ROUTES", "used only in gateway mode: set ORIGIN_URL too")),
@@ -102,6 +110,9 @@ impl GatewayConfig {
         if secret.as_ref().is_some_and(|s| !s.bytes().all(|b| (0x20..=0x7e).contains(&b))) {
             return Err(invalid("ORIGIN_SECRET", SECRET_EXPECTED));
         }
+        let claim_headers = claim_headers(vars)?;
+        let assertion =
+            AssertionConfig::from_vars(vars, origin_of(&origin), claim_headers.iter().map(|(_, claim)| claim))?;
         Ok(Some(GatewayConfig {
             origin,
             routes: vars.get("ROUTES").ok_or(missing("ROUTES"))?,
@@ -115,14 +126,15 @@ impl GatewayConfig {
             forward_authorization: vars.switch("FORWARD_AUTHORIZATION")?,
             forward_claims: vars.switch("FORWARD_CLAIMS")?,
             secret,
-            claim_headers: claim_headers(vars)?,
+            claim_headers,
             mcp_max_body_bytes: vars.count("MCP_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1, MAX_MCP_BODY_BYTES)?,
+            assertion,
         }))
     }
 }
 
 const CLAIM_HEADERS_EXPECTED: &str = "a JSON object of header names starting with X-Auth- (none the edge sets itself: \
-     X-Auth-Subject, X-Auth-Scopes, X-Auth-Claims, X-Auth-Key-Thumbprint) to claim names";
+     X-Auth-Subject, X-Auth-Scopes, X-Auth-Claims, X-Auth-Key-Thumbprint, X-Auth-Assertion) to claim names";
 
 /// `CLAIM_HEADERS`: `{"X-Auth-Email": "email"}`, as JSON text or a TOML table. A name must start
 /// with `X-Auth-`, so that the spoofing rule removes a client's copy, and not be one the edge sets.
@@ -162,6 +174,12 @@ fn parse_origin_url(url: &str, is_allowed: impl Fn(&str, &str) -> bool) -> Optio
         return None;
     }
     Some(format!("{scheme}://{authority}{}", path.trim_end_matches('/')))
+}
+
+/// `scheme://authority` of an `ORIGIN_URL` as [`parse_origin_url`] returned it (the base path cut).
+fn origin_of(url: &str) -> &str {
+    let authority_at = url.find("://").map_or(0, |i| i + 3);
+    url[authority_at..].find('/').map_or(url, |i| &url[..authority_at + i])
 }
 
 impl GatewayConfig {
