@@ -1,6 +1,6 @@
 """Where a request's CPU goes: a V8 CPU profile of edge-auth on bare workerd under wrk load.
 
-Usage: python3 bench/profile.py [--gateway] [--token | --distinct | --mcp] [--seconds N] [PATH]
+Usage: python3 bench/profile.py [--gateway [--assertion ES256|EdDSA]] [--token | --distinct | --mcp] [--seconds N] [PATH]
        (./scripts/bench.sh --profile ... does this)
 
 The worker is the release build with the wasm's function names kept (wasm-opt --debuginfo, the
@@ -9,7 +9,9 @@ work. workerd runs with its inspector on a loopback port; bench/profile.mjs samp
 while wrk drives PATH (default /api/public, or /public/x with --gateway, which puts a local echo
 origin behind the worker). --token sends one valid token, repeated (the token cache's steady
 state); --distinct sends 5,000 distinct tokens (a signature check each); --mcp (gateway) POSTs an
-MCP tools/call through an mcp rule with one token repeated (bench/gateway.py's MCP row). Prints each function's share of the samples by itself and with what it called, and
+MCP tools/call through an mcp rule with one token repeated (bench/gateway.py's MCP row);
+--assertion ALG (gateway) sets ASSERTION_KEYS, one key of that algorithm, so that every forward
+carries a signed assertion. Prints each function's share of the samples by itself and with what it called, and
 writes the profile to target/bench-profile/out.cpuprofile (Chrome DevTools opens it). Sampling
 slows the worker down; compare shares, never its times with the benchmark's.
 """
@@ -70,11 +72,13 @@ def main():
     parser.add_argument("--token", action="store_true", help="send one valid token, repeated")
     parser.add_argument("--distinct", action="store_true", help="send 5,000 distinct valid tokens")
     parser.add_argument("--mcp", action="store_true", help="(with --gateway) an MCP tools/call POST, one token")
+    parser.add_argument("--assertion", choices=["ES256", "EdDSA"],
+                        help="(with --gateway) ASSERTION_KEYS set, one key of this algorithm")
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
-    if args.mcp and not args.gateway:
-        parser.error("--mcp profiles the gateway's MCP rule: add --gateway")
+    if (args.mcp or args.assertion) and not args.gateway:
+        parser.error("--mcp and --assertion profile the gateway: add --gateway")
     token = args.token or args.distinct or args.mcp
     path = args.path or ("/mcp" if args.mcp else "/private/x" if args.gateway and token else "/public/x"
                          if args.gateway else "/api/private" if token else "/api/public")
@@ -100,6 +104,9 @@ def main():
             origin = procs.start([bench.ISSUER_BIN, "origin", "--port", origin_port], WORK / "origin.log")
             bench.wait_until_serving(origin, origin_port, "/public/x", WORK / "origin.log")
             bindings.update(ORIGIN_URL=f"http://127.0.0.1:{origin_port}", ROUTES=ROUTES.replace("RESOURCE", resource))
+        if args.assertion:
+            from gateway import assertion_keys  # noqa: E402  (the gateway bench makes its keys the same way)
+            bindings.update(ASSERTION_KEYS=assertion_keys(args.assertion), ASSERTION_ISSUER=f"http://127.0.0.1:{port}")
         tokens, body = None, None
         if token:
             mint = [bench.ISSUER_BIN, "mint", "--port", issuer_port, "--dir", key_dir, "--exp", 7200]

@@ -131,9 +131,6 @@ pub fn compile_rules(config: &Config) -> Result<Rules, ConfigError> {
                 problem: ConfigProblem::InvalidRule { index: e.index, detail: e.reason },
             })?;
             rules.need_claims(gateway.claim_headers.iter().map(|(_, claim)| claim.clone()));
-            if gateway.assertion.is_some() {
-                rules.need_claims(assertion::TOKEN_CLAIMS.map(Rc::from));
-            }
             // A resource's tokens come from the issuers that list it among their audiences, and
             // only from them: one that no issuer lists could never be served.
             if let Some(orphan) =
@@ -668,7 +665,8 @@ async fn respond<I: Io, V: Verifier>(
 }
 
 /// A forward with `ASSERTION_KEYS` set gets the edge's signed assertion (`X-Auth-Assertion`): the
-/// one made for the same token, method and URL while it may be reused, else a new one. An answer
+/// one made for the same token (seen before), method and URL while it may be reused, else a new
+/// one. An answer
 /// kept for its head is kept no longer than its assertion may be reused: a plan fixed by its head
 /// (a public rule's) becomes one kept for a while. No assertion, no forward: a key that cannot
 /// sign is a configuration error, never a request sent without one.
@@ -682,23 +680,28 @@ async fn asserted<I: Io, V: Verifier>(
 ) -> Result<Answer, ApiError> {
     let Setup { config, keys, .. } = setup;
     let Some(gateway) = &config.gateway else { return Ok(Answer::Forward(forward)) };
-    // The caller's token, as `authenticate` read it.
-    let identity = facts.caller.clone().and_then(|principal| {
-        let (_, token) = extract::credential(request.authorization, config.dpop.mode).ok()?;
-        Some((principal, token))
-    });
-    let identity = identity.as_ref().map(|(principal, token)| (principal.as_ref(), *token));
     // Not fixed by the head whatever comes next: a new assertion reads the clock, and a refusal
     // to sign is answered as it is found.
     let fixed = std::mem::take(&mut facts.fixed);
+    let caller = facts.caller.clone();
     let htu = gateway.target(request.path);
-    let key = AssertionCache::key(identity.map(|(_, token)| token), request.method, &htu);
-    let kept = keys.assertions.borrow().get(&key, now_ms);
+    // As with an answer kept for its head (`kept_until`), only a token seen before has its
+    // assertion kept: most tokens seen once are never seen again, and keeping each one's would
+    // cost every such request a copy and two hashes of the token, and push useful ones out.
+    let key = match &caller {
+        None => Some(AssertionCache::key(None, request.method, &htu)),
+        Some(_) if facts.cache == Some(CacheUse::Hit) => extract::credential(request.authorization, config.dpop.mode)
+            .ok()
+            .map(|(_, token)| AssertionCache::key(Some(token), request.method, &htu)),
+        Some(_) => None,
+    };
+    let kept = key.as_ref().and_then(|key| keys.assertions.borrow().get(key, now_ms));
     let issued = match kept {
         Some(issued) => issued,
         None => {
-            let caller = identity
-                .map(|(principal, _)| Caller { principal, token_issuer: facts.issuer.as_deref().unwrap_or_default() });
+            let caller = caller
+                .as_deref()
+                .map(|principal| Caller { principal, token_issuer: facts.issuer.as_deref().unwrap_or_default() });
             let now_secs = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
             let claims = signing.claims(caller, request.method, &htu, now_secs);
             let jws = signing.sign(&claims, keys.verifier).await.map_err(|error| {
@@ -714,7 +717,9 @@ async fn asserted<I: Io, V: Verifier>(
                 ApiError::Misconfigured(error)
             })?;
             let issued = Issued { jws: jws.into(), reusable_until_ms: claims.reusable_until_ms() };
-            keys.assertions.borrow_mut().insert(key, issued.clone(), now_ms);
+            if let Some(key) = key {
+                keys.assertions.borrow_mut().insert(key, issued.clone(), now_ms);
+            }
             issued
         }
     };
@@ -1025,11 +1030,16 @@ async fn verify_token<I: Io, V: Verifier>(
         issuer: &issuer.config.issuer,
         leeway_secs: config.leeway_secs,
         scope_source: config.scope_source,
+        keep_access_claims: config.gateway.as_ref().is_some_and(|g| g.assertion.is_some()),
     };
     let (mut principal, validity) = claims::validate(signed, &policy, now_secs).map_err(ApiError::InvalidToken)?;
     audience_accepted(&principal, audience, keys.issuers, index)?;
     if !needed.is_empty() {
-        principal.claims = claims::select(forward::claims_segment(raw), needed);
+        for (name, value) in claims::select(forward::claims_segment(raw), needed) {
+            if principal.claim(&name).is_none() {
+                principal.claims.push((name, value));
+            }
+        }
     }
     let principal = Rc::new(principal);
     let verified = Verified { issuer: index, kid, key: resolved.key, principal: principal.clone(), validity };

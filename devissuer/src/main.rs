@@ -9,7 +9,7 @@
 //!   edge-auth-dev-issuer proof --method GET --url URL [--token TOKEN] [--nonce NONCE] [--dir DIR]
 //!                              [--count N]
 //!   edge-auth-dev-issuer jkt [--dir DIR]   (the thumbprint of the key `proof` signs with)
-//!   edge-auth-dev-issuer assertion-key [--alg ES256|EdDSA] [--kid K] [--keep JWKS]
+//!   edge-auth-dev-issuer assertion-key [--alg EdDSA|ES256] [--kid K] [--keep JWKS]
 //!                              (a key for the worker's ASSERTION_KEYS, as a `wrangler secret put` line)
 //!   edge-auth-dev-issuer origin [--port 8790]   (an echo origin API for trying the gateway)
 //!   edge-auth-dev-issuer pages --dir DIR [--port 8790]   (static files, for the demo page)
@@ -61,7 +61,7 @@ const USAGE: &str = "usage:
                              [--count N]  (N proofs, one a line, each with its own jti)
                              (an ES256 DPoP proof made with the local key in --dir)
   edge-auth-dev-issuer jkt [--dir DIR]  (that key's RFC 7638 thumbprint, for mint --dpop-jkt)
-  edge-auth-dev-issuer assertion-key [--alg ES256|EdDSA] [--kid edge-YYYY-MM-DD]
+  edge-auth-dev-issuer assertion-key [--alg EdDSA|ES256] [--kid edge-YYYY-MM-DD]
                                      [--keep JWKS]  (the JWKS the worker serves now, to rotate: its
                                                      keys stay published after the new one)
                                      (prints the line that stores a new key as ASSERTION_KEYS)
@@ -249,9 +249,11 @@ fn dpop_command(command: &str, flags: &HashMap<String, String>, dir: &Path) -> R
 fn assertion_key_command(flags: &HashMap<String, String>) -> Result<(), String> {
     use edge_auth_dev_issuer::assertion::{self, AssertionAlg};
     only_known(flags, &["alg", "kid", "keep"])?;
+    // Ed25519 by default: WebCrypto signs with it in about a third of ES256's CPU at the edge
+    // (docs/assertion.md, "What it costs"), and every library the docs show verifies both.
     let alg = match flags.get("alg") {
-        None => AssertionAlg::Es256,
-        Some(name) => AssertionAlg::parse(name).ok_or("--alg takes ES256 or EdDSA")?,
+        None => AssertionAlg::EdDsa,
+        Some(name) => AssertionAlg::parse(name).ok_or("--alg takes EdDSA or ES256")?,
     };
     let kid = flags.get("kid").cloned().unwrap_or_else(|| format!("edge-{}", date(unix_now())));
     if !assertion::usable_kid(&kid) {

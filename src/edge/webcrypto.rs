@@ -37,6 +37,8 @@ pub struct WebCrypto {
     /// The assertion's signing key (by its kid), imported once per isolate, or why it cannot be:
     /// a key that failed is not imported again for every request.
     signing_key: RefCell<Option<Imported>>,
+    /// `sign`'s parameters for ES256 and EdDSA, made once: every assertion made takes one.
+    sign_params: [Object; 2],
 }
 
 /// An assertion key's kid, and its import's outcome.
@@ -56,6 +58,7 @@ impl WebCrypto {
             import_params,
             proof_keys: RefCell::default(),
             signing_key: RefCell::default(),
+            sign_params: [sign_params(Alg::Es256), sign_params(Alg::EdDsa)],
         }
     }
 
@@ -161,7 +164,8 @@ impl AssertionSigner for WebCrypto {
     async fn sign_assertion(&self, key: &AssertionKey, input: &[u8]) -> Result<Vec<u8>, SignError> {
         let subtle = self.subtle.as_ref().ok_or(SignError::Unavailable)?;
         let crypto_key = self.signing_key(subtle, key).await?;
-        sign(subtle, key.alg, &crypto_key, input).await.ok_or(SignError::Unavailable)
+        let params = &self.sign_params[usize::from(key.alg == Alg::EdDsa)];
+        sign(subtle, params, &crypto_key, input).await.ok_or(SignError::Unavailable)
     }
 }
 
@@ -193,7 +197,7 @@ async fn import_signing_key(subtle: &SubtleCrypto, key: &AssertionKey) -> Result
     let _ = Reflect::set(&public, &"d".into(), &b64(d));
     let signing = import(&public, "sign").await?;
     const PROBE: &[u8] = b"edge-auth: does this key's public half verify what it signs?";
-    let signature = sign(subtle, key.alg, &signing, PROBE).await.ok_or(SignError::UnusableKey)?;
+    let signature = sign(subtle, &sign_params(key.alg), &signing, PROBE).await.ok_or(SignError::UnusableKey)?;
     let verify = subtle
         .verify_with_object_and_u8_array_and_u8_array(&sign_params(key.alg), &verifying, &signature, PROBE)
         .map_err(|_| SignError::UnusableKey)?;
@@ -204,8 +208,8 @@ async fn import_signing_key(subtle: &SubtleCrypto, key: &AssertionKey) -> Result
 }
 
 /// WebCrypto's ECDSA signature is already JWS's `r ‖ s` (IEEE P1363), not DER.
-async fn sign(subtle: &SubtleCrypto, alg: Alg, key: &CryptoKey, input: &[u8]) -> Option<Vec<u8>> {
-    let promise = subtle.sign_with_object_and_u8_array(&sign_params(alg), key, input).ok()?;
+async fn sign(subtle: &SubtleCrypto, params: &Object, key: &CryptoKey, input: &[u8]) -> Option<Vec<u8>> {
+    let promise = subtle.sign_with_object_and_u8_array(params, key, input).ok()?;
     let signature = JsFuture::from(promise).await.ok()?;
     Some(js_sys::Uint8Array::new(&signature).to_vec())
 }

@@ -35,9 +35,9 @@ pub const MAX_TTL_SECONDS: u64 = 300;
 pub const MAX_KEYS: usize = 10;
 /// Each entry holds a token (~1 KB) and an assertion (~0.5 KB): ~1.5 MB of an isolate at most.
 pub const CACHE_CAPACITY: usize = 1024;
-/// The token's claims an assertion carries as signed: read from the verified payload once per
-/// verification (the pipeline adds them to the claims its rules keep).
-pub const TOKEN_CLAIMS: [&str; 4] = ["scope", "permissions", "azp", "client_id"];
+/// The token's claims an assertion carries as signed, kept with the verified caller when
+/// assertions are on (`ClaimsPolicy::keep_access_claims`).
+pub const TOKEN_CLAIMS: [&str; 4] = crate::token::claims::ACCESS_CLAIMS;
 /// The assertion's own claims: a `CLAIM_HEADERS` claim of one of these names is left out of it
 /// (it would contradict the edge, or say again what is there).
 const OWN_CLAIMS: [&str; 15] = [

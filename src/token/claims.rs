@@ -191,7 +191,14 @@ pub struct ClaimsPolicy<'a> {
     pub issuer: &'a str,
     pub leeway_secs: u64,
     pub scope_source: ScopeSource,
+    /// Keep [`ACCESS_CLAIMS`] as signed in [`Principal::claims`] (the gateway's identity assertion
+    /// carries them). [`TokenClaims::parse`] read them already: no second read of the payload.
+    pub keep_access_claims: bool,
 }
+
+/// The claims a token grants access by, besides `sub`: `scope`, Auth0's `permissions`, and the
+/// client it was issued to (`azp`, `client_id`).
+pub const ACCESS_CLAIMS: [&str; 4] = ["scope", "permissions", "azp", "client_id"];
 
 /// The authenticated caller. Built only by [`validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,6 +279,16 @@ pub fn validate(
         return Err(TokenProblem::UntrustedIssuer);
     }
 
+    let mut kept = Vec::new();
+    if policy.keep_access_claims {
+        let text = |name: &str, value: &Option<String>| value.clone().map(|v| (Rc::from(name), Value::String(v)));
+        kept.extend(text("scope", &custom.scope));
+        if let Some(list) = &custom.permissions {
+            kept.push((Rc::from("permissions"), Value::Array(list.iter().cloned().map(Value::String).collect())));
+        }
+        kept.extend(text("azp", &custom.azp));
+        kept.extend(text("client_id", &custom.client_id));
+    }
     let mut scopes = BTreeSet::new();
     if policy.scope_source != ScopeSource::PermissionsClaim {
         if let Some(scope) = &custom.scope {
@@ -287,7 +304,7 @@ pub fn validate(
         scopes,
         binding,
         expires: validity.expires,
-        claims: Vec::new(),
+        claims: kept,
         jti: custom.jti,
         client: custom.azp.or(custom.client_id),
         audience: custom.aud,
