@@ -16,7 +16,7 @@
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use edge_auth::{
-    dpop::policy::{DpopMode, DpopPolicy},
+    dpop::policy::{DpopMode, DpopPolicy, ReplayScope},
     dpop::proof::{self, ProofRequest},
     token::verify::RustRsa,
 };
@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
         let signature = Es256.sign(&fixed_key(), input.as_bytes());
         (format!("{input}.{}", Base64UrlUnpadded::encode_string(&signature.as_bytes())), true)
     };
-    let policy = DpopPolicy { mode: DpopMode::Allowed, max_age_secs: MAX_AGE as u64, nonce: None };
+    let policy = DpopPolicy { mode: DpopMode::Allowed, max_age_secs: MAX_AGE as u64, nonce: None, replay: ReplayScope::Isolate };
     let request = ProofRequest { header: Some(&header), method: "GET", url: URL, access_token: TOKEN };
     let Ok(checked) = block_on(proof::check(&request, &policy, LEEWAY as u64, NOW, &RustRsa)) else { return };
 

@@ -121,6 +121,20 @@ impl edge_auth::operate::denylist::DenyIo for FixedIo {
     }
 }
 
+/// The fuzzed configurations use neither `DPOP_REPLAY=fleet` nor a fleet revocation rule: a call
+/// would be a bug, and fails closed.
+impl edge_auth::dpop::replay::FleetReplay for FixedIo {
+    async fn use_jti(&self, _thumbprint: &str, _jti: &str, _until: i64) -> Result<edge_auth::dpop::replay::FleetUse, String> {
+        Err("no fleet in the fuzzed pipeline".into())
+    }
+}
+
+impl edge_auth::operate::denylist::FleetRevocationIo for FixedIo {
+    async fn list_revoked(&self) -> Result<(u64, Vec<edge_auth::operate::denylist::DeniedEntry>), String> {
+        Err("no fleet in the fuzzed pipeline".into())
+    }
+}
+
 /// Runs a future that must complete without pending (the fakes never pend).
 pub fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
