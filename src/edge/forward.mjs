@@ -83,9 +83,9 @@ export function forward(request, plan, edge, kept, body, env) {
   });
   return answered.then(
     (response) => {
-      // Only a timer that would abort the fetch must be cleared: without a body to abort, one
-      // left to fire rejects a settled promise, or never fires (the request is done first).
-      if (controller) clearTimeout(timer);
+      // Cleared even where firing would do nothing: a timer left pending would live on, with its
+      // closure, until it fired.
+      clearTimeout(timer);
       if (state) state.answered = true;
       if (held !== undefined) edge.origin_answered(held, response.status, Date.now() - started);
       if (relayAt !== null && response.status === 101) return relay(response, relayAt, plan.relayCheck, edge, env);
