@@ -48,7 +48,8 @@ fuzz_target!(|data: &[u8]| {
         (text.to_owned(), false)
     } else {
         let split = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-        let (Ok(h), Ok(c)) = (std::str::from_utf8(&rest[..split]), std::str::from_utf8(rest.get(split + 1..).unwrap_or_default()))
+        let (Ok(h), Ok(c)) =
+            (std::str::from_utf8(&rest[..split]), std::str::from_utf8(rest.get(split + 1..).unwrap_or_default()))
         else {
             return;
         };
@@ -62,7 +63,8 @@ fuzz_target!(|data: &[u8]| {
         let signature = Es256.sign(&fixed_key(), input.as_bytes());
         (format!("{input}.{}", Base64UrlUnpadded::encode_string(&signature.as_bytes())), true)
     };
-    let policy = DpopPolicy { mode: DpopMode::Allowed, max_age_secs: MAX_AGE as u64, nonce: None, replay: ReplayScope::Isolate };
+    let policy =
+        DpopPolicy { mode: DpopMode::Allowed, max_age_secs: MAX_AGE as u64, nonce: None, replay: ReplayScope::Isolate };
     let request = ProofRequest { header: Some(&header), method: "GET", url: URL, access_token: TOKEN };
     let Ok(checked) = block_on(proof::check(&request, &policy, LEEWAY as u64, NOW, &RustRsa)) else { return };
 

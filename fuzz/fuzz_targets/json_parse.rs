@@ -45,12 +45,24 @@ fn repeats_a_name(text: &[u8]) -> bool {
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("any JSON")
         }
-        fn visit_bool<E>(self, _: bool) -> Result<bool, E> { Ok(false) }
-        fn visit_i64<E>(self, _: i64) -> Result<bool, E> { Ok(false) }
-        fn visit_u64<E>(self, _: u64) -> Result<bool, E> { Ok(false) }
-        fn visit_f64<E>(self, _: f64) -> Result<bool, E> { Ok(false) }
-        fn visit_str<E>(self, _: &str) -> Result<bool, E> { Ok(false) }
-        fn visit_unit<E>(self) -> Result<bool, E> { Ok(false) }
+        fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_unit<E>(self) -> Result<bool, E> {
+            Ok(false)
+        }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
             let mut found = false;
             while let Some(inner) = seq.next_element_seed(Probe)? {

@@ -64,7 +64,9 @@ fuzz_target!(|data: &[u8]| {
                     && entry["kty"] == "RSA"
                     && absent_or(entry, "use", "sig")
                     && absent_or(entry, "alg", "RS256")
-                    && entry.get("key_ops").is_none_or(|ops| ops.as_array().is_some_and(|ops| ops.iter().any(|op| op == "verify")))
+                    && entry
+                        .get("key_ops")
+                        .is_none_or(|ops| ops.as_array().is_some_and(|ops| ops.iter().any(|op| op == "verify")))
                     && ["d", "p", "q", "dp", "dq", "qi", "oth"].iter().all(|private| entry.get(private).is_none())
                     && decode(&entry["n"]).is_some_and(|m| strip(&m) == n)
                     && decode(&entry["e"]).is_some_and(|x| strip(&x) == e)

@@ -17,11 +17,11 @@
 use std::cell::RefCell;
 
 use edge_auth::{
-    pipeline::{self, Incoming, Keys, Outcome, Setup},
     config::Config,
-    gateway::forward,
     dpop::replay::ReplayCache,
+    gateway::forward,
     gateway::rules::Rules,
+    pipeline::{self, Incoming, Keys, Outcome, Setup},
     token::cache::TokenCache,
     token::verify::RustRsa,
 };
@@ -196,7 +196,10 @@ fn check(gateway: bool, route: &Route, request: &Incoming<'_>, outcome: &Outcome
         assert!(!gateway, "the gateway answered with a demo message");
         let (_, identity) = admitted();
         if body.contains(pipeline::SCOPED_MESSAGE) {
-            assert!(identity.scopes.contains(pipeline::REQUIRED_SCOPE), "scoped message without the scope: {identity:?}");
+            assert!(
+                identity.scopes.contains(pipeline::REQUIRED_SCOPE),
+                "scoped message without the scope: {identity:?}"
+            );
         }
     }
 

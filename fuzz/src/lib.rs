@@ -124,7 +124,12 @@ impl edge_auth::operate::denylist::DenyIo for FixedIo {
 /// The fuzzed configurations use neither `DPOP_REPLAY=fleet` nor a fleet revocation rule: a call
 /// would be a bug, and fails closed.
 impl edge_auth::dpop::replay::FleetReplay for FixedIo {
-    async fn use_jti(&self, _thumbprint: &str, _jti: &str, _until: i64) -> Result<edge_auth::dpop::replay::FleetUse, String> {
+    async fn use_jti(
+        &self,
+        _thumbprint: &str,
+        _jti: &str,
+        _until: i64,
+    ) -> Result<edge_auth::dpop::replay::FleetUse, String> {
         Err("no fleet in the fuzzed pipeline".into())
     }
 }
