@@ -1224,6 +1224,9 @@ async fn check_proof<I: Io, V: Verifier>(
     match keys.proofs.borrow_mut().remember(&checked.thumbprint, &checked.jti, keep_through, now_secs) {
         Remembered::Fresh => {}
         Remembered::Replayed => return Err(ApiError::InvalidDpopProof(ProofProblem::Replayed)),
+        // With `fleet`, the fleet's store holds every proof this isolate cannot: single use is
+        // its answer, and a full local memory no longer caps a busy key or isolate.
+        Remembered::Full if config.dpop.replay == ReplayScope::Fleet => {}
         // Refused rather than remembered at the cost of another proof: see `dpop::replay`. A nonce
         // challenge lets an honest client retry with a proof remembered for a shorter time.
         Remembered::Full => {

@@ -1680,6 +1680,25 @@ fn with_fleet_replay_a_proof_used_in_one_isolate_is_refused_in_another_and_an_un
     assert_error(&w.get("/api/private", &valid_token()), 500, "server_misconfigured");
 }
 
+/// With `DPOP_REPLAY=fleet`, a key past its share of this isolate's memory is not refused: the
+/// fleet's store records what the isolate cannot, and still refuses a second use.
+#[test]
+fn with_fleet_replay_a_full_isolate_memory_defers_to_the_fleet() {
+    let w = world_with(&[("DPOP_REPLAY", "fleet")], &[key(1)]);
+    let k = ProofKey::es256();
+    let token = bound_token(&k);
+    let authorization = format!("DPoP {token}");
+    for i in 0..replay::PER_KEY {
+        let proof = Proof::new(&k, "GET", URL, &token, w.now_secs(), &format!("early-{i}")).sign(&k);
+        assert_eq!(w.dpop("GET", URL, &authorization, Some(&proof)).response.status, 200, "proof {i}");
+    }
+    let past_share = Proof::new(&k, "GET", URL, &token, w.now_secs(), "past-share").sign(&k);
+    assert_eq!(w.dpop("GET", URL, &authorization, Some(&past_share)).response.status, 200);
+    assert_eq!(w.proofs.borrow().len(), replay::PER_KEY, "the isolate did not remember it");
+    assert_proof_error(&w.dpop("GET", URL, &authorization, Some(&past_share)), "The DPoP proof was already used");
+    assert!(!w.io.events().contains(&"replay_memory_full".to_owned()));
+}
+
 // ---- revoking now: the deny list ----
 
 fn denying(entries: &[(&str, Option<&str>)]) -> World {
