@@ -207,10 +207,12 @@ async fn import_signing_key(subtle: &SubtleCrypto, key: &AssertionKey) -> Result
     }
 }
 
-/// WebCrypto's ECDSA signature is already JWS's `r ‖ s` (IEEE P1363), not DER.
+/// WebCrypto's ECDSA signature is already JWS's `r ‖ s` (IEEE P1363), not DER. Awaited as a
+/// token's verification is (`handoff`): a distinct token's request then waits twice, both in
+/// `entry.mjs`, rather than falling back to wasm-bindgen-futures for the second.
 async fn sign(subtle: &SubtleCrypto, params: &Object, key: &CryptoKey, input: &[u8]) -> Option<Vec<u8>> {
     let promise = subtle.sign_with_object_and_u8_array(params, key, input).ok()?;
-    let signature = JsFuture::from(promise).await.ok()?;
+    let signature = super::handoff::wait(promise).await.ok()?;
     Some(js_sys::Uint8Array::new(&signature).to_vec())
 }
 
