@@ -302,17 +302,7 @@ pub async fn relay_revoked<I: Io>(
         }
     }
     if let Some(fleet) = fleet.filter(|_| check.fleet) {
-        let fresh = fleet.borrow().fresh(now_ms);
-        let copy = match fresh {
-            Some(copy) => Some(copy),
-            None => match io.list_revoked().await {
-                Ok((version, entries)) => Some(fleet.borrow_mut().install(version, entries, now_ms)),
-                Err(reason) => {
-                    io.log("denylist_unreadable", &fleet_line("denylist_unreadable", Some(&reason), None));
-                    fleet.borrow().copy_any()
-                }
-            },
-        };
+        let copy = fresh_fleet_copy(fleet, io, now_ms).await.ok().or_else(|| fleet.borrow().copy_any());
         if copy.is_some_and(|copy| copy.matches(&ids).is_some()) {
             return true;
         }
@@ -1140,17 +1130,7 @@ async fn check_fleet_revocations<I: Io>(
     now_ms: u64,
     facts: &mut Facts,
 ) -> Result<(), ApiError> {
-    let fresh = fleet.borrow().fresh(now_ms);
-    let copy = match fresh {
-        Some(copy) => copy,
-        None => match io.list_revoked().await {
-            Ok((version, entries)) => fleet.borrow_mut().install(version, entries, now_ms),
-            Err(reason) => {
-                io.log("denylist_unreadable", &fleet_line("denylist_unreadable", Some(&reason), None));
-                return Err(ApiError::DenylistUnavailable);
-            }
-        },
-    };
+    let copy = fresh_fleet_copy(fleet, io, now_ms).await.map_err(|()| ApiError::DenylistUnavailable)?;
     // A kept answer holds no longer than the copy that judged it.
     facts.steady_until(Some(fleet.borrow().good_until_ms()));
     if let Some(found) = copy.matches(&token_ids(principal, facts)) {
@@ -1158,6 +1138,22 @@ async fn check_fleet_revocations<I: Io>(
         return Err(ApiError::InvalidToken(TokenProblem::Revoked));
     }
     Ok(())
+}
+
+/// The isolate's copy of the fleet's revocations if under [`FLEET_COPY_MS`] old, else listed now;
+/// `Err` (logged) when it cannot be listed, which each caller answers in its own way.
+async fn fresh_fleet_copy<I: Io>(fleet: &RefCell<FleetCopy>, io: &I, now_ms: u64) -> Result<Rc<Snapshot>, ()> {
+    let fresh = fleet.borrow().fresh(now_ms);
+    if let Some(copy) = fresh {
+        return Ok(copy);
+    }
+    match io.list_revoked().await {
+        Ok((version, entries)) => Ok(fleet.borrow_mut().install(version, entries, now_ms)),
+        Err(reason) => {
+            io.log("denylist_unreadable", &fleet_line("denylist_unreadable", Some(&reason), None));
+            Err(())
+        }
+    }
 }
 
 /// A log line about the fleet's revocations (written without `json!`, whose expansion per line
