@@ -74,11 +74,15 @@ def main():
     parser.add_argument("--mcp", action="store_true", help="(with --gateway) an MCP tools/call POST, one token")
     parser.add_argument("--assertion", choices=["ES256", "EdDSA"],
                         help="(with --gateway) ASSERTION_KEYS set, one key of this algorithm")
+    parser.add_argument("--jose", action="store_true",
+                        help="(with --gateway) profile the jose gateway (bench/peer/jose-gateway.js) instead")
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
-    if (args.mcp or args.assertion) and not args.gateway:
-        parser.error("--mcp and --assertion profile the gateway: add --gateway")
+    if (args.mcp or args.assertion or args.jose) and not args.gateway:
+        parser.error("--mcp, --assertion and --jose profile the gateway: add --gateway")
+    if args.jose and (args.mcp or args.assertion):
+        parser.error("the jose gateway has no MCP rule or assertion")
     token = args.token or args.distinct or args.mcp
     path = args.path or ("/mcp" if args.mcp else "/private/x" if args.gateway and token else "/public/x"
                          if args.gateway else "/api/private" if token else "/api/public")
@@ -104,6 +108,12 @@ def main():
             origin = procs.start([bench.ISSUER_BIN, "origin", "--port", origin_port], WORK / "origin.log")
             bench.wait_until_serving(origin, origin_port, "/public/x", WORK / "origin.log")
             bindings.update(ORIGIN_URL=f"http://127.0.0.1:{origin_port}", ROUTES=ROUTES.replace("RESOURCE", resource))
+        if args.jose:
+            jose = bench.bundle_peer(WORK, bench.ROOT / "bench" / "peer" / "jose-gateway.js", "jose-gateway")
+            modules = [("worker.js", "esModule", jose / "worker.js")]
+            issuer_url = f"http://127.0.0.1:{issuer_port}/"
+            bindings = {"ISSUER": issuer_url, "JWKS_URL": f"{issuer_url}.well-known/jwks.json",
+                        "AUTH0_AUDIENCE": bench.AUDIENCE, "ORIGIN_URL": bindings["ORIGIN_URL"]}
         if args.assertion:
             from gateway import assertion_keys  # noqa: E402  (the gateway bench makes its keys the same way)
             bindings.update(ASSERTION_KEYS=assertion_keys(args.assertion), ASSERTION_ISSUER=f"http://127.0.0.1:{port}")
