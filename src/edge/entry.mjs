@@ -146,9 +146,15 @@ function readBody(request, limit) {
   const over = declared > limit;
   const info = (h.get("content-type") ?? "") + "\n" + (h.get("content-encoding") ?? "") + "\n" + (over ? "1" : "");
   if (over || !request.body) return Promise.resolve({ body: new Uint8Array(0), info });
-  // A declared length the runtime holds the client to: read whole, in one step.
-  const read = Number.isSafeInteger(declared) ? request.bytes().catch(() => null) : readAtMost(request, limit + 1);
-  return read.then((body) => (body === null ? null : { body, info }));
+  if (!Number.isSafeInteger(declared)) {
+    return readAtMost(request, limit + 1).then((body) => (body === null ? null : { body, info }));
+  }
+  // A declared length the runtime holds the client to: read whole, in one step (a failure is
+  // the client's body, handled in the same step).
+  return request.bytes().then(
+    (body) => ({ body, info }),
+    () => null,
+  );
 }
 
 const BODY_FAILED =

@@ -22,11 +22,13 @@
 // env: the worker's bindings, for relay_revoked.
 import { respond } from "./respond.mjs";
 
+// Read once per plan that is not kept (every distinct token's): empty fields, the usual case for
+// most, are not split.
 export function parsePlan(plan) {
   const [url, drop, add, ms, withBody, deadline, corsPrefix, corsAdd, origin, held, relayCheck] = plan.split("\0");
   return {
     url,
-    drop: drop.split("\n").filter((name) => name !== ""),
+    drop: names(drop),
     add: pairs(add),
     ms: Number(ms),
     withBody: withBody !== "",
@@ -39,8 +41,19 @@ export function parsePlan(plan) {
   };
 }
 
+const NONE = [];
+
+// One name a line, each line ended.
+function names(lines) {
+  if (lines === "") return NONE;
+  const out = lines.split("\n");
+  out.pop();
+  return out;
+}
+
 // Name and value on alternate lines, as [name, value] pairs.
 function pairs(lines) {
+  if (lines === "") return NONE;
   const parts = lines.split("\n");
   const out = [];
   for (let i = 0; i + 1 < parts.length; i += 2) out.push([parts[i], parts[i + 1]]);

@@ -77,7 +77,7 @@ pub fn drive(mut task: Task, id: Option<u32>) -> Result<JsValue, JsValue> {
     match OFFERED.take() {
         Some((promise, slot)) => {
             let id = WAITING.with(|waiting| waiting.borrow_mut().keep(id, task, slot));
-            Err(js_sys::Array::of2(&promise, &JsValue::from(id)).into())
+            Err(super::io::handed(&promise, id))
         }
         None => {
             // The promise made before this hand-off no longer counts: a later poll by another

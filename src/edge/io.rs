@@ -23,6 +23,8 @@ extern "C" {
     fn fleet_list(namespace: &JsValue, name: &str) -> Promise;
     /// `ctx.waitUntil(promise)`.
     pub fn wait_until(ctx: &JsValue, promise: &Promise);
+    /// `[promise, id]`: a wait handed over to entry.mjs (see handoff.rs).
+    pub fn handed(promise: &Promise, id: u32) -> JsValue;
 }
 
 /// KV binding name, declared in wrangler.toml. Optional: without it the KV tier is skipped.
