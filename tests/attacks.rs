@@ -123,7 +123,7 @@ impl Isolate {
         let rules = pipeline::compile_rules(&config).expect("the corpus routes compile");
         Isolate {
             issuers: config.trusted_issuers(),
-            proofs: RefCell::default(),
+            proofs: RefCell::new(ReplayCache::new([1, 2])),
             proof_keys: corpus["dpop_keys"].clone(),
             io: FakeIo::serving(&corpus["jwks"]),
             tokens: RefCell::default(),

@@ -58,7 +58,7 @@ fn gateway_public_double_slash_star_does_not_open_protected_routes() {
     // A configuration error naming ROUTES is a fix too.
     let Ok(rules) = pipeline::compile_rules(&config) else { return };
     let issuers = config.trusted_issuers();
-    let proofs = RefCell::new(ReplayCache::default());
+    let proofs = RefCell::new(ReplayCache::new([1, 2]));
     let io = FakeIo::serving(&json!({ "keys": [] }));
     let tokens = RefCell::new(TokenCache::default());
     let assertions = RefCell::default();

@@ -15,7 +15,7 @@ use common::{
 use edge_auth::{
     config::Config,
     dpop::proof::{self, access_token_hash, ProofVerifier},
-    dpop::replay::{self, ReplayCache},
+    dpop::replay::ReplayCache,
     gateway::assertion::{AssertionCache, AssertionKey, AssertionSigner, SignError},
     gateway::rules::Rules,
     http::HttpResponse,
@@ -103,7 +103,7 @@ fn world_with(vars: &[(&str, &str)], published: &[&SigningKey]) -> World {
         issuers,
         io: FakeIo::serving(&jwks(published)),
         tokens: RefCell::default(),
-        proofs: RefCell::default(),
+        proofs: RefCell::new(ReplayCache::with_limits([1, 2], PROOFS_PER_KEY, 8 * PROOFS_PER_KEY)),
         denylist: None,
         fleet: RefCell::default(),
         assertions: RefCell::default(),
@@ -919,6 +919,9 @@ fn the_status_route_lists_every_issuer() {
 // ---------------------------------------------------------------- DPoP
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
+/// The test isolates' DPoP memory per key (the edge's is `replay::PER_KEY`): small enough to fill
+/// with signed proofs in a moment; all keys together hold eight times that.
+const PROOFS_PER_KEY: usize = 1024;
 
 const URL: &str = "https://api.example.com/api/private";
 
@@ -999,7 +1002,7 @@ fn a_captured_proof_stays_refused_however_many_proofs_follow_it() {
     let authorization = format!("DPoP {token}");
     let captured = Proof::new(&k, "GET", URL, &token, w.now_secs(), "captured").sign(&k);
     assert_eq!(w.dpop("GET", URL, &authorization, Some(&captured)).response.status, 200);
-    for i in 1..replay::PER_KEY {
+    for i in 1..PROOFS_PER_KEY {
         let proof = Proof::new(&k, "GET", URL, &token, w.now_secs(), &format!("later-{i}")).sign(&k);
         assert_eq!(w.dpop("GET", URL, &authorization, Some(&proof)).response.status, 200, "proof {i}");
     }
@@ -1033,7 +1036,7 @@ fn with_nonces_a_full_share_is_answered_with_a_nonce_challenge() {
         proof.sign(&k)
     };
     let nonce = nonce_now(&w);
-    for i in 0..replay::PER_KEY {
+    for i in 0..PROOFS_PER_KEY {
         let outcome = w.dpop("GET", URL, &authorization, Some(&with_nonce(&w, &i.to_string(), &nonce)));
         assert_eq!(outcome.response.status, 200, "proof {i}");
     }
@@ -1688,13 +1691,13 @@ fn with_fleet_replay_a_full_isolate_memory_defers_to_the_fleet() {
     let k = ProofKey::es256();
     let token = bound_token(&k);
     let authorization = format!("DPoP {token}");
-    for i in 0..replay::PER_KEY {
+    for i in 0..PROOFS_PER_KEY {
         let proof = Proof::new(&k, "GET", URL, &token, w.now_secs(), &format!("early-{i}")).sign(&k);
         assert_eq!(w.dpop("GET", URL, &authorization, Some(&proof)).response.status, 200, "proof {i}");
     }
     let past_share = Proof::new(&k, "GET", URL, &token, w.now_secs(), "past-share").sign(&k);
     assert_eq!(w.dpop("GET", URL, &authorization, Some(&past_share)).response.status, 200);
-    assert_eq!(w.proofs.borrow().len(), replay::PER_KEY, "the isolate did not remember it");
+    assert_eq!(w.proofs.borrow().len(), PROOFS_PER_KEY, "the isolate did not remember it");
     assert_proof_error(&w.dpop("GET", URL, &authorization, Some(&past_share)), "The DPoP proof was already used");
     assert!(!w.io.events().contains(&"replay_memory_full".to_owned()));
 }

@@ -8,6 +8,14 @@
 //! - all keys together hold at most [`TOTAL`]; a full memory refuses every new proof. Filling it
 //!   takes `TOTAL / PER_KEY` bound keys at their share, and the refusal is logged.
 //!
+//! A `jti` is kept as a 64-bit digest keyed with a secret drawn per isolate, not as its text: an
+//! entry is ~40 bytes by its layout in wasm32 instead of ~100, so four times the proofs of the
+//! earlier bounds (with the default 330 s window, ~390 a second per isolate and ~50 per key) take
+//! about 5 MB at most. Two `jti`s of one key with
+//! the same digest would refuse the second as replayed (fail closed); among the at most `PER_KEY`
+//! entries of a key that is a chance of about 2^-35 per window, and without the secret nobody can
+//! aim for it.
+//!
 //! The caller answers a refusal with a nonce challenge when nonces are on, since a proof with a
 //! nonce is remembered only as long as its nonce is good (two steps, not the whole `iat` window).
 //! Expired entries leave in time order, a bucket per second, so no call ever sweeps the memory.
@@ -15,14 +23,15 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     future::Future,
+    hash::{BuildHasherDefault, Hasher},
     rc::Rc,
 };
 
-pub const PER_KEY: usize = 4096;
-pub const TOTAL: usize = 32 * 1024;
+pub const PER_KEY: usize = 16 * 1024;
+pub const TOTAL: usize = 128 * 1024;
 
-/// One remembered proof: its key's thumbprint and its `jti`.
-type Entry = (Rc<str>, Rc<str>);
+/// One remembered proof: its key's thumbprint and its `jti`'s digest.
+type Entry = (Rc<str>, u64);
 
 /// The fleet's memory of used `jti`s (`DPOP_REPLAY=fleet`): a Durable Object per proof key, shared
 /// by every isolate in every location. Asked after the isolate's own memory took the proof, so
@@ -44,15 +53,42 @@ pub enum FleetUse {
     Full,
 }
 
-#[derive(Debug, Default)]
+/// Digests are keyed already: a set of them needs no second hash.
+#[derive(Default)]
+struct Digested(u64);
+
+impl Hasher for Digested {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64`s are hashed here (`write_u64`); any other input is folded in all the same.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Digests = HashSet<u64, BuildHasherDefault<Digested>>;
+
+#[derive(Debug)]
 pub struct ReplayCache {
-    /// thumbprint → the `jti`s its proofs used.
-    keys: HashMap<Rc<str>, HashSet<Rc<str>>>,
+    /// The secret the digests are keyed with (see the module's note).
+    secret: [u64; 2],
+    /// thumbprint → the digests of the `jti`s its proofs used.
+    keys: HashMap<Rc<str>, Digests>,
     /// The entries by the last second they are kept, one bucket per second, oldest first. New
     /// entries' seconds nearly always come last (now plus a fixed window), so a bucket is found
     /// from the back in a step or two; there are at most as many buckets as seconds in a window.
     expiry: VecDeque<(i64, Vec<Entry>)>,
     len: usize,
+    per_key: usize,
+    total: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,28 +100,49 @@ pub enum Remembered {
 }
 
 impl ReplayCache {
+    /// An empty memory whose digests are keyed with `secret` (random per isolate at the edge).
+    pub fn new(secret: [u64; 2]) -> Self {
+        Self::with_limits(secret, PER_KEY, TOTAL)
+    }
+
+    /// A memory of other bounds than [`PER_KEY`] and [`TOTAL`]: a test fills a small one
+    /// without signing tens of thousands of proofs.
+    pub fn with_limits(secret: [u64; 2], per_key: usize, total: usize) -> Self {
+        ReplayCache { secret, keys: HashMap::new(), expiry: VecDeque::new(), len: 0, per_key, total }
+    }
+
+    /// SipHash-1-3 (std's hasher) over the secret, then the `jti`.
+    fn digest(&self, jti: &str) -> u64 {
+        // std's SipHasher13 is unstable; `DefaultHasher::new()` is that hasher, keyed with zeros.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        hasher.write_u64(self.secret[0]);
+        hasher.write_u64(self.secret[1]);
+        hasher.write(jti.as_bytes());
+        hasher.finish()
+    }
+
     /// Records `jti` for `thumbprint` through the second `keep_through`, unless it was seen already
     /// or there is no room for it.
     pub fn remember(&mut self, thumbprint: &str, jti: &str, keep_through: i64, now: i64) -> Remembered {
         self.expire(now);
+        let digest = self.digest(jti);
         let held = self.keys.get(thumbprint);
-        if held.is_some_and(|jtis| jtis.contains(jti)) {
+        if held.is_some_and(|digests| digests.contains(&digest)) {
             return Remembered::Replayed;
         }
-        if self.len >= TOTAL || held.is_some_and(|jtis| jtis.len() >= PER_KEY) {
+        if self.len >= self.total || held.is_some_and(|digests| digests.len() >= self.per_key) {
             return Remembered::Full;
         }
         let thumbprint: Rc<str> = match self.keys.get_key_value(thumbprint) {
             Some((known, _)) => known.clone(),
             None => thumbprint.into(),
         };
-        let jti: Rc<str> = jti.into();
-        self.keys.entry(thumbprint.clone()).or_default().insert(jti.clone());
+        self.keys.entry(thumbprint.clone()).or_default().insert(digest);
         let at = self.expiry.iter().rposition(|(second, _)| *second <= keep_through);
         match at {
-            Some(i) if self.expiry[i].0 == keep_through => self.expiry[i].1.push((thumbprint, jti)),
-            Some(i) => self.expiry.insert(i + 1, (keep_through, vec![(thumbprint, jti)])),
-            None => self.expiry.push_front((keep_through, vec![(thumbprint, jti)])),
+            Some(i) if self.expiry[i].0 == keep_through => self.expiry[i].1.push((thumbprint, digest)),
+            Some(i) => self.expiry.insert(i + 1, (keep_through, vec![(thumbprint, digest)])),
+            None => self.expiry.push_front((keep_through, vec![(thumbprint, digest)])),
         }
         self.len += 1;
         Remembered::Fresh
@@ -94,17 +151,17 @@ impl ReplayCache {
     /// Whether `jti` was recorded for `thumbprint` (without recording it). An entry past its last
     /// second may still be found: its proof is too old to be accepted anyway.
     pub fn seen(&self, thumbprint: &str, jti: &str) -> bool {
-        self.keys.get(thumbprint).is_some_and(|jtis| jtis.contains(jti))
+        self.keys.get(thumbprint).is_some_and(|digests| digests.contains(&self.digest(jti)))
     }
 
     /// Drops every entry whose last second is before `now`, oldest bucket first.
     fn expire(&mut self, now: i64) {
         while self.expiry.front().is_some_and(|(second, _)| *second < now) {
             let Some((_, bucket)) = self.expiry.pop_front() else { break };
-            for (thumbprint, jti) in bucket {
-                if let Some(jtis) = self.keys.get_mut(&thumbprint) {
-                    jtis.remove(&jti);
-                    if jtis.is_empty() {
+            for (thumbprint, digest) in bucket {
+                if let Some(digests) = self.keys.get_mut(&thumbprint) {
+                    digests.remove(&digest);
+                    if digests.is_empty() {
                         self.keys.remove(&thumbprint);
                     }
                 }
@@ -128,7 +185,7 @@ mod tests {
 
     #[test]
     fn a_jti_is_accepted_once_per_key_until_its_last_second_has_passed() {
-        let mut cache = ReplayCache::default();
+        let mut cache = ReplayCache::new([1, 2]);
         assert_eq!(cache.remember("k1", "a", 100, 0), Remembered::Fresh);
         assert_eq!(cache.remember("k1", "a", 100, 50), Remembered::Replayed);
         assert_eq!(cache.remember("k2", "a", 100, 50), Remembered::Fresh, "another key's jti is its own");
@@ -136,11 +193,22 @@ mod tests {
         assert_eq!(cache.remember("k1", "a", 200, 101), Remembered::Fresh, "past its window a proof is too old anyway");
     }
 
+    #[test]
+    fn a_jti_is_kept_as_a_digest_keyed_per_memory() {
+        let (one, other) = (ReplayCache::new([1, 2]), ReplayCache::new([3, 4]));
+        assert_eq!(one.digest("jti-1"), one.digest("jti-1"));
+        assert_ne!(one.digest("jti-1"), other.digest("jti-1"), "another secret, another digest");
+        assert_ne!(one.digest("jti-1"), one.digest("jti-2"));
+        let mut cache = ReplayCache::new([5, 6]);
+        assert_eq!(cache.remember("k", "jti-1", 100, 0), Remembered::Fresh);
+        assert!(cache.seen("k", "jti-1") && !cache.seen("k", "jti-10") && !cache.seen("k2", "jti-1"));
+    }
+
     /// Review finding 1: a busy client's own later proofs pushed its older `jti`s out while they
     /// were still inside the window, so a proof captured from a log was good again after 4,096 more.
     #[test]
     fn a_key_past_its_share_is_refused_and_its_old_entries_stay() {
-        let mut cache = ReplayCache::default();
+        let mut cache = ReplayCache::new([1, 2]);
         assert_eq!(cache.remember("busy", "captured", 1000, 0), Remembered::Fresh);
         for i in 1..PER_KEY {
             assert_eq!(cache.remember("busy", &i.to_string(), 1000, 1), Remembered::Fresh);
@@ -155,7 +223,7 @@ mod tests {
     /// largest holder of a full memory, and the victim's entries were the ones evicted.
     #[test]
     fn a_full_memory_refuses_newcomers_and_evicts_no_one() {
-        let mut cache = ReplayCache::default();
+        let mut cache = ReplayCache::new([1, 2]);
         for i in 0..PER_KEY {
             assert_eq!(cache.remember("victim", &format!("v{i}"), 1000, 0), Remembered::Fresh);
         }
@@ -179,7 +247,7 @@ mod tests {
     /// debug build), so a few busy keys made every DPoP request in the isolate pay.
     #[test]
     fn a_full_memory_answers_without_sweeping_it() {
-        let mut cache = ReplayCache::default();
+        let mut cache = ReplayCache::new([1, 2]);
         for i in 0..TOTAL {
             cache.remember(&format!("k{}", i / PER_KEY), &i.to_string(), 1000, 0);
         }

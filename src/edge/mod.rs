@@ -107,6 +107,18 @@ impl Ready {
     }
 }
 
+/// The key of this isolate's DPoP `jti` digests (`dpop::replay`): random, so no client can make
+/// two of its `jti`s collide on purpose.
+fn replay_secret() -> [u64; 2] {
+    let mut bytes = [0u8; 16];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // Without randomness, the clock: a collision still only refuses a proof.
+        bytes[..8].copy_from_slice(&js_sys::Date::now().to_bits().to_le_bytes());
+    }
+    let (a, b) = bytes.split_at(8);
+    [u64::from_le_bytes(a.try_into().unwrap_or_default()), u64::from_le_bytes(b.try_into().unwrap_or_default())]
+}
+
 /// What asks for the fleet's Durable Objects must have them bound: otherwise every request it
 /// judges would be refused, so the configuration is refused as a whole, naming what asked.
 fn check_fleet_bindings(config: &Config, rules: &Rules, env: &JsValue) -> Result<(), ConfigError> {
@@ -154,7 +166,7 @@ fn isolate(env: &JsValue) -> Rc<Isolate> {
                 Ok(Rc::new(Ready {
                     issuers: Rc::new(config.trusted_issuers()),
                     tokens: RefCell::default(),
-                    proofs: RefCell::default(),
+                    proofs: RefCell::new(ReplayCache::new(replay_secret())),
                     denylist: io::binding(env, io::DENYLIST_BINDING)
                         .map(|_| RefCell::new(DenyList::new(config.denylist_refresh_secs))),
                     fleet: rules.fleet_revocation().map(|_| RefCell::default()),
