@@ -83,6 +83,8 @@ if os.environ.get("BENCH_OWN_ROWS") == "0":
     OWN_ROWS = []
 # Proofs made per second of a DPoP run: above what one workerd answers here, so none is sent twice.
 PROOFS_PER_SECOND = 4500
+# DPoP clients (keys, each with its bound token) the DPoP row's proofs are spread over.
+DPOP_CLIENTS = 16
 # The prefix of progress lines; bench/soak.py, which imports this module, sets its own.
 TAG = "bench"
 
@@ -643,25 +645,33 @@ def main():
             if get(ports["two"], "/api/private", token)[0] != 200:
                 raise SystemExit("bench: the two-issuer worker refuses a token of its second issuer")
 
-        # DPoP: a token bound to the client key `proof` keeps in key_dir, and proofs made just before
-        # each run (a proof's iat must be recent, and each is good once).
-        jkt = run([ISSUER_BIN, "jkt", "--dir", key_dir], stdout=subprocess.PIPE, text=True).stdout.strip() \
-            if OWN_ROWS else ""
-        dpop_token = run(mint + ["--dpop-jkt", jkt], stdout=subprocess.PIPE, text=True).stdout.strip() \
-            if OWN_ROWS else ""
+        # DPoP: DPOP_CLIENTS client keys (each kept by `proof` in a folder of its own), a token bound
+        # to each, and proofs made just before each run (a proof's iat must be recent, and each is
+        # good once), the clients' in turn. One client alone would meet its share of the isolate's
+        # replay memory (docs/dpop.md#replay) long before a run ends.
+        clients = []
+        for i in range(DPOP_CLIENTS if OWN_ROWS else 0):
+            client_dir = WORK / f"dpop-client-{i}"
+            jkt = run([ISSUER_BIN, "jkt", "--dir", client_dir], stdout=subprocess.PIPE, text=True).stdout.strip()
+            bound = run(mint + ["--dpop-jkt", jkt], stdout=subprocess.PIPE, text=True).stdout.strip()
+            clients.append((client_dir, bound))
         dpop_url = f"http://127.0.0.1:{ports['ours']}/api/private"
 
         def make_proofs(seconds):
-            proofs = run([ISSUER_BIN, "proof", "--method", "GET", "--url", dpop_url, "--token", dpop_token,
-                          "--dir", key_dir, "--count", max(seconds, 1) * PROOFS_PER_SECOND],
-                         stdout=subprocess.PIPE, text=True).stdout
-            (WORK / "proofs.txt").write_text(proofs)
+            each = -(-max(seconds, 1) * PROOFS_PER_SECOND // len(clients))
+            per_client = [
+                [f"{bound} {proof}" for proof in run(
+                    [ISSUER_BIN, "proof", "--method", "GET", "--url", dpop_url, "--token", bound,
+                     "--dir", client_dir, "--count", each], stdout=subprocess.PIPE, text=True).stdout.split()]
+                for client_dir, bound in clients
+            ]
+            (WORK / "proofs.txt").write_text("".join(line + "\n" for turn in zip(*per_client) for line in turn))
 
         if OWN_ROWS:
             make_proofs(1)
-        first = (WORK / "proofs.txt").read_text().split()[0] if OWN_ROWS else ""
-        if OWN_ROWS and get_dpop(ports["ours"], "/api/private", dpop_token, first) != 200:
-            raise SystemExit("bench: edge-auth refuses the DPoP proof it is to be timed on")
+            bound, first = (WORK / "proofs.txt").read_text().split("\n")[0].split(" ")
+            if get_dpop(ports["ours"], "/api/private", bound, first) != 200:
+                raise SystemExit("bench: edge-auth refuses the DPoP proof it is to be timed on")
 
         def one(w, scenario, seconds):
             key, _, path, token_file = scenario
@@ -673,7 +683,7 @@ def main():
             if key == "dpop":
                 make_proofs(seconds + 1)
             return drive(servers[w], ports[w], path, WORK / token_file if token_file else None, seconds, args.threads,
-                         args.connections, dpop_token if key == "dpop" else "")
+                         args.connections, "pairs" if key == "dpop" else "")
 
         warmup_warnings = []
         if args.warmup:

@@ -7,7 +7,8 @@
 local path = os.getenv("BENCH_PATH") or "/"
 local token_file = os.getenv("BENCH_TOKENS") or ""
 -- BENCH_DPOP_TOKEN  a DPoP-bound token: then each line of BENCH_TOKENS is a proof, each sent once
---                   with "Authorization: DPoP <token>" (a proof is good once: a replay is a non-2xx)
+--                   with "Authorization: DPoP <token>" (a proof is good once: a replay is a non-2xx);
+--                   "pairs": each line is "<token> <proof>" instead (proofs of several clients)
 local dpop_token = os.getenv("BENCH_DPOP_TOKEN") or ""
 -- BENCH_METHOD  the method (GET unless set); BENCH_BODY a file whose text is every request's body
 --               (sent as JSON, as an MCP client's POST is)
@@ -31,7 +32,10 @@ function init(args)
   reqs = {}
   if token_file ~= "" then
     for line in io.lines(token_file) do
-      if line ~= "" and dpop_token ~= "" then
+      if line ~= "" and dpop_token == "pairs" then
+        local bound, proof = line:match("^(%S+) (%S+)$")
+        reqs[#reqs + 1] = wrk.format("GET", path, { ["Authorization"] = "DPoP " .. bound, ["DPoP"] = proof })
+      elseif line ~= "" and dpop_token ~= "" then
         reqs[#reqs + 1] = wrk.format("GET", path, { ["Authorization"] = "DPoP " .. dpop_token, ["DPoP"] = line })
       elseif line ~= "" then
         local headers = { ["Authorization"] = "Bearer " .. line }
