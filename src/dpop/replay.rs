@@ -5,16 +5,20 @@
 //! good again. So the memory is bounded by refusing, not by evicting:
 //! - a key holds at most [`PER_KEY`] entries; a key at its share is refused ([`Remembered::Full`])
 //!   until its own entries expire. Only that key's holder can make proofs for it;
-//! - all keys together hold at most [`TOTAL`]; a full memory refuses every new proof. Filling it
-//!   takes `TOTAL / PER_KEY` bound keys at their share, and the refusal is logged.
+//! - all keys together hold at most [`TOTAL`] units: an entry is one, and a key holding any is
+//!   [`KEY_UNITS`] more (a key's own set and its place in the map cost about as much as three
+//!   entries), so the memory's size is bounded whether a few keys or many hold it. A full memory
+//!   refuses every new proof. Filling it takes about `TOTAL / PER_KEY` bound keys at their share,
+//!   and the refusal is logged.
 //!
 //! A `jti` is kept as a 64-bit digest keyed with a secret drawn per isolate, not as its text: an
-//! entry is ~40 bytes by its layout in wasm32 instead of ~100, so four times the proofs of the
-//! earlier bounds (with the default 330 s window, ~390 a second per isolate and ~50 per key) take
-//! about 5 MB at most. Two `jti`s of one key with
-//! the same digest would refuse the second as replayed (fail closed); among the at most `PER_KEY`
-//! entries of a key that is a chance of about 2^-35 per window, and without the secret nobody can
-//! aim for it.
+//! entry is ~40 bytes in wasm32 instead of ~100, so about four times the proofs of the earlier
+//! bounds (with the default 330 s window, ~390 a second per isolate and ~50 per key) fit in at
+//! most about 6 MB, however many keys they come from (measured in wasm32 with a counting
+//! allocator: 5.1 MB for 8 keys at their share, 5.5 MB for 32,768 keys of one entry each, 5.9 MB
+//! for 1,024 keys of 125). Two `jti`s of one key with the same digest would refuse
+//! the second as replayed (fail closed); among the at most `PER_KEY` entries of a key that is a
+//! chance of about 2^-37 per window, and without the secret nobody can aim for it.
 //!
 //! The caller answers a refusal with a nonce challenge when nonces are on, since a proof with a
 //! nonce is remembered only as long as its nonce is good (two steps, not the whole `iat` window).
@@ -29,6 +33,8 @@ use std::{
 
 pub const PER_KEY: usize = 16 * 1024;
 pub const TOTAL: usize = 128 * 1024;
+/// What a key holding entries counts against [`TOTAL`] besides them (see the module's note).
+pub const KEY_UNITS: usize = 3;
 
 /// One remembered proof: its key's thumbprint and its `jti`'s digest.
 type Entry = (Rc<str>, u64);
@@ -76,7 +82,6 @@ impl Hasher for Digested {
 
 type Digests = HashSet<u64, BuildHasherDefault<Digested>>;
 
-#[derive(Debug)]
 pub struct ReplayCache {
     /// The secret the digests are keyed with (see the module's note).
     secret: [u64; 2],
@@ -86,9 +91,23 @@ pub struct ReplayCache {
     /// entries' seconds nearly always come last (now plus a fixed window), so a bucket is found
     /// from the back in a step or two; there are at most as many buckets as seconds in a window.
     expiry: VecDeque<(i64, Vec<Entry>)>,
+    /// Entries held.
     len: usize,
+    /// Units used against `total`: the entries and [`KEY_UNITS`] per key holding any.
+    units: usize,
     per_key: usize,
     total: usize,
+}
+
+/// Everything but the secret.
+impl std::fmt::Debug for ReplayCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayCache")
+            .field("keys", &self.keys.len())
+            .field("len", &self.len)
+            .field("units", &self.units)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +127,7 @@ impl ReplayCache {
     /// A memory of other bounds than [`PER_KEY`] and [`TOTAL`]: a test fills a small one
     /// without signing tens of thousands of proofs.
     pub fn with_limits(secret: [u64; 2], per_key: usize, total: usize) -> Self {
-        ReplayCache { secret, keys: HashMap::new(), expiry: VecDeque::new(), len: 0, per_key, total }
+        ReplayCache { secret, keys: HashMap::new(), expiry: VecDeque::new(), len: 0, units: 0, per_key, total }
     }
 
     /// SipHash-1-3 (std's hasher) over the secret, then the `jti`.
@@ -124,13 +143,18 @@ impl ReplayCache {
     /// Records `jti` for `thumbprint` through the second `keep_through`, unless it was seen already
     /// or there is no room for it.
     pub fn remember(&mut self, thumbprint: &str, jti: &str, keep_through: i64, now: i64) -> Remembered {
-        self.expire(now);
         let digest = self.digest(jti);
+        self.remember_digest(thumbprint, digest, keep_through, now)
+    }
+
+    fn remember_digest(&mut self, thumbprint: &str, digest: u64, keep_through: i64, now: i64) -> Remembered {
+        self.expire(now);
         let held = self.keys.get(thumbprint);
         if held.is_some_and(|digests| digests.contains(&digest)) {
             return Remembered::Replayed;
         }
-        if self.len >= self.total || held.is_some_and(|digests| digests.len() >= self.per_key) {
+        let units = if held.is_some() { 1 } else { 1 + KEY_UNITS };
+        if self.units + units > self.total || held.is_some_and(|digests| digests.len() >= self.per_key) {
             return Remembered::Full;
         }
         let thumbprint: Rc<str> = match self.keys.get_key_value(thumbprint) {
@@ -145,6 +169,7 @@ impl ReplayCache {
             None => self.expiry.push_front((keep_through, vec![(thumbprint, digest)])),
         }
         self.len += 1;
+        self.units += units;
         Remembered::Fresh
     }
 
@@ -163,9 +188,11 @@ impl ReplayCache {
                     digests.remove(&digest);
                     if digests.is_empty() {
                         self.keys.remove(&thumbprint);
+                        self.units -= KEY_UNITS;
                     }
                 }
                 self.len -= 1;
+                self.units -= 1;
             }
         }
     }
@@ -204,6 +231,34 @@ mod tests {
         assert!(cache.seen("k", "jti-1") && !cache.seen("k", "jti-10") && !cache.seen("k2", "jti-1"));
     }
 
+    /// Two `jti`s of one key with one digest: the second is refused as used, never admitted, and
+    /// the first's entry expiring does not free a later one (each is its own entry).
+    #[test]
+    fn a_digest_collision_refuses_and_never_admits() {
+        let mut cache = ReplayCache::new([1, 2]);
+        assert_eq!(cache.remember_digest("k", 7, 100, 0), Remembered::Fresh);
+        assert_eq!(cache.remember_digest("k", 7, 200, 50), Remembered::Replayed, "a colliding jti");
+        assert_eq!(cache.remember_digest("other", 7, 200, 50), Remembered::Fresh, "another key's digests are its own");
+        assert_eq!(cache.remember_digest("k", 7, 300, 101), Remembered::Fresh, "past its window, room again");
+        assert_eq!(cache.remember_digest("k", 7, 300, 250), Remembered::Replayed, "held through its own window");
+    }
+
+    /// Many keys of one entry each fill the memory sooner than a few keys: each key is charged
+    /// for its own set and place, so the memory's size has one bound whatever the spread.
+    #[test]
+    fn many_keys_of_one_entry_are_charged_for_their_keys() {
+        let mut cache = ReplayCache::new([1, 2]);
+        let mut k = 0;
+        while cache.remember(&format!("key{k}"), "only", 1000, 0) == Remembered::Fresh {
+            k += 1;
+        }
+        assert_eq!(k, TOTAL / (1 + KEY_UNITS), "{cache:?}");
+        assert_eq!((cache.len(), cache.units), (k, k * (1 + KEY_UNITS)));
+        // Room comes back as entries expire, a key's units with its last entry.
+        assert_eq!(cache.remember("newcomer", "n", 2000, 1001), Remembered::Fresh);
+        assert_eq!((cache.len(), cache.units), (1, 1 + KEY_UNITS));
+    }
+
     /// Review finding 1: a busy client's own later proofs pushed its older `jti`s out while they
     /// were still inside the window, so a proof captured from a log was good again after 4,096 more.
     #[test]
@@ -213,7 +268,7 @@ mod tests {
         for i in 1..PER_KEY {
             assert_eq!(cache.remember("busy", &i.to_string(), 1000, 1), Remembered::Fresh);
         }
-        assert_ne!(cache.remember("busy", "one more", 1000, 2), Remembered::Fresh, "the share is full");
+        assert_eq!(cache.remember("busy", "one more", 1000, 2), Remembered::Full, "the share is full");
         assert_eq!(cache.remember("busy", "captured", 1000, 3), Remembered::Replayed, "never forgotten to make room");
         assert_eq!(cache.remember("other", "x", 1000, 3), Remembered::Fresh, "other keys are not affected");
         assert_eq!(cache.remember("busy", "later", 1000, 1001), Remembered::Fresh, "room again once entries expire");
@@ -227,20 +282,20 @@ mod tests {
         for i in 0..PER_KEY {
             assert_eq!(cache.remember("victim", &format!("v{i}"), 1000, 0), Remembered::Fresh);
         }
-        let mut k = 0;
-        while cache.len() < TOTAL {
-            let fresh = cache.remember(&format!("attacker{}", k / 300), &k.to_string(), 1000, 1);
-            assert_eq!(fresh, Remembered::Fresh);
+        let mut k: usize = 0;
+        while cache.remember(&format!("attacker{}", k / 300), &k.to_string(), 1000, 1) == Remembered::Fresh {
             k += 1;
         }
-        assert_ne!(cache.remember("attacker-new", "a", 1000, 2), Remembered::Fresh, "memory is full");
-        assert_eq!(cache.len(), TOTAL);
+        // Filled to the last unit a newcomer key would need.
+        assert!(cache.units > TOTAL - (1 + KEY_UNITS), "{cache:?}");
+        assert_eq!(cache.units, cache.len() + KEY_UNITS * (1 + k.div_ceil(300)), "{cache:?}");
+        assert_eq!(cache.remember("attacker-new", "a", 1000, 2), Remembered::Full, "memory is full");
         for i in 0..PER_KEY {
             assert_eq!(cache.remember("victim", &format!("v{i}"), 1000, 3), Remembered::Replayed, "v{i}");
         }
         // Expired entries make room, in time order.
         assert_eq!(cache.remember("later", "l", 5000, 1001), Remembered::Fresh);
-        assert_eq!(cache.len(), 1);
+        assert_eq!((cache.len(), cache.units), (1, 1 + KEY_UNITS));
     }
 
     /// Review finding 3: once the memory was full, every insert swept all of it (373 µs each in a
@@ -248,10 +303,11 @@ mod tests {
     #[test]
     fn a_full_memory_answers_without_sweeping_it() {
         let mut cache = ReplayCache::new([1, 2]);
-        for i in 0..TOTAL {
-            cache.remember(&format!("k{}", i / PER_KEY), &i.to_string(), 1000, 0);
+        let mut i = 0;
+        while cache.remember(&format!("k{}", i / PER_KEY), &i.to_string(), 1000, 0) == Remembered::Fresh {
+            i += 1;
         }
-        assert_eq!(cache.len(), TOTAL);
+        assert!(cache.units > TOTAL - (1 + KEY_UNITS), "{cache:?}");
         let started = std::time::Instant::now();
         for i in 0..2000 {
             cache.remember(&format!("n{i}"), "x", 1000, 1);

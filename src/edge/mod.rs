@@ -112,8 +112,12 @@ impl Ready {
 fn replay_secret() -> [u64; 2] {
     let mut bytes = [0u8; 16];
     if getrandom::getrandom(&mut bytes).is_err() {
-        // Without randomness, the clock: a collision still only refuses a proof.
+        // Without randomness, the clock and Math.random: weaker (a collision aimed at a key of the
+        // client's own could slow that key's lookups, never admit a proof), so it is logged.
         bytes[..8].copy_from_slice(&js_sys::Date::now().to_bits().to_le_bytes());
+        bytes[8..].copy_from_slice(&js_sys::Math::random().to_bits().to_le_bytes());
+        let line = r#"{"component":"edge-auth.dpop","event":"replay_secret_weak"}"#;
+        observe::emit("replay_secret_weak", "", line, true);
     }
     let (a, b) = bytes.split_at(8);
     [u64::from_le_bytes(a.try_into().unwrap_or_default()), u64::from_le_bytes(b.try_into().unwrap_or_default())]
