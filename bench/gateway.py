@@ -7,6 +7,12 @@ Usage: python3 bench/gateway.py [seconds-per-run] [rounds] [--only TEXT] [--asse
 --only TEXT measures the rows whose name holds TEXT (and the floor each is compared with), for a
 quick look at one comparison while working on it.
 
+--jose-timeout adds a second jose gateway that gives each origin fetch a 30 s timeout
+(`AbortSignal.timeout`, what a user adding one would write; edge-auth's gateway has one by
+default), driven on the same three routes right after the plain one, and prints edge-auth's
+req/s over it too. For the account of the timer's cost only: the musts are judged against the
+plain jose gateway.
+
 --assertion adds a second gateway, the same but with ASSERTION_KEYS set (one EdDSA key, as
 assertion-key makes by default, or ES256 with --assertion-alg), driven on the public, repeated-token and distinct-token rows beside the
 rows without it, round by round; "with/without" is the median of the rounds' req/s ratios (the
@@ -65,6 +71,8 @@ def floor_row(name):
 
 
 ASSERTED = "gateway with assertion, "
+# The prefix of a row of the jose gateway with an origin timeout (--jose-timeout).
+TIMED = "with a 30 s origin timeout: "
 
 
 def plain_row(name):
@@ -92,6 +100,8 @@ def main():
     parser.add_argument("--assertion", action="store_true",
                         help="add the gateway rows with ASSERTION_KEYS set, beside the same rows without")
     parser.add_argument("--assertion-alg", choices=["EdDSA", "ES256"], default="EdDSA")
+    parser.add_argument("--jose-timeout", action="store_true",
+                        help="add a jose gateway with a 30 s origin timeout beside the plain one")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     date, flags = bench.compatibility()
@@ -148,6 +158,16 @@ def main():
                            jose_port, date, flags)
         jose = procs.start([bench.workerd_binary(), "serve", jose_config], WORK / "jose-gateway.log")
         bench.wait_until_serving(jose, jose_port, "/public/x", WORK / "jose-gateway.log")
+        if args.jose_timeout:
+            timed_port = bench.free_port()
+            timed_config = WORK / "jose-gateway-timeout.capnp"
+            bench.capnp_config(timed_config, [("worker.js", "esModule", jose_dir / "worker.js")],
+                               {"ISSUER": issuer_url, "JWKS_URL": f"{issuer_url}.well-known/jwks.json",
+                                "AUTH0_AUDIENCE": bench.AUDIENCE, "ORIGIN_URL": f"http://127.0.0.1:{origin_port}",
+                                "ORIGIN_TIMEOUT_SECONDS": "30"},
+                               timed_port, date, flags)
+            timed = procs.start([bench.workerd_binary(), "serve", timed_config], WORK / "jose-gateway-timeout.log")
+            bench.wait_until_serving(timed, timed_port, "/public/x", WORK / "jose-gateway-timeout.log")
 
         distinct = WORK / "distinct.txt"
         distinct.write_text(bench.run([bench.ISSUER_BIN, "mint", "--port", issuer_port, "--dir", key_dir, "--exp", 7200,
@@ -173,6 +193,18 @@ def main():
             JOSE["distinct"]: drive(jose, jose_port, "/private/x", distinct),
             f"gateway, required rule, {TOKENS} distinct tokens": drive(gateway, gateway_port, "/private/x", distinct),
         }
+        if args.jose_timeout:
+            timed_rows = {
+                TIMED + JOSE["public"]: drive(timed, timed_port, "/public/x"),
+                TIMED + JOSE["repeated"]: drive(timed, timed_port, "/private/x", repeated),
+                TIMED + JOSE["distinct"]: drive(timed, timed_port, "/private/x", distinct),
+            }
+            ordered = {}
+            for name, run in runs.items():
+                ordered[name] = run
+                if TIMED + name in timed_rows:
+                    ordered[TIMED + name] = timed_rows[TIMED + name]
+            runs = ordered
         if args.assertion:
             # Each right after the same row without keys: a pair runs back to back in every round.
             with_keys = {
@@ -195,7 +227,8 @@ def main():
             if not wanted:
                 raise SystemExit(f"gateway bench: no row's name holds {args.only!r}")
             keep = {"origin, straight", *wanted, *map(floor_row, wanted), *filter(None, map(jose_row, wanted)),
-                    *filter(None, map(plain_row, wanted))}
+                    *filter(None, map(plain_row, wanted)),
+                    *(TIMED + row for row in filter(None, map(jose_row, wanted)))}
             runs = {name: run for name, run in runs.items() if name in keep}
         for run in runs.values():
             run(2)  # warm-up: keys fetched, tokens verified once, JIT warm
@@ -234,6 +267,14 @@ def main():
                            else f"{(m['p50_us'] - floor['p50_us']) / 1000:+.2f} ms")
                 + " | " + ("- (not a worker)" if is_origin else f"{m['cpu_us']:.0f} us")
                 + f" | {m['background_cores']:.2f} |")
+        versus_timed = [(name, TIMED + jose_row(name)) for name in runs
+                         if jose_row(name) and TIMED + jose_row(name) in results]
+        if versus_timed:
+            lines += ["", "the gateway's req/s over the jose gateway's with a 30 s origin timeout (AbortSignal.timeout, "
+                      "as the gateway has one), same rounds:", ""]
+            for name, timed_name in versus_timed:
+                lines.append(f"- {name}: {med(name)['rps'] / med(timed_name)['rps']:.2f}x "
+                             f"({med(name)['cpu_us']:.0f} against {med(timed_name)['cpu_us']:.0f} us CPU/req)")
         paired = [name for name in runs if plain_row(name) in results]
         if paired:
             lines += ["", f"with ASSERTION_KEYS ({args.assertion_alg}) / without, req/s, median of the rounds' ratios "
