@@ -1,10 +1,12 @@
 #!/bin/sh
 # The benchmark: edge-auth against a plain JavaScript worker (jose) on bare workerd, driven by wrk.
 # Never part of ./scripts/test.sh. Usage: ./scripts/bench.sh [seconds-per-run] [rounds]
-# ./scripts/bench.sh --gateway [seconds] [rounds] [--assertion]: the latency the gateway hop adds to a local origin
-#   (--assertion: its rows with ASSERTION_KEYS set too, beside the same rows without).
+# ./scripts/bench.sh --gateway [seconds] [rounds] [--assertion] [--jose-timeout]: the gateway hop against a
+#   pass-through and a jose gateway (--assertion: its rows with ASSERTION_KEYS set too, beside the same rows
+#   without; --jose-timeout: a jose gateway with a 30 s origin timeout too).
 # ./scripts/bench.sh --cold [tries]: a fresh workerd per try, the first answers of a new isolate.
-# ./scripts/bench.sh --profile [--gateway] [--token] [PATH]: where a request's CPU goes (a V8 profile).
+# ./scripts/bench.sh --profile [--gateway [--jose]] [--token|--distinct|--mcp] [PATH]: where a request's CPU
+#   goes (a V8 profile; --jose: the jose gateway's).
 # (defaults 10 and 3; more options: python3 bench/bench.py --help). The table goes to stdout and
 # to bench/results/<UTC time>.md. EDGE_AUTH_PREBUILT=1 benches the build/ already there.
 set -eu
