@@ -93,8 +93,6 @@ pub struct ReplayCache {
     expiry: VecDeque<(i64, Vec<Entry>)>,
     /// Entries held.
     len: usize,
-    /// Units used against `total`: the entries and [`KEY_UNITS`] per key holding any.
-    units: usize,
     per_key: usize,
     total: usize,
 }
@@ -105,7 +103,7 @@ impl std::fmt::Debug for ReplayCache {
         f.debug_struct("ReplayCache")
             .field("keys", &self.keys.len())
             .field("len", &self.len)
-            .field("units", &self.units)
+            .field("units", &self.units())
             .finish_non_exhaustive()
     }
 }
@@ -127,7 +125,7 @@ impl ReplayCache {
     /// A memory of other bounds than [`PER_KEY`] and [`TOTAL`]: a test fills a small one
     /// without signing tens of thousands of proofs.
     pub fn with_limits(secret: [u64; 2], per_key: usize, total: usize) -> Self {
-        ReplayCache { secret, keys: HashMap::new(), expiry: VecDeque::new(), len: 0, units: 0, per_key, total }
+        ReplayCache { secret, keys: HashMap::new(), expiry: VecDeque::new(), len: 0, per_key, total }
     }
 
     /// SipHash-1-3 (std's hasher) over the secret, then the `jti`.
@@ -153,8 +151,8 @@ impl ReplayCache {
         if held.is_some_and(|digests| digests.contains(&digest)) {
             return Remembered::Replayed;
         }
-        let units = if held.is_some() { 1 } else { 1 + KEY_UNITS };
-        if self.units + units > self.total || held.is_some_and(|digests| digests.len() >= self.per_key) {
+        let needed = if held.is_some() { 1 } else { 1 + KEY_UNITS };
+        if self.units() + needed > self.total || held.is_some_and(|digests| digests.len() >= self.per_key) {
             return Remembered::Full;
         }
         let thumbprint: Rc<str> = match self.keys.get_key_value(thumbprint) {
@@ -169,7 +167,6 @@ impl ReplayCache {
             None => self.expiry.push_front((keep_through, vec![(thumbprint, digest)])),
         }
         self.len += 1;
-        self.units += units;
         Remembered::Fresh
     }
 
@@ -188,13 +185,16 @@ impl ReplayCache {
                     digests.remove(&digest);
                     if digests.is_empty() {
                         self.keys.remove(&thumbprint);
-                        self.units -= KEY_UNITS;
                     }
                 }
                 self.len -= 1;
-                self.units -= 1;
             }
         }
+    }
+
+    /// Units used against the total: the entries and [`KEY_UNITS`] per key holding any.
+    fn units(&self) -> usize {
+        self.len + KEY_UNITS * self.keys.len()
     }
 
     pub fn len(&self) -> usize {
@@ -253,10 +253,10 @@ mod tests {
             k += 1;
         }
         assert_eq!(k, TOTAL / (1 + KEY_UNITS), "{cache:?}");
-        assert_eq!((cache.len(), cache.units), (k, k * (1 + KEY_UNITS)));
+        assert_eq!((cache.len(), cache.units()), (k, k * (1 + KEY_UNITS)));
         // Room comes back as entries expire, a key's units with its last entry.
         assert_eq!(cache.remember("newcomer", "n", 2000, 1001), Remembered::Fresh);
-        assert_eq!((cache.len(), cache.units), (1, 1 + KEY_UNITS));
+        assert_eq!((cache.len(), cache.units()), (1, 1 + KEY_UNITS));
     }
 
     /// Review finding 1: a busy client's own later proofs pushed its older `jti`s out while they
@@ -287,15 +287,15 @@ mod tests {
             k += 1;
         }
         // Filled to the last unit a newcomer key would need.
-        assert!(cache.units > TOTAL - (1 + KEY_UNITS), "{cache:?}");
-        assert_eq!(cache.units, cache.len() + KEY_UNITS * (1 + k.div_ceil(300)), "{cache:?}");
+        assert!(cache.units() > TOTAL - (1 + KEY_UNITS), "{cache:?}");
+        assert_eq!(cache.units(), cache.len() + KEY_UNITS * (1 + k.div_ceil(300)), "{cache:?}");
         assert_eq!(cache.remember("attacker-new", "a", 1000, 2), Remembered::Full, "memory is full");
         for i in 0..PER_KEY {
             assert_eq!(cache.remember("victim", &format!("v{i}"), 1000, 3), Remembered::Replayed, "v{i}");
         }
         // Expired entries make room, in time order.
         assert_eq!(cache.remember("later", "l", 5000, 1001), Remembered::Fresh);
-        assert_eq!((cache.len(), cache.units), (1, 1 + KEY_UNITS));
+        assert_eq!((cache.len(), cache.units()), (1, 1 + KEY_UNITS));
     }
 
     /// Review finding 3: once the memory was full, every insert swept all of it (373 µs each in a
@@ -307,7 +307,7 @@ mod tests {
         while cache.remember(&format!("k{}", i / PER_KEY), &i.to_string(), 1000, 0) == Remembered::Fresh {
             i += 1;
         }
-        assert!(cache.units > TOTAL - (1 + KEY_UNITS), "{cache:?}");
+        assert!(cache.units() > TOTAL - (1 + KEY_UNITS), "{cache:?}");
         let started = std::time::Instant::now();
         for i in 0..2000 {
             cache.remember(&format!("n{i}"), "x", 1000, 1);
